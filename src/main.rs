@@ -1,0 +1,379 @@
+//! The `tollgate` command line: serve, migrate, check-config, keys, usage, mock-upstream.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rust_decimal::Decimal;
+
+use tollgate::config::{Config, LoadedConfig};
+use tollgate::mock_upstream::MockUpstream;
+use tollgate::providers::mock::MockOptions;
+use tollgate::store::{Db, NewApiKey};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "An OpenAI-compatible LLM gateway")]
+struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.toml",
+        env = "TOLLGATE_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the config, show what would be loaded, exit non-zero on error.
+    CheckConfig,
+    /// Gateway API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Usage and cost totals from the usage log.
+    Usage {
+        /// Group by model, provider, project or key.
+        #[arg(long, default_value = "model")]
+        by: String,
+        /// Start date (UTC), e.g. 2026-11-01. Default: the first of this month.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// A fake OpenAI-compatible server for tests, demos and benchmarks.
+    MockUpstream {
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Delay before the first byte of each answer.
+        #[arg(long, default_value_t = 0)]
+        ttft_ms: u64,
+        /// Delay between stream chunks.
+        #[arg(long, default_value_t = 0)]
+        chunk_ms: u64,
+        /// Content chunks (words, completion tokens) per answer.
+        #[arg(long, default_value_t = 16)]
+        chunks: usize,
+        /// Share of requests answered with HTTP 500 (0.0 to 1.0).
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; the key itself is printed once, alone on the last line.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
+        role: String,
+        #[arg(long)]
+        rpm: Option<i64>,
+        #[arg(long)]
+        tpm: Option<i64>,
+        #[arg(long)]
+        budget_usd: Option<Decimal>,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by id or prefix.
+    Revoke { id_or_prefix: String },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<LoadedConfig, ExitCode> {
+    match Config::load(path) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprint!("{e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::MockUpstream { .. } = command {
+        init_logging(false);
+    }
+    let workers = match &command {
+        Command::Serve => Config::load(&cli.config)
+            .map(|c| c.config.server.workers)
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        rt.worker_threads(workers);
+    }
+    let rt = rt.enable_all().build().expect("the tokio runtime starts");
+    rt.block_on(run(cli.config, command))
+}
+
+async fn run(config_path: PathBuf, command: Command) -> ExitCode {
+    match command {
+        Command::Serve => {
+            let loaded = match load_config(&config_path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(loaded.config.server.log_format == "json");
+            tracing::info!(config = %config_path.display(), version = env!("CARGO_PKG_VERSION"), "starting tollgate");
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            match tollgate::proxy::start(loaded).await {
+                Ok(running) => {
+                    running.serve_until_signal().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("cannot start: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig => check_config(&config_path).await,
+        Command::MockUpstream {
+            port,
+            host,
+            ttft_ms,
+            chunk_ms,
+            chunks,
+            fail_rate,
+        } => {
+            let mock = MockUpstream {
+                options: MockOptions {
+                    ttft_ms,
+                    chunk_ms,
+                    chunks,
+                    fail_rate,
+                },
+                ..Default::default()
+            };
+            let addr = match format!("{host}:{port}").parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    eprintln!("invalid --host/--port");
+                    return ExitCode::from(2);
+                }
+            };
+            match mock.start(addr).await {
+                Ok(addr) => {
+                    tracing::info!("mock upstream listening on http://{addr}/v1");
+                    let _ = tokio::signal::ctrl_c().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot listen on {addr}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        other => {
+            let loaded = match load_config(&config_path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match admin_command(&loaded, other).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn open_db(loaded: &LoadedConfig) -> anyhow::Result<Db> {
+    let db = Db::connect(&loaded.config.database.url, 2).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+async fn admin_command(loaded: &LoadedConfig, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate => {
+            let db = open_db(loaded).await?;
+            println!(
+                "migrations applied to {} ({})",
+                tollgate::store::redact_url(&loaded.config.database.url),
+                db.kind()
+            );
+        }
+        Command::Keys { command } => {
+            let db = open_db(loaded).await?;
+            match command {
+                KeysCommand::Create {
+                    name,
+                    project,
+                    role,
+                    rpm,
+                    tpm,
+                    budget_usd,
+                } => {
+                    let (key, prefix, hash) = tollgate::auth::generate_key();
+                    let new = NewApiKey {
+                        name,
+                        project,
+                        role,
+                        rpm,
+                        tpm,
+                        budget_usd,
+                    };
+                    let id = db.insert_api_key(&new, &hash, &prefix).await?;
+                    eprintln!("created key {id} ({prefix}...); it is shown only once:");
+                    println!("{key}");
+                }
+                KeysCommand::List => {
+                    println!(
+                        "{:<38} {:<12} {:<20} {:<16} {:<6} status",
+                        "id", "prefix", "name", "project", "role"
+                    );
+                    for k in db.list_api_keys().await? {
+                        let status = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{:<38} {:<12} {:<20} {:<16} {:<6} {status}",
+                            k.id,
+                            k.key_prefix,
+                            k.name,
+                            k.project_name.unwrap_or_default(),
+                            k.role
+                        );
+                    }
+                }
+                KeysCommand::Revoke { id_or_prefix } => {
+                    if db.revoke_api_key(&id_or_prefix).await? {
+                        println!("revoked {id_or_prefix}");
+                    } else {
+                        anyhow::bail!("no active key with id or prefix {id_or_prefix:?}");
+                    }
+                }
+            }
+        }
+        Command::Usage { by, since } => {
+            let db = open_db(loaded).await?;
+            let since = match since {
+                Some(s) => chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                    .map_err(|_| anyhow::anyhow!("--since must be a date like 2026-11-01"))?,
+                None => {
+                    use chrono::Datelike;
+                    let today = chrono::Utc::now().date_naive();
+                    today.with_day(1).unwrap_or(today)
+                }
+            };
+            let since = since
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc();
+            let rows = db.usage_report(&by, since).await?;
+            println!(
+                "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
+                by,
+                "requests",
+                "errors",
+                "input",
+                "cache_read",
+                "cache_write",
+                "output",
+                "cost_usd"
+            );
+            for r in rows {
+                let t = r.totals;
+                println!(
+                    "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
+                    r.group,
+                    t.requests,
+                    t.errors,
+                    t.input_tokens,
+                    t.cache_read_tokens,
+                    t.cache_write_tokens,
+                    t.output_tokens,
+                    t.cost_usd
+                );
+            }
+        }
+        Command::Serve | Command::CheckConfig | Command::MockUpstream { .. } => {
+            unreachable!("handled in run")
+        }
+    }
+    Ok(())
+}
+
+/// Prints what the config would load; the errors were already printed by `load_config`.
+async fn check_config(path: &std::path::Path) -> ExitCode {
+    let loaded = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let c = &loaded.config;
+    println!("{}: OK", path.display());
+    println!("  listen      {}", c.server.listen);
+    println!(
+        "  database    {}",
+        tollgate::store::redact_url(&c.database.url)
+    );
+    println!(
+        "  auth        require_api_key = {}, master key {}",
+        c.auth.require_api_key,
+        if c.auth.master_key.is_some() {
+            "set"
+        } else {
+            "not set (admin API off)"
+        }
+    );
+    println!("  providers   {}", c.providers.len());
+    for p in &c.providers {
+        let p = p.get_ref();
+        let models = c
+            .models
+            .iter()
+            .filter(|m| m.get_ref().provider == p.name)
+            .count();
+        println!(
+            "    {:<12} api={:<9} models={:<3} rpm={:<5} parallel={:<3} {}",
+            p.name,
+            p.api.as_str(),
+            models,
+            p.requests_per_minute,
+            p.max_parallel_requests,
+            if p.enabled { "" } else { "(disabled)" }
+        );
+    }
+    println!("  models      {}", c.models.len());
+    println!("  routes      {}", c.routes.len());
+    for w in &loaded.warnings {
+        println!("  warning: {w}");
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,85 @@
+//! Exact cost from per-million-token prices.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use super::TokenUsage;
+
+/// Per-million-token prices of one deployment. Cache prices default to the input price.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prices {
+    pub input: Decimal,
+    pub output: Decimal,
+    pub cache_read: Decimal,
+    pub cache_write: Decimal,
+}
+
+/// Costs are kept to 1e-10 USD, the scale of `llm_usage_logs.cost_usd`, so the row, the
+/// metric and the hourly roll-up all hold the same number.
+pub const COST_SCALE: u32 = 10;
+
+impl Prices {
+    pub fn cost(&self, t: &TokenUsage) -> Decimal {
+        let total = Decimal::from(t.input) * self.input
+            + Decimal::from(t.cache_read) * self.cache_read
+            + Decimal::from(t.cache_write) * self.cache_write
+            + Decimal::from(t.output) * self.output;
+        (total / Decimal::from(1_000_000u32))
+            .round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
+            .normalize()
+    }
+}
+
+/// The cost as an integer count of 1e-10 USD (what the hourly roll-up adds up).
+pub fn cost_e10(cost: Decimal) -> i64 {
+    use rust_decimal::prelude::ToPrimitive;
+    (cost * Decimal::from(10_000_000_000u64))
+        .trunc()
+        .to_i64()
+        .unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn cost_is_exact_per_component() {
+        let p = Prices {
+            input: d("0.15"),
+            output: d("0.60"),
+            cache_read: d("0.075"),
+            cache_write: d("0.15"),
+        };
+        let t = TokenUsage {
+            input: 200,
+            cache_read: 1000,
+            cache_write: 0,
+            output: 300,
+            reasoning: 120,
+        };
+        // 200*0.15 + 1000*0.075 + 300*0.60 = 30 + 75 + 180 = 285 per million
+        assert_eq!(p.cost(&t), d("0.000285"));
+        assert_eq!(cost_e10(p.cost(&t)), 2_850_000);
+    }
+
+    #[test]
+    fn tiny_costs_are_not_lost_to_floats() {
+        let p = Prices {
+            input: d("0.1"),
+            output: d("0.2"),
+            ..Default::default()
+        };
+        let one = TokenUsage {
+            input: 1,
+            output: 1,
+            ..Default::default()
+        };
+        // 0.1 + 0.2 per million: a float would say 3.0000000000000004e-7
+        assert_eq!(p.cost(&one), d("0.0000003"));
+    }
+}

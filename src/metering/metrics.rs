@@ -1,0 +1,258 @@
+//! Prometheus metrics (prefix `tollgate_`) plus the OpenTelemetry GenAI histograms.
+//!
+//! Each gateway owns its registry, so several gateways in one process (the tests) do not mix
+//! their numbers. Labels stay low-cardinality: provider, public model name, project, status.
+
+use prometheus::{CounterVec, GaugeVec};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use rust_decimal::prelude::ToPrimitive;
+
+use super::UsageRecord;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+];
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+// OpenTelemetry GenAI semantic conventions' explicit bucket boundaries.
+const GENAI_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+const GENAI_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+const GENAI_TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub time_to_first_token_seconds: HistogramVec,
+    pub upstream_duration_seconds: HistogramVec,
+    pub gateway_overhead_seconds: Histogram,
+    pub tokens_total: IntCounterVec,
+    pub cost_usd_total: CounterVec,
+    pub rate_limited_total: IntCounterVec,
+    pub fallbacks_total: IntCounterVec,
+    pub cache_hits_total: IntCounter,
+    pub cache_misses_total: IntCounter,
+    pub in_flight: IntGaugeVec,
+    pub provider_up: GaugeVec,
+    pub config_reloads_total: IntCounterVec,
+    pub registry_deployments: IntGauge,
+    pub usage_log_queue_depth: IntGauge,
+    pub usage_log_dropped_total: IntCounter,
+    pub usage_log_spooled_total: IntCounter,
+    pub usage_log_written_total: IntCounter,
+    pub genai_token_usage: HistogramVec,
+    pub genai_operation_duration: HistogramVec,
+    pub genai_time_to_first_token: HistogramVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("tollgate")
+}
+
+fn hopts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(name, help)
+        .namespace("tollgate")
+        .buckets(buckets.to_vec())
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definitions are valid");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric names are unique");
+                m
+            }};
+        }
+        let pm = &["provider", "model"];
+        Metrics {
+            requests_total: reg!(IntCounterVec::new(
+                opts("requests_total", "Requests answered, by provider, model and HTTP status."),
+                &["provider", "model", "status"]
+            )),
+            request_duration_seconds: reg!(HistogramVec::new(
+                hopts("request_duration_seconds", "Time from request received to last byte sent.", LATENCY_BUCKETS),
+                pm
+            )),
+            time_to_first_token_seconds: reg!(HistogramVec::new(
+                hopts("time_to_first_token_seconds", "Time from request received to first content byte sent.", LATENCY_BUCKETS),
+                pm
+            )),
+            upstream_duration_seconds: reg!(HistogramVec::new(
+                hopts("upstream_duration_seconds", "Time spent waiting on providers.", LATENCY_BUCKETS),
+                pm
+            )),
+            gateway_overhead_seconds: reg!(Histogram::with_opts(hopts(
+                "gateway_overhead_seconds",
+                "Request time not spent waiting on a provider.",
+                OVERHEAD_BUCKETS
+            ))),
+            tokens_total: reg!(IntCounterVec::new(
+                opts("tokens_total", "Tokens by kind: input (uncached), cache_read, cache_write, output, reasoning (part of output)."),
+                &["provider", "model", "project", "kind"]
+            )),
+            cost_usd_total: reg!(CounterVec::new(
+                opts("cost_usd_total", "Cost in USD (the usage table holds the exact decimal)."),
+                &["provider", "model", "project"]
+            )),
+            rate_limited_total: reg!(IntCounterVec::new(
+                opts("rate_limited_total", "Requests refused or delayed by a limit, by scope."),
+                &["scope"]
+            )),
+            fallbacks_total: reg!(IntCounterVec::new(
+                opts("fallbacks_total", "Attempts moved on to the next deployment."),
+                &["model"]
+            )),
+            cache_hits_total: reg!(IntCounter::with_opts(opts("cache_hits_total", "Response cache hits."))),
+            cache_misses_total: reg!(IntCounter::with_opts(opts("cache_misses_total", "Response cache misses."))),
+            in_flight: reg!(IntGaugeVec::new(
+                opts("in_flight", "Requests currently being answered, by provider."),
+                &["provider"]
+            )),
+            provider_up: reg!(GaugeVec::new(
+                opts("provider_up", "1 when the provider's circuit is closed, 0.5 half-open, 0 open."),
+                &["provider"]
+            )),
+            config_reloads_total: reg!(IntCounterVec::new(
+                opts("config_reloads_total", "Registry and config reloads, by result."),
+                &["result"]
+            )),
+            registry_deployments: reg!(IntGauge::with_opts(opts(
+                "registry_deployments",
+                "Deployments (model entries) that can serve in the current snapshot."
+            ))),
+            usage_log_queue_depth: reg!(IntGauge::with_opts(opts(
+                "usage_log_queue_depth",
+                "Usage records waiting for the batch writer."
+            ))),
+            usage_log_dropped_total: reg!(IntCounter::with_opts(opts(
+                "usage_log_dropped_total",
+                "Usage records lost (must stay 0)."
+            ))),
+            usage_log_spooled_total: reg!(IntCounter::with_opts(opts(
+                "usage_log_spooled_total",
+                "Usage records written to the local spool file while the database was unavailable."
+            ))),
+            usage_log_written_total: reg!(IntCounter::with_opts(opts(
+                "usage_log_written_total",
+                "Usage records written to the database."
+            ))),
+            genai_token_usage: reg!(HistogramVec::new(
+                HistogramOpts::new("gen_ai_client_token_usage", "OpenTelemetry GenAI: tokens used per operation.")
+                    .buckets(GENAI_TOKEN_BUCKETS.to_vec()),
+                &["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_type", "gen_ai_request_model"]
+            )),
+            genai_operation_duration: reg!(HistogramVec::new(
+                HistogramOpts::new("gen_ai_client_operation_duration_seconds", "OpenTelemetry GenAI: operation duration.")
+                    .buckets(GENAI_DURATION_BUCKETS.to_vec()),
+                &["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "error_type"]
+            )),
+            genai_time_to_first_token: reg!(HistogramVec::new(
+                HistogramOpts::new("gen_ai_server_time_to_first_token_seconds", "OpenTelemetry GenAI: time to first token.")
+                    .buckets(GENAI_TTFT_BUCKETS.to_vec()),
+                &["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+            )),
+            registry,
+        }
+    }
+
+    /// Counts one finished request. `upstream_secs` is the time spent waiting on providers.
+    pub fn observe(&self, rec: &UsageRecord) {
+        let provider = rec.provider_name.as_str();
+        let model = rec.model_name.as_str();
+        let status = rec.status_code.to_string();
+        self.requests_total
+            .with_label_values(&[provider, model, &status])
+            .inc();
+        let total = rec.latency_ms as f64 / 1000.0;
+        self.request_duration_seconds
+            .with_label_values(&[provider, model])
+            .observe(total);
+        if let Some(ttft) = rec.ttft_ms {
+            let ttft = ttft as f64 / 1000.0;
+            self.time_to_first_token_seconds
+                .with_label_values(&[provider, model])
+                .observe(ttft);
+            self.genai_time_to_first_token
+                .with_label_values(&[operation(&rec.endpoint), provider, model])
+                .observe(ttft);
+        }
+        if let Some(up) = rec.upstream_ms {
+            let up = up as f64 / 1000.0;
+            self.upstream_duration_seconds
+                .with_label_values(&[provider, model])
+                .observe(up);
+            self.gateway_overhead_seconds.observe((total - up).max(0.0));
+        }
+        let t = &rec.tokens;
+        let project = rec.project_name.as_str();
+        for (kind, n) in [
+            ("input", t.input),
+            ("cache_read", t.cache_read),
+            ("cache_write", t.cache_write),
+            ("output", t.output),
+            ("reasoning", t.reasoning),
+        ] {
+            if n > 0 {
+                self.tokens_total
+                    .with_label_values(&[provider, model, project, kind])
+                    .inc_by(n);
+            }
+        }
+        if !rec.cost_usd.is_zero() {
+            self.cost_usd_total
+                .with_label_values(&[provider, model, project])
+                .inc_by(rec.cost_usd.to_f64().unwrap_or(0.0));
+        }
+        let op = operation(&rec.endpoint);
+        if rec.usage_source != super::UsageSource::None {
+            self.genai_token_usage
+                .with_label_values(&[op, provider, "input", model])
+                .observe(t.prompt_total() as f64);
+            self.genai_token_usage
+                .with_label_values(&[op, provider, "output", model])
+                .observe(t.output as f64);
+        }
+        self.genai_operation_duration
+            .with_label_values(&[op, provider, model, rec.error_type.as_deref().unwrap_or("")])
+            .observe(total);
+    }
+
+    /// The text exposition format Prometheus scrapes.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn operation(endpoint: &str) -> &'static str {
+    match endpoint {
+        "embeddings" => "embeddings",
+        "completions" => "text_completion",
+        _ => "chat",
+    }
+}

@@ -1,0 +1,156 @@
+//! Metering: what a request used and cost, how it reaches the database and Prometheus.
+//!
+//! `UsageRecord` is the one row every request produces (success or failure). The request path
+//! only builds it and hands it to `UsageSink`; the batch writer does the database work.
+
+mod cost;
+mod metrics;
+mod writer;
+
+pub use cost::{cost_e10, Prices};
+pub use metrics::Metrics;
+pub use writer::{usage_pipeline, UsageSink, UsageWriter};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Tokens normalised across providers. `input` is the uncached part of the prompt, so
+/// `input + cache_read + cache_write` is the whole prompt. `output` is every completion token
+/// (reasoning included, as providers bill it); `reasoning` says how many of those were
+/// reasoning and is not priced a second time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub input: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+impl TokenUsage {
+    pub fn prompt_total(&self) -> u64 {
+        self.input + self.cache_read + self.cache_write
+    }
+
+    /// Reads an OpenAI-shaped `usage` object (also what DeepSeek, xAI, Mistral, vLLM and the
+    /// mock send). Returns None when the object has no token counts at all.
+    pub fn from_openai(usage: &serde_json::Value) -> Option<TokenUsage> {
+        let n = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_u64());
+        let prompt = n(usage.get("prompt_tokens"));
+        let completion = n(usage.get("completion_tokens"));
+        if prompt.is_none() && completion.is_none() {
+            return None;
+        }
+        let prompt = prompt.unwrap_or(0);
+        let details = usage.get("prompt_tokens_details");
+        // DeepSeek reports its cache hits under its own name.
+        let cached = n(details.and_then(|d| d.get("cached_tokens")))
+            .or_else(|| n(usage.get("prompt_cache_hit_tokens")))
+            .unwrap_or(0)
+            .min(prompt);
+        let reasoning = n(usage
+            .get("completion_tokens_details")
+            .and_then(|d| d.get("reasoning_tokens")))
+        .unwrap_or(0);
+        Some(TokenUsage {
+            input: prompt - cached,
+            cache_read: cached,
+            cache_write: 0,
+            output: completion.unwrap_or(0),
+            reasoning,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageSource {
+    /// Counted by the provider.
+    Provider,
+    /// Counted by the gateway because the provider reported nothing.
+    Estimated,
+    /// Nothing was used (the request failed before reaching a model).
+    None,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Provider => "provider",
+            UsageSource::Estimated => "estimated",
+            UsageSource::None => "none",
+        }
+    }
+}
+
+/// One request's row in `llm_usage_logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub id: String,
+    pub request_id: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub llm_model_id: Option<String>,
+    pub provider_id: Option<String>,
+    pub project_id: Option<String>,
+    pub api_key_id: Option<String>,
+    /// The public name the client asked for.
+    pub model_name: String,
+    /// Names for metric labels; the row itself refers to providers and projects by id.
+    pub provider_name: String,
+    pub project_name: String,
+    pub endpoint: String,
+    pub stream: bool,
+    pub status_code: u16,
+    pub error_type: Option<String>,
+    pub tokens: TokenUsage,
+    pub raw_usage: Option<String>,
+    pub usage_source: UsageSource,
+    pub cache_hit: bool,
+    pub cost_usd: Decimal,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub upstream_ms: Option<u64>,
+    pub attempts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn openai_usage_splits_cached_prompt_tokens() {
+        let u = TokenUsage::from_openai(&json!({
+            "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 1000},
+            "completion_tokens_details": {"reasoning_tokens": 120}
+        }))
+        .unwrap();
+        assert_eq!(
+            u,
+            TokenUsage {
+                input: 200,
+                cache_read: 1000,
+                cache_write: 0,
+                output: 300,
+                reasoning: 120
+            }
+        );
+        assert_eq!(u.prompt_total(), 1200);
+    }
+
+    #[test]
+    fn deepseek_cache_hits_count_as_cache_reads() {
+        let u = TokenUsage::from_openai(&json!({
+            "prompt_tokens": 50, "completion_tokens": 5,
+            "prompt_cache_hit_tokens": 32, "prompt_cache_miss_tokens": 18
+        }))
+        .unwrap();
+        assert_eq!((u.input, u.cache_read), (18, 32));
+    }
+
+    #[test]
+    fn usage_without_counts_is_none() {
+        assert!(TokenUsage::from_openai(&json!({})).is_none());
+    }
+}

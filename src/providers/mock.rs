@@ -1,0 +1,325 @@
+//! A fake OpenAI-compatible model. It answers deterministically with real usage: prompt
+//! tokens are the words of the prompt, completion tokens the words it writes (one per stream
+//! chunk). The in-process `mock` provider and `tollgate mock-upstream` share this code, so
+//! the first `curl` needs no API key and the tests and benchmark need no network.
+//!
+//! A few model ids misbehave on purpose, for tests and demos: `mock-status-NNN` answers with
+//! that HTTP status, `mock-hang` never answers, `mock-garbage` answers 200 with a non-JSON
+//! body, and `mock-cut` stops a stream after two chunks without `[DONE]`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use serde_json::{json, Value};
+
+use super::JsonObject;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type MockBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// Delay before the first byte of an answer.
+    pub ttft_ms: u64,
+    /// Delay between stream chunks.
+    pub chunk_ms: u64,
+    /// Words (and so completion tokens and content chunks) per answer, capped by max_tokens.
+    pub chunks: usize,
+    /// Share of requests answered with a 500.
+    pub fail_rate: f64,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            ttft_ms: 0,
+            chunk_ms: 0,
+            chunks: 16,
+            fail_rate: 0.0,
+        }
+    }
+}
+
+const WORDS: &[&str] = &[
+    "This",
+    "is",
+    "a",
+    "mock",
+    "answer",
+    "from",
+    "Tollgate,",
+    "deterministic",
+    "and",
+    "metered",
+    "to",
+    "the",
+    "last",
+    "token,",
+    "every",
+    "time.",
+];
+
+fn answer_words(n: usize) -> impl Iterator<Item = &'static str> {
+    WORDS.iter().copied().cycle().take(n)
+}
+
+fn count_words(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.split_whitespace().count() as u64,
+        Value::Array(a) => a.iter().map(count_words).sum(),
+        Value::Object(o) => o
+            .get("content")
+            .or_else(|| o.get("text"))
+            .map(count_words)
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<MockBody> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(
+            Full::new(body.into())
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        )
+        .expect("static response parts are valid")
+}
+
+fn error(status: StatusCode, message: &str) -> Response<MockBody> {
+    let body =
+        json!({"error": {"message": message, "type": "mock_error", "param": null, "code": null}});
+    full(status, "application/json", body.to_string())
+}
+
+/// Answers one request to `path` (`/v1/chat/completions`, `/chat/completions`, ...).
+pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<MockBody> {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    if path == "/models" {
+        let data: Vec<Value> = ["mock-chat", "mock-embed"]
+            .iter()
+            .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "mock"}))
+            .collect();
+        return full(
+            StatusCode::OK,
+            "application/json",
+            json!({"object": "list", "data": data}).to_string(),
+        );
+    }
+    let Ok(req) = JsonObject::parse(body) else {
+        return error(StatusCode::BAD_REQUEST, "body is not a JSON object");
+    };
+    let model = req.str("model").map(|m| m.into_owned()).unwrap_or_default();
+    if opts.fail_rate > 0.0 && rand::random::<f64>() < opts.fail_rate {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "mock failure (fail-rate)",
+        );
+    }
+    if let Some(code) = model.strip_prefix("mock-status-") {
+        let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+        return error(
+            status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "mock status on request",
+        );
+    }
+    if model == "mock-hang" {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if opts.ttft_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(opts.ttft_ms)).await;
+    }
+    if model == "mock-garbage" {
+        return full(
+            StatusCode::OK,
+            "application/json",
+            "<html>this is not json</html>",
+        );
+    }
+
+    match path {
+        "/chat/completions" | "/completions" => {
+            let chat = path == "/chat/completions";
+            let prompt_field = if chat { "messages" } else { "prompt" };
+            let Ok(Some(prompt)) = req.get::<Value>(prompt_field) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{prompt_field} is required"),
+                );
+            };
+            let prompt_tokens = count_words(&prompt);
+            let limit = req
+                .get::<u64>("max_completion_tokens")
+                .ok()
+                .flatten()
+                .or(req.get::<u64>("max_tokens").ok().flatten());
+            let n = limit.map_or(opts.chunks, |l| (l as usize).min(opts.chunks));
+            let finish = if n < opts.chunks { "length" } else { "stop" };
+            let usage = json!({
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": n,
+                "total_tokens": prompt_tokens + n as u64,
+            });
+            if req.bool("stream") == Some(true) {
+                let include_usage = req
+                    .get::<Value>("stream_options")
+                    .ok()
+                    .flatten()
+                    .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
+                    .unwrap_or(false);
+                stream(
+                    chat,
+                    &model,
+                    n,
+                    finish,
+                    include_usage.then_some(usage),
+                    opts,
+                )
+            } else {
+                let text = answer_words(n).collect::<Vec<_>>().join(" ");
+                let body = if chat {
+                    json!({
+                        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000,
+                        "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                        "usage": usage,
+                    })
+                } else {
+                    json!({
+                        "id": "cmpl-mock", "object": "text_completion", "created": 1_700_000_000,
+                        "model": model,
+                        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+                        "usage": usage,
+                    })
+                };
+                full(StatusCode::OK, "application/json", body.to_string())
+            }
+        }
+        "/embeddings" => {
+            let Ok(Some(input)) = req.get::<Value>("input") else {
+                return error(StatusCode::BAD_REQUEST, "input is required");
+            };
+            let inputs: Vec<Value> = match input {
+                Value::Array(a) if a.iter().all(|v| v.is_string()) => a,
+                other => vec![other],
+            };
+            let tokens: u64 = inputs.iter().map(count_words).sum();
+            let data: Vec<Value> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": embedding(&v.to_string())}))
+                .collect();
+            let body = json!({
+                "object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            });
+            full(StatusCode::OK, "application/json", body.to_string())
+        }
+        _ => error(StatusCode::NOT_FOUND, "unknown path"),
+    }
+}
+
+/// A small deterministic vector: the same text always gets the same embedding.
+fn embedding(text: &str) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    (0..8)
+        .map(|i| {
+            for b in text.bytes().chain([i as u8]) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn stream(
+    chat: bool,
+    model: &str,
+    n: usize,
+    finish: &str,
+    usage: Option<Value>,
+    opts: &MockOptions,
+) -> Response<MockBody> {
+    let with_usage = usage.is_some();
+    let chunk = |choice: Value| {
+        let mut c = json!({
+            "id": if chat { "chatcmpl-mock" } else { "cmpl-mock" },
+            "object": if chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": 1_700_000_000, "model": model, "choices": [choice],
+        });
+        if with_usage {
+            c["usage"] = Value::Null;
+        }
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut events: Vec<Bytes> = Vec::with_capacity(n + 4);
+    if chat {
+        events.push(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null})));
+    }
+    for (i, w) in answer_words(n).enumerate() {
+        let text = if i == 0 {
+            w.to_string()
+        } else {
+            format!(" {w}")
+        };
+        events.push(if chat {
+            chunk(json!({"index": 0, "delta": {"content": text}, "finish_reason": null}))
+        } else {
+            chunk(json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null}))
+        });
+    }
+    events.push(if chat {
+        chunk(json!({"index": 0, "delta": {}, "finish_reason": finish}))
+    } else {
+        chunk(json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish}))
+    });
+    if let Some(usage) = usage {
+        let c = json!({
+            "id": if chat { "chatcmpl-mock" } else { "cmpl-mock" },
+            "object": if chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": 1_700_000_000, "model": model, "choices": [], "usage": usage,
+        });
+        events.push(Bytes::from(format!("data: {c}\n\n")));
+    }
+    if model == "mock-cut" {
+        events.truncate(2);
+    } else {
+        events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    }
+
+    let delay = Duration::from_millis(opts.chunk_ms);
+    let body: MockBody = if delay.is_zero() {
+        // Unpaced: one write, as a fast local server would flush it.
+        let all: Vec<u8> = events.concat();
+        Full::new(Bytes::from(all))
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync()
+    } else {
+        let frames = futures_util::stream::unfold(
+            (events.into_iter(), true),
+            move |(mut it, first)| async move {
+                let next = it.next()?;
+                if !first {
+                    tokio::time::sleep(delay).await;
+                }
+                Some((Ok::<_, BoxError>(http_body::Frame::data(next)), (it, false)))
+            },
+        );
+        StreamBody::new(frames).boxed_unsync()
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .expect("static response parts are valid")
+}

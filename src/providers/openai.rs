@@ -1,0 +1,312 @@
+//! The OpenAI wire format, spoken by OpenAI, Azure OpenAI and every OpenAI-compatible API
+//! (xAI, DeepSeek, Mistral, Hugging Face TGI, vLLM, Ollama) and by the mock.
+//!
+//! Requests change only where they must: `model` becomes the provider's id, the model's default
+//! parameters are added where the client gave none, and a stream asks for usage. Responses are
+//! passed through as the provider sent them; a stream is forwarded chunk by chunk and only the
+//! events that can carry usage (found by a byte scan for `"usage"`) are parsed.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::HeaderMap;
+use memchr::memmem;
+
+use super::{Endpoint, JsonObject, Kind, Prepared, ReportedUsage, UpstreamRequest};
+use crate::config::Api;
+use crate::error::GatewayError;
+use crate::metering::TokenUsage;
+use crate::registry::Deployment;
+
+pub fn prepare(
+    dep: &Deployment,
+    endpoint: Endpoint,
+    body: &JsonObject,
+) -> Result<Prepared, GatewayError> {
+    let provider = &dep.provider;
+    let uri = match provider.api {
+        Api::Azure => format!(
+            "{}/openai/deployments/{}{}?api-version={}",
+            provider.base_url,
+            dep.model_id,
+            endpoint.path(),
+            provider.api_version.as_deref().unwrap_or_default()
+        ),
+        Api::Mock => format!("mock://{}{}", provider.name, endpoint.path()),
+        _ => format!("{}{}", provider.base_url, endpoint.path()),
+    };
+    let uri: http::Uri = uri.parse().map_err(|_| {
+        GatewayError::internal(format!(
+            "provider {} has a base_url that does not form a valid URL",
+            provider.name
+        ))
+    })?;
+
+    let model = serde_json::to_vec(&dep.model_id).expect("strings serialise");
+    let stream = endpoint.can_stream() && body.bool("stream") == Some(true);
+    let mut client_wants_usage = false;
+    let stream_options;
+    let mut replace: Vec<(&str, Option<&[u8]>)> = vec![("model", Some(&model))];
+    if stream {
+        // Always ask for usage upstream; remember whether the client asked too.
+        let mut opts: serde_json::Map<String, serde_json::Value> = body
+            .get("stream_options")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        client_wants_usage = opts.get("include_usage") == Some(&serde_json::Value::Bool(true));
+        opts.insert("include_usage".into(), true.into());
+        stream_options = serde_json::to_vec(&opts).expect("maps serialise");
+        replace.push(("stream_options", Some(&stream_options)));
+    }
+    let defaults: Vec<(String, Vec<u8>)> = dep
+        .parameters
+        .iter()
+        .filter(|(k, _)| !body.contains(k) && k.as_str() != "model")
+        .map(|(k, v)| (k.clone(), serde_json::to_vec(v).expect("values serialise")))
+        .collect();
+    let append: Vec<(&str, &[u8])> = defaults
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let new_body = body.rewrite(&replace, &append);
+
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if stream {
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+    }
+    if let Some((name, value)) = &provider.auth_header {
+        headers.insert(name.clone(), value.clone());
+    }
+    Ok(Prepared {
+        request: UpstreamRequest {
+            uri,
+            headers,
+            body: Bytes::from(new_body),
+        },
+        stream,
+        client_wants_usage,
+    })
+}
+
+/// A successful non-streamed answer: passed on as is, usage read from its `usage` field.
+pub fn read_response(body: Bytes) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
+    let parsed = JsonObject::parse(body.clone()).map_err(|_| {
+        GatewayError::upstream("The provider answered with a body that is not JSON.")
+    })?;
+    let usage = usage_of(&parsed);
+    Ok((body, usage))
+}
+
+fn usage_of(obj: &JsonObject) -> Option<ReportedUsage> {
+    if obj.kind("usage") != Some(Kind::Object) {
+        return None;
+    }
+    let raw = obj.raw("usage")?;
+    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    Some(ReportedUsage {
+        tokens: TokenUsage::from_openai(&value)?,
+        raw: String::from_utf8_lossy(raw).into_owned(),
+    })
+}
+
+/// Forwards an OpenAI-format SSE stream. Complete events pass through untouched; an event is
+/// parsed only when the byte scan finds `"usage"` in it. When the client did not ask for the
+/// usage chunk, that chunk (the one with `"choices":[]`) is cut out again. Only a trailing
+/// partial event is held back, until the rest of it arrives.
+pub struct PassThrough {
+    strip_usage_chunk: bool,
+    partial: BytesMut,
+    usage: Option<ReportedUsage>,
+    usage_finder: memmem::Finder<'static>,
+}
+
+const EVENT_ENDS: [&[u8]; 2] = [b"\n\n", b"\n\r\n"];
+
+/// Index just past the last event boundary in `buf` (0 when there is none).
+fn last_event_end(buf: &[u8]) -> usize {
+    EVENT_ENDS
+        .iter()
+        .filter_map(|sep| memmem::rfind(buf, sep).map(|i| i + sep.len()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Index just past the first event boundary at or after `from`.
+fn next_event_end(buf: &[u8], from: usize) -> usize {
+    EVENT_ENDS
+        .iter()
+        .filter_map(|sep| memmem::find(&buf[from..], sep).map(|i| from + i + sep.len()))
+        .min()
+        .unwrap_or(buf.len())
+}
+
+/// The `data:` payload of one event (lines joined with `\n`, as the SSE spec says).
+pub(crate) fn event_data(event: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            if !out.is_empty() {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+        }
+    }
+    out
+}
+
+impl PassThrough {
+    pub fn new(strip_usage_chunk: bool) -> PassThrough {
+        PassThrough {
+            strip_usage_chunk,
+            partial: BytesMut::new(),
+            usage: None,
+            usage_finder: memmem::Finder::new(b"\"usage\"").into_owned(),
+        }
+    }
+
+    pub fn usage(&self) -> Option<&ReportedUsage> {
+        self.usage.as_ref()
+    }
+
+    pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        let data = if self.partial.is_empty() {
+            chunk
+        } else {
+            self.partial.extend_from_slice(&chunk);
+            self.partial.split().freeze()
+        };
+        let end = last_event_end(&data);
+        if end < data.len() {
+            self.partial.extend_from_slice(&data[end..]);
+        }
+        let complete = data.slice(..end);
+        if self.usage_finder.find(&complete).is_none() {
+            return complete;
+        }
+        self.scan(complete)
+    }
+
+    /// The slow path: some event mentions usage.
+    fn scan(&mut self, complete: Bytes) -> Bytes {
+        let mut keep: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut kept_from = 0;
+        let mut pos = 0;
+        while let Some(i) = self.usage_finder.find(&complete[pos..]) {
+            let at = pos + i;
+            let start = last_event_end(&complete[..at]);
+            let end = next_event_end(&complete, at);
+            let data = event_data(&complete[start..end]);
+            if let Ok(obj) = JsonObject::parse(Bytes::from(data)) {
+                if let Some(u) = usage_of(&obj) {
+                    self.usage = Some(u);
+                    let no_choices = obj.raw("choices").is_some_and(|c| {
+                        c.iter()
+                            .filter(|b| !b.is_ascii_whitespace())
+                            .eq(b"[]".iter())
+                    });
+                    if self.strip_usage_chunk && no_choices {
+                        keep.push(kept_from..start);
+                        kept_from = end;
+                    }
+                }
+            }
+            pos = end;
+        }
+        if keep.is_empty() {
+            return complete;
+        }
+        keep.push(kept_from..complete.len());
+        let mut out = BytesMut::with_capacity(complete.len());
+        for r in keep {
+            out.extend_from_slice(&complete[r]);
+        }
+        out.freeze()
+    }
+
+    /// A stream that ended inside an event: send what arrived, as the provider sent it.
+    pub fn finish(&mut self) -> Bytes {
+        let rest = self.partial.split().freeze();
+        if rest.is_empty() {
+            return rest;
+        }
+        let mut rest = BytesMut::from(&rest[..]);
+        rest.extend_from_slice(b"\n\n");
+        self.scan(rest.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+        "data: [DONE]\n\n"
+    );
+
+    fn run(t: &mut PassThrough, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            out.extend_from_slice(&t.push(Bytes::copy_from_slice(p)));
+        }
+        out.extend_from_slice(&t.finish());
+        out
+    }
+
+    #[test]
+    fn usage_is_read_and_kept_when_the_client_asked() {
+        let mut t = PassThrough::new(false);
+        let out = run(&mut t, &[STREAM.as_bytes()]);
+        assert_eq!(out, STREAM.as_bytes());
+        let u = t.usage().unwrap();
+        assert_eq!((u.tokens.input, u.tokens.output), (9, 1));
+    }
+
+    #[test]
+    fn usage_chunk_is_cut_when_the_client_did_not_ask() {
+        let mut t = PassThrough::new(true);
+        let out = String::from_utf8(run(&mut t, &[STREAM.as_bytes()])).unwrap();
+        assert!(!out.contains("\"choices\":[]"), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        assert_eq!(out.matches("data: ").count(), 4);
+        assert_eq!(t.usage().unwrap().tokens.output, 1);
+    }
+
+    #[test]
+    fn events_split_anywhere_give_the_same_bytes_and_usage() {
+        let bytes = STREAM.as_bytes();
+        for cut in 1..bytes.len() {
+            let mut t = PassThrough::new(true);
+            let out = run(&mut t, &[&bytes[..cut], &bytes[cut..]]);
+            let mut whole = PassThrough::new(true);
+            assert_eq!(out, run(&mut whole, &[bytes]), "cut at {cut}");
+            assert_eq!(t.usage().unwrap().tokens.input, 9, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn crlf_events_and_usage_on_a_content_chunk() {
+        let s = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        let mut t = PassThrough::new(true);
+        let out = run(&mut t, &[s.as_bytes()]);
+        // a chunk with content is never cut, even when it carries the usage
+        assert_eq!(out, s.as_bytes());
+        assert_eq!(t.usage().unwrap().tokens.output, 2);
+    }
+
+    #[test]
+    fn a_stream_cut_mid_event_still_delivers_what_came() {
+        let mut t = PassThrough::new(true);
+        let out = run(&mut t, &[b"data: {\"choices\":[]"]);
+        assert!(out.starts_with(b"data: {\"choices\":[]"));
+        assert!(t.usage().is_none());
+    }
+}

@@ -1,0 +1,118 @@
+//! One request's metering context: it collects what the request path learns (caller, model,
+//! deployment, attempts, timings) and turns it into exactly one `UsageRecord`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::Caller;
+use crate::metering::{UsageRecord, UsageSink, UsageSource};
+use crate::providers::{Endpoint, ReportedUsage};
+use crate::registry::Deployment;
+
+#[derive(Clone)]
+pub struct RequestMeter {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub stream: bool,
+    pub model_name: String,
+    pub caller: Option<Arc<Caller>>,
+    pub deployment: Option<Arc<Deployment>>,
+    pub attempts: u32,
+    pub upstream: Duration,
+    pub started: Instant,
+    created_at: chrono::DateTime<chrono::Utc>,
+    sink: UsageSink,
+    recorded: bool,
+}
+
+impl RequestMeter {
+    pub fn new(request_id: String, endpoint: Endpoint, sink: UsageSink) -> RequestMeter {
+        RequestMeter {
+            request_id,
+            endpoint,
+            stream: false,
+            model_name: String::new(),
+            caller: None,
+            deployment: None,
+            attempts: 0,
+            upstream: Duration::ZERO,
+            started: Instant::now(),
+            created_at: chrono::Utc::now(),
+            sink,
+            recorded: false,
+        }
+    }
+
+    /// Hands the metering over to a stream that outlives the handler; this one then records
+    /// nothing.
+    pub fn hand_over(&mut self) -> RequestMeter {
+        let meter = self.clone();
+        self.recorded = true;
+        meter
+    }
+
+    /// Records the request's one usage row. Later calls do nothing.
+    pub fn record(
+        &mut self,
+        status: u16,
+        error_type: Option<&str>,
+        usage: Option<&ReportedUsage>,
+        ttft: Option<Duration>,
+    ) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        let dep = self.deployment.as_deref();
+        let caller = self.caller.as_deref();
+        let tokens = usage.map(|u| u.tokens).unwrap_or_default();
+        let cost = dep.map(|d| d.prices.cost(&tokens)).unwrap_or_default();
+        let source = if usage.is_some() {
+            UsageSource::Provider
+        } else {
+            UsageSource::None
+        };
+        let ms = |d: Duration| d.as_millis() as u64;
+        self.sink.record(UsageRecord {
+            id: crate::store::new_id(),
+            request_id: self.request_id.clone(),
+            created_at: self.created_at,
+            llm_model_id: dep.map(|d| d.id.clone()),
+            provider_id: dep.map(|d| d.provider.id.clone()),
+            project_id: caller.and_then(|c| c.project_id.clone()),
+            api_key_id: caller.and_then(|c| c.key_id.clone()),
+            model_name: self.model_name.clone(),
+            provider_name: dep.map(|d| d.provider.name.clone()).unwrap_or_default(),
+            project_name: caller.map(|c| c.project_name.clone()).unwrap_or_default(),
+            endpoint: self.endpoint.as_str().to_owned(),
+            stream: self.stream,
+            status_code: status,
+            error_type: error_type.map(str::to_owned),
+            tokens,
+            raw_usage: usage.map(|u| u.raw.clone()),
+            usage_source: source,
+            cache_hit: false,
+            cost_usd: cost,
+            latency_ms: ms(self.started.elapsed()),
+            ttft_ms: ttft.map(ms),
+            upstream_ms: (self.attempts > 0).then(|| ms(self.upstream)),
+            attempts: self.attempts,
+        });
+    }
+}
+
+/// Counts a request in `tollgate_in_flight{provider}` for as long as it is alive.
+pub struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    pub fn new(gauge: prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,304 @@
+//! The data plane: the gateway's shared state, its start-up and shutdown, and the HTTP server.
+
+mod handler;
+mod meter;
+mod stream;
+mod upstream;
+
+pub use handler::ClientBody;
+pub use upstream::UpstreamClient;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, LoadedConfig};
+use crate::metering::{usage_pipeline, Metrics, UsageSink};
+use crate::registry::{Registry, Snapshot};
+use crate::store::Db;
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub db: Db,
+    pub registry: Registry,
+    pub auth: Authenticator,
+    pub client: UpstreamClient,
+    pub usage: UsageSink,
+    pub metrics: Arc<Metrics>,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    config_path: PathBuf,
+    /// The config the current snapshot was built from (for keys written in the file).
+    config: Mutex<Config>,
+}
+
+impl Gateway {
+    /// Re-reads config.toml, syncs it into the database and swaps in a new snapshot. A bad
+    /// file is refused and the running registry keeps serving.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let result = async {
+            let loaded = Config::load(&self.config_path)?;
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            let report = self.db.sync_config(&loaded.config).await?;
+            let rows = self.db.load_registry().await?;
+            let snapshot = Snapshot::build(&rows, &loaded.config);
+            tracing::info!(
+                providers = report.providers,
+                models = report.models,
+                deactivated = report.deactivated_models,
+                deployments = snapshot.deployment_count,
+                "registry reloaded"
+            );
+            self.install(snapshot);
+            *self.config.lock().await = loaded.config;
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .config_reloads_total
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    /// Reloads the registry from the database only (after an admin change).
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let rows = self.db.load_registry().await?;
+        let snapshot = Snapshot::build(&rows, &*self.config.lock().await);
+        self.install(snapshot);
+        Ok(())
+    }
+
+    fn install(&self, snapshot: Snapshot) {
+        self.metrics
+            .registry_deployments
+            .set(snapshot.deployment_count as i64);
+        for p in &snapshot.providers {
+            self.metrics
+                .provider_up
+                .with_label_values(&[&p.name])
+                .set(1.0);
+        }
+        self.registry.swap(snapshot);
+    }
+}
+
+/// A started gateway: where it listens, and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    writer_stop: oneshot::Sender<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), then writes
+    /// the usage records still queued.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        let _ = self.writer_stop.send(());
+        let _ = self.writer.await;
+    }
+
+    /// Runs until SIGINT or SIGTERM; SIGHUP reloads config.toml.
+    pub async fn serve_until_signal(self) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("signal handlers install");
+            let mut hup = signal(SignalKind::hangup()).expect("signal handlers install");
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading {}", self.gateway.config_path.display());
+                        if let Err(e) = self.gateway.reload().await {
+                            tracing::error!("reload refused, the previous registry keeps serving: {e:#}");
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        self.stop().await;
+        tracing::info!("stopped");
+    }
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Connects the database, migrates, syncs the config, loads the registry, starts the usage
+/// writer and the listener.
+pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
+    let config = loaded.config;
+    let addr = config.listen_addr();
+    if !config.auth.require_api_key
+        && !is_loopback(&addr)
+        && !config.server.allow_open_on_public_address
+    {
+        anyhow::bail!(
+            "refusing to serve without API keys on {addr}, which is not a loopback address. \
+             Set [auth] require_api_key = true (and create keys with `tollgate keys create`), \
+             or set [server] allow_open_on_public_address = true if this is really meant"
+        );
+    }
+
+    let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+    tracing::info!(database = %crate::store::redact_url(&config.database.url), kind = db.kind(), "database connected");
+    db.migrate().await.context("database migration failed")?;
+    let report = db.sync_config(&config).await?;
+    for s in &report.skipped {
+        tracing::warn!("{s} is managed through the admin API; config.toml does not change it");
+    }
+    let rows = db.load_registry().await?;
+    let snapshot = Snapshot::build(&rows, &config);
+    for u in &snapshot.unavailable {
+        tracing::info!(provider = %u.provider, reason = %u.reason, "provider not serving");
+    }
+    let mut names: Vec<&str> = snapshot.listed().iter().map(|m| m.id.as_str()).collect();
+    names.truncate(20);
+    tracing::info!(
+        providers = snapshot.providers.len(),
+        deployments = snapshot.deployment_count,
+        models = %names.join(", "),
+        "registry loaded"
+    );
+
+    let metrics = Arc::new(Metrics::new());
+    let (usage, writer) = usage_pipeline(
+        db.clone(),
+        metrics.clone(),
+        config.usage.queue_capacity,
+        config.usage.batch_size,
+        config.usage.spool_path.clone(),
+    );
+    let (writer_stop, writer_stop_rx) = oneshot::channel();
+    let writer = tokio::spawn(writer.run(writer_stop_rx));
+
+    let gateway = Arc::new(Gateway {
+        auth: Authenticator::new(
+            db.clone(),
+            config.auth.require_api_key,
+            config.auth.master_key.as_deref(),
+            Duration::from_secs(config.auth.key_cache_ttl_secs),
+        ),
+        db,
+        registry: Registry::new(Snapshot::default()),
+        client: UpstreamClient::new(),
+        usage,
+        metrics,
+        request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        max_body_bytes: config.server.max_body_bytes,
+        config_path: loaded.path,
+        config: Mutex::new(config.clone()),
+    });
+    gateway.install(snapshot);
+
+    let listener = bind(addr)?;
+    let addr = listener.local_addr()?;
+    if !config.auth.require_api_key {
+        tracing::warn!(
+            "API keys are not required: anyone who can reach {addr} can use the gateway"
+        );
+    }
+    tracing::info!("listening on http://{addr}");
+    let (stop, stop_rx) = oneshot::channel();
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let server = tokio::spawn(serve(listener, gateway.clone(), stop_rx, grace));
+    Ok(Running {
+        addr,
+        gateway,
+        stop,
+        server,
+        writer,
+        writer_stop,
+    })
+}
+
+/// SO_REUSEPORT lets a new process bind the same port before the old one drains (zero
+/// downtime upgrades); the large backlog absorbs connection bursts.
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    socket.listen(4096)?;
+    Ok(TcpListener::from_std(socket.into())?)
+}
+
+async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    mut stop: oneshot::Receiver<()>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // A client that never finishes its headers must not hold a connection forever.
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let service = service_fn(move |req| {
+            let gw = gw.clone();
+            async move { Ok::<_, std::convert::Infallible>(handler::handle(gw, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing the connections still open");
+    }
+}

@@ -1,0 +1,151 @@
+//! The body of a streamed answer: upstream chunks go through the adapter's translator to the
+//! client as they come, and the request's usage row is written exactly once, when the stream
+//! ends, breaks, times out, or the client goes away (the body is dropped, which also drops
+//! and so cancels the upstream request).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use serde_json::json;
+use tokio::time::Sleep;
+
+use super::meter::{InFlight, RequestMeter};
+use super::upstream::UpstreamBody;
+use crate::providers::mock::BoxError;
+use crate::providers::StreamTranslator;
+
+pub struct MeteredStream {
+    upstream: UpstreamBody,
+    translator: StreamTranslator,
+    meter: RequestMeter,
+    in_flight: Option<InFlight>,
+    deadline: Pin<Box<Sleep>>,
+    first_byte: Option<Duration>,
+    upstream_started: Instant,
+    done: bool,
+}
+
+/// An error after the stream started cannot change the status any more: it is told to the
+/// client as an OpenAI-shaped error event, and the stream ends.
+fn error_event(message: &str, code: &str) -> Bytes {
+    let body =
+        json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}});
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+impl MeteredStream {
+    pub fn new(
+        upstream: UpstreamBody,
+        translator: StreamTranslator,
+        meter: RequestMeter,
+        in_flight: InFlight,
+        deadline: tokio::time::Instant,
+        upstream_started: Instant,
+    ) -> MeteredStream {
+        MeteredStream {
+            upstream,
+            translator,
+            meter,
+            in_flight: Some(in_flight),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            first_byte: None,
+            upstream_started,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, error_type: Option<&str>) {
+        self.done = true;
+        self.in_flight = None;
+        self.meter.upstream += self.upstream_started.elapsed();
+        let usage = self.translator.usage().cloned();
+        self.meter
+            .record(200, error_type, usage.as_ref(), self.first_byte);
+    }
+
+    fn data(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.first_byte.is_none() {
+            self.first_byte = Some(self.meter.started.elapsed());
+        }
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
+impl Body for MeteredStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(chunk) = frame.into_data() else {
+                        continue; // trailers carry nothing a client of this API reads
+                    };
+                    let out = this.translator.push(chunk);
+                    if !out.is_empty() {
+                        return this.data(out);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(request_id = %this.meter.request_id, error = %e, "upstream stream broke");
+                    let mut out = this.translator.finish().to_vec();
+                    out.extend_from_slice(&error_event(
+                        "The provider's stream broke off before it was complete.",
+                        "upstream_error",
+                    ));
+                    this.finish(Some("upstream_stream_error"));
+                    return this.data(Bytes::from(out));
+                }
+                Poll::Ready(None) => {
+                    let rest = this.translator.finish();
+                    this.finish(None);
+                    return if rest.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        this.data(rest)
+                    };
+                }
+                Poll::Pending => {
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        let out = error_event(
+                            "The provider did not finish its answer within the request timeout.",
+                            "timeout",
+                        );
+                        this.finish(Some("timeout"));
+                        return this.data(out);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for MeteredStream {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away mid-stream: whatever usage arrived is still recorded.
+            self.finish(Some("client_disconnected"));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The pooled upstream HTTP client (HTTP/1.1 and HTTP/2 by ALPN, rustls), plus the in-process
+//! path for `api = "mock"` providers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Api;
+use crate::providers::mock::{self, BoxError, MockOptions};
+use crate::providers::UpstreamRequest;
+
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing reached the provider (refused, DNS, TLS): always safe to try elsewhere.
+    Connect(String),
+    Other(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect error: {e}"),
+            SendError::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+pub struct UpstreamClient {
+    http: HttpsClient,
+    mock: MockOptions,
+}
+
+impl UpstreamClient {
+    pub fn new() -> UpstreamClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match builder
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "no system CA certificates found; HTTPS providers will fail");
+                let config = rustls::ClientConfig::builder_with_provider(
+                    rustls::crypto::ring::default_provider().into(),
+                )
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+        };
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        UpstreamClient {
+            http,
+            mock: MockOptions::default(),
+        }
+    }
+
+    /// Sends the request and returns once the response headers arrived.
+    pub async fn send(
+        &self,
+        api: Api,
+        req: &UpstreamRequest,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        if api == Api::Mock {
+            let resp = mock::respond(req.uri.path(), req.body.clone(), &self.mock).await;
+            return Ok(resp);
+        }
+        let mut builder = http::Request::post(req.uri.clone());
+        if let Some(h) = builder.headers_mut() {
+            h.clone_from(&req.headers);
+        }
+        let request = builder
+            .body(Full::new(req.body.clone()))
+            .map_err(|e| SendError::Other(e.to_string()))?;
+        match self.http.request(request).await {
+            Ok(resp) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
+            Err(e) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
+            Err(e) => Err(SendError::Other(error_chain(&e))),
+        }
+    }
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        UpstreamClient::new()
+    }
+}
+
+/// hyper's client error says little on its own; its sources say what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,341 @@
+//! The registry snapshot: providers and deployments as the data plane sees them.
+//!
+//! A `Snapshot` is built from the database rows in one go and never changed afterwards; a
+//! reload builds a new one and swaps the pointer (`Registry`), so a request sees either the
+//! old registry or the new one, never a mix, and takes no lock to read it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
+use rust_decimal::Decimal;
+
+use crate::config::{Api, Config, ProviderTimeouts};
+use crate::metering::Prices;
+use crate::store::{ModelRow, ProviderRow, RegistryRows};
+
+#[derive(Debug)]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    pub api: Api,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub api_version: Option<String>,
+    /// The header carrying the provider's key, built once (marked sensitive: never logged).
+    pub auth_header: Option<(HeaderName, HeaderValue)>,
+    pub max_parallel_requests: u32,
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
+    pub queue_timeout_ms: u64,
+    pub timeouts: ProviderTimeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelType {
+    Chat,
+    Vlm,
+    Embedding,
+}
+
+/// One model at one provider: what a public name resolves to.
+#[derive(Debug)]
+pub struct Deployment {
+    pub id: String,
+    /// The public name clients send.
+    pub name: String,
+    pub display_name: String,
+    /// The provider's own id, sent upstream.
+    pub model_id: String,
+    pub provider: Arc<Provider>,
+    pub model_type: ModelType,
+    pub prices: Prices,
+    /// Default request parameters, merged under the client's (a JSON object).
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub context_window: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub supports_streaming: bool,
+    pub supports_json: bool,
+    pub supports_tools: bool,
+    pub supports_vision: bool,
+    pub priority: i64,
+    pub weight: u32,
+    pub created_unix: i64,
+}
+
+impl Deployment {
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.provider.name, self.model_id)
+    }
+}
+
+/// Why a provider in the database is not serving, for the start-up log.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    pub provider: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Public names, `provider/model_id` and route names, each to its deployments in the
+    /// order they are tried.
+    by_name: HashMap<String, Arc<[Arc<Deployment>]>>,
+    /// What `GET /v1/models` lists: one entry per public name and route.
+    listed: Vec<ListedModel>,
+    pub providers: Vec<Arc<Provider>>,
+    pub unavailable: Vec<Unavailable>,
+    pub deployment_count: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListedModel {
+    pub id: String,
+    pub owned_by: String,
+    pub created: i64,
+}
+
+impl Snapshot {
+    pub fn resolve(&self, name: &str) -> Option<&Arc<[Arc<Deployment>]>> {
+        self.by_name.get(name)
+    }
+
+    pub fn listed(&self) -> &[ListedModel] {
+        &self.listed
+    }
+
+    pub fn listed_model(&self, id: &str) -> Option<&ListedModel> {
+        self.listed.iter().find(|m| m.id == id)
+    }
+
+    /// Builds the snapshot. Only active (or not yet past-deprecation) models of enabled
+    /// providers whose key can be found are served. Keys written in the file come from
+    /// `config`, `env:` references from the environment.
+    pub fn build(rows: &RegistryRows, config: &Config) -> Snapshot {
+        let today = chrono::Utc::now().date_naive();
+        let mut snap = Snapshot::default();
+        let mut providers: HashMap<&str, Arc<Provider>> = HashMap::new();
+        for p in &rows.providers {
+            match provider_from_row(p, config) {
+                Ok(provider) => {
+                    let provider = Arc::new(provider);
+                    providers.insert(&p.id, provider.clone());
+                    snap.providers.push(provider);
+                }
+                Err(reason) => snap.unavailable.push(Unavailable {
+                    provider: p.name.clone(),
+                    reason,
+                }),
+            }
+        }
+
+        let mut by_name: HashMap<String, Vec<Arc<Deployment>>> = HashMap::new();
+        let mut by_qualified: HashMap<String, Arc<Deployment>> = HashMap::new();
+        for m in &rows.models {
+            let Some(provider) = providers.get(m.provider_id.as_str()) else {
+                continue;
+            };
+            let serving = match m.status.as_str() {
+                "active" => true,
+                "deprecated" => m
+                    .deprecation_date
+                    .as_deref()
+                    .and_then(|d| {
+                        chrono::NaiveDate::parse_from_str(&d[..d.len().min(10)], "%Y-%m-%d").ok()
+                    })
+                    .is_none_or(|d| d > today),
+                _ => false,
+            };
+            if !serving {
+                continue;
+            }
+            let d = Arc::new(deployment_from_row(m, provider.clone()));
+            by_name.entry(d.name.clone()).or_default().push(d.clone());
+            by_qualified.insert(d.qualified_name(), d);
+        }
+        snap.deployment_count = by_qualified.len();
+
+        for (name, deps) in &by_name {
+            let first = &deps[0];
+            snap.listed.push(ListedModel {
+                id: name.clone(),
+                owned_by: first.provider.name.clone(),
+                created: first.created_unix,
+            });
+        }
+
+        // Routes: config [[routes]] and system_settings infra_model_* entries.
+        let mut routes: Vec<(String, Vec<String>)> = config
+            .routes
+            .iter()
+            .map(|r| (r.get_ref().name.clone(), r.get_ref().targets.clone()))
+            .collect();
+        for (key, value) in &rows.settings {
+            if let Some(target) = setting_target(value) {
+                routes.push((key.clone(), vec![target]));
+            }
+        }
+        for (route, targets) in routes {
+            let mut deps: Vec<Arc<Deployment>> = Vec::new();
+            for t in &targets {
+                if let Some(d) = by_qualified.get(t) {
+                    deps.push(d.clone());
+                } else if let Some(ds) = by_name.get(t) {
+                    deps.extend(ds.iter().cloned());
+                }
+            }
+            if deps.is_empty() || by_name.contains_key(&route) {
+                continue;
+            }
+            snap.listed.push(ListedModel {
+                id: route.clone(),
+                owned_by: "tollgate".into(),
+                created: deps[0].created_unix,
+            });
+            by_name.insert(route, deps);
+        }
+        snap.listed.sort_by(|a, b| a.id.cmp(&b.id));
+
+        for (q, d) in by_qualified {
+            by_name.entry(q).or_insert_with(|| vec![d]);
+        }
+        snap.by_name = by_name
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort_by_key(|d| d.priority);
+                (k, Arc::from(v))
+            })
+            .collect();
+        snap
+    }
+}
+
+/// `{"provider": "openai", "model_id": "gpt-4o-mini"}` (or the seed's camelCase spelling)
+/// names a deployment; such a setting can be requested as a model name.
+fn setting_target(value: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(value).ok()?;
+    let provider = v
+        .get("provider")
+        .or_else(|| v.get("providerId"))?
+        .as_str()?;
+    let model = v.get("model_id").or_else(|| v.get("modelId"))?.as_str()?;
+    Some(format!("{provider}/{model}"))
+}
+
+fn provider_from_row(p: &ProviderRow, config: &Config) -> Result<Provider, String> {
+    if !p.is_enabled {
+        return Err("disabled".into());
+    }
+    let api = Api::parse(&p.api).ok_or_else(|| format!("unknown api {:?}", p.api))?;
+    let key = match p.api_key_ref.as_deref() {
+        None => None,
+        Some("config") => config
+            .providers
+            .iter()
+            .find(|c| c.get_ref().name == p.name)
+            .and_then(|c| c.get_ref().api_key.clone()),
+        Some(r) => match r.strip_prefix("env:") {
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(v),
+                _ => return Err(format!("{var} is not set")),
+            },
+            None => return Err("api_key_ref is neither env:NAME nor config".into()),
+        },
+    };
+    let auth_header = match key {
+        None => None,
+        Some(key) => {
+            let (name, value) = match api {
+                Api::Azure => (HeaderName::from_static("api-key"), key),
+                Api::Anthropic => (HeaderName::from_static("x-api-key"), key),
+                Api::Gemini => (HeaderName::from_static("x-goog-api-key"), key),
+                Api::Openai | Api::Mock => (http::header::AUTHORIZATION, format!("Bearer {key}")),
+            };
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| "the API key has characters a header cannot carry".to_owned())?;
+            value.set_sensitive(true);
+            Some((name, value))
+        }
+    };
+    Ok(Provider {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        api,
+        base_url: p.base_url.trim_end_matches('/').to_owned(),
+        api_version: p.api_version.clone(),
+        auth_header,
+        max_parallel_requests: p.max_parallel_requests.clamp(0, u32::MAX as i64) as u32,
+        requests_per_minute: p.requests_per_minute.clamp(0, u32::MAX as i64) as u32,
+        tokens_per_minute: p.tokens_per_minute.max(0) as u64,
+        queue_timeout_ms: p.queue_timeout_ms.max(0) as u64,
+        timeouts: serde_json::from_str(&p.timeouts).unwrap_or_default(),
+    })
+}
+
+fn decimal(s: &str) -> Decimal {
+    s.trim().parse().unwrap_or_default()
+}
+
+fn deployment_from_row(m: &ModelRow, provider: Arc<Provider>) -> Deployment {
+    let input = decimal(&m.cost_input_per_million);
+    let created_unix = chrono::DateTime::parse_from_rfc3339(&m.created_at)
+        .or_else(|_| chrono::DateTime::parse_from_str(&m.created_at, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map(|t| t.timestamp())
+        .unwrap_or(0);
+    Deployment {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        display_name: m.display_name.clone(),
+        model_id: m.model_id.clone(),
+        provider,
+        model_type: match m.model_type.as_str() {
+            "embedding" => ModelType::Embedding,
+            "vlm" => ModelType::Vlm,
+            _ => ModelType::Chat,
+        },
+        prices: Prices {
+            input,
+            output: decimal(&m.cost_output_per_million),
+            cache_read: m
+                .cost_cache_read_per_million
+                .as_deref()
+                .map_or(input, decimal),
+            cache_write: m
+                .cost_cache_write_per_million
+                .as_deref()
+                .map_or(input, decimal),
+        },
+        parameters: serde_json::from_str(&m.parameters).unwrap_or_default(),
+        context_window: m.context_window.map(|v| v.max(0) as u64),
+        max_output_tokens: m.max_output_tokens.map(|v| v.max(0) as u64),
+        supports_streaming: m.supports_streaming,
+        supports_json: m.supports_json,
+        supports_tools: m.supports_function_calling,
+        supports_vision: m.supports_vision,
+        priority: m.priority,
+        weight: m.weight.clamp(0, u32::MAX as i64) as u32,
+        created_unix,
+    }
+}
+
+/// The current snapshot, swapped atomically on reload.
+pub struct Registry {
+    current: ArcSwap<Snapshot>,
+}
+
+impl Registry {
+    pub fn new(snapshot: Snapshot) -> Registry {
+        Registry {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}

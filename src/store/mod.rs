@@ -1,0 +1,307 @@
+//! The database: one pool, PostgreSQL or SQLite, and the queries per table.
+//!
+//! Every statement is written once, in PostgreSQL syntax with `$N` parameters and explicit
+//! casts (`$1::uuid`). For SQLite the casts are dropped and `$N` becomes `?N`, which SQLite
+//! understands natively: both schemas store the same values, SQLite as TEXT where PostgreSQL
+//! has UUID, NUMERIC, JSONB or TIMESTAMPTZ. Parameters are therefore bound as text, integers
+//! and booleans only, and decimals always travel as exact decimal strings.
+
+mod keys;
+mod registry;
+mod usage;
+
+pub use keys::{ApiKeyRow, NewApiKey};
+pub use registry::{ModelRow, ProviderRow, RegistryRows, SyncReport};
+pub use usage::{UsageReportRow, UsageTotals};
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A bound parameter. Only these three shapes cross the boundary, see the module comment.
+#[derive(Clone, Debug)]
+pub enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(bool),
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_owned()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+/// A result row from either backend, read by column name.
+pub enum DbRow {
+    Postgres(sqlx::postgres::PgRow),
+    Sqlite(sqlx::sqlite::SqliteRow),
+}
+
+impl DbRow {
+    pub fn text(&self, col: &str) -> anyhow::Result<String> {
+        self.opt_text(col)?
+            .with_context(|| format!("column {col} is NULL"))
+    }
+    pub fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>> {
+        Ok(match self {
+            DbRow::Postgres(r) => r.try_get(col)?,
+            DbRow::Sqlite(r) => r.try_get(col)?,
+        })
+    }
+    pub fn int(&self, col: &str) -> anyhow::Result<i64> {
+        self.opt_int(col)?
+            .with_context(|| format!("column {col} is NULL"))
+    }
+    pub fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
+        Ok(match self {
+            DbRow::Postgres(r) => r.try_get(col)?,
+            DbRow::Sqlite(r) => r.try_get(col)?,
+        })
+    }
+    pub fn bool(&self, col: &str) -> anyhow::Result<bool> {
+        Ok(match self {
+            DbRow::Postgres(r) => r.try_get(col)?,
+            DbRow::Sqlite(r) => r.try_get(col)?,
+        })
+    }
+}
+
+/// Rewrites a PostgreSQL-syntax statement for SQLite (see the module comment).
+fn sqlite_dialect(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(i) = rest.find(['$', ':']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("::") {
+            // drop the cast's type name
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            rest = &after[end..];
+        } else if tail.starts_with('$') && tail[1..].starts_with(|c: char| c.is_ascii_digit()) {
+            out.push('?');
+            rest = &tail[1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::Int(v) => q.bind(*v),
+                Arg::Bool(v) => q.bind(*v),
+            };
+        }
+        q
+    }};
+}
+
+impl Db {
+    /// Opens the pool. SQLite runs in WAL mode so the usage writer never blocks readers.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| "invalid sqlite database url")?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open {}", redact_url(url)))?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let opts =
+                PgConnectOptions::from_str(url).with_context(|| "invalid postgres database url")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(p) => PG_MIGRATIONS.run(p).await?,
+            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.fetch_all("SELECT 1 AS one", &[]).await.is_ok()
+    }
+
+    fn sql<'a>(&self, pg: &'a str) -> Cow<'a, str> {
+        match self {
+            Db::Postgres(_) => Cow::Borrowed(pg),
+            Db::Sqlite(_) => Cow::Owned(sqlite_dialect(pg)),
+        }
+    }
+
+    pub async fn execute(&self, sql: &str, args: &[Arg]) -> anyhow::Result<u64> {
+        let sql = self.sql(sql);
+        Ok(match self {
+            Db::Postgres(p) => bind_all!(sqlx::query(&sql), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Db::Sqlite(p) => bind_all!(sqlx::query(&sql), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    pub async fn fetch_all(&self, sql: &str, args: &[Arg]) -> anyhow::Result<Vec<DbRow>> {
+        let sql = self.sql(sql);
+        Ok(match self {
+            Db::Postgres(p) => bind_all!(sqlx::query(&sql), args)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(DbRow::Postgres)
+                .collect(),
+            Db::Sqlite(p) => bind_all!(sqlx::query(&sql), args)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
+        })
+    }
+
+    /// Runs the statements in one transaction, all of them or none, and returns the number
+    /// of rows each one touched.
+    pub async fn transaction(&self, stmts: &[(String, Vec<Arg>)]) -> anyhow::Result<Vec<u64>> {
+        let mut affected = Vec::with_capacity(stmts.len());
+        match self {
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                for (sql, args) in stmts {
+                    let done = bind_all!(sqlx::query(sql), args).execute(&mut *tx).await?;
+                    affected.push(done.rows_affected());
+                }
+                tx.commit().await?;
+            }
+            Db::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                for (sql, args) in stmts {
+                    let sql = sqlite_dialect(sql);
+                    let done = bind_all!(sqlx::query(&sql), args).execute(&mut *tx).await?;
+                    affected.push(done.rows_affected());
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(affected)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Postgres(p) => p.close().await,
+            Db::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+/// Database URLs may carry a password; logs and errors show them without it.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Timestamps are written by the application in one format, so SQLite compares them as text.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialect_drops_casts_and_numbers_parameters() {
+        assert_eq!(
+            sqlite_dialect("SELECT id::text FROM t WHERE a = $1::uuid AND b = $12 AND c = 'x:y'"),
+            "SELECT id FROM t WHERE a = ?1 AND b = ?12 AND c = 'x:y'"
+        );
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/x"),
+            "postgres://***@db:5432/x"
+        );
+        assert_eq!(redact_url("sqlite://t.db"), "sqlite://t.db");
+    }
+}

@@ -1,0 +1,406 @@
+//! `llm_providers`, `llm_models`, `system_settings`: the config sync and the registry load.
+
+use anyhow::Context;
+
+use super::{new_id, timestamp, Arg, Db, DbRow};
+use crate::config::{Config, ModelConfig, ProviderConfig};
+
+/// What one config sync did, for the start-up log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub providers: usize,
+    pub models: usize,
+    pub deactivated_models: u64,
+    pub disabled_providers: u64,
+    /// Names in the file that belong to rows the admin API created; the sync leaves those alone.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderRow {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub api: String,
+    pub base_url: String,
+    pub api_key_ref: Option<String>,
+    pub api_version: Option<String>,
+    pub max_parallel_requests: i64,
+    pub requests_per_minute: i64,
+    pub tokens_per_minute: i64,
+    pub queue_timeout_ms: i64,
+    pub timeouts: String,
+    pub is_enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub id: String,
+    pub provider_id: String,
+    pub model_id: String,
+    pub name: String,
+    pub display_name: String,
+    pub model_type: String,
+    pub context_window: Option<i64>,
+    pub max_output_tokens: Option<i64>,
+    pub supports_streaming: bool,
+    pub supports_json: bool,
+    pub supports_function_calling: bool,
+    pub supports_vision: bool,
+    pub cost_input_per_million: String,
+    pub cost_output_per_million: String,
+    pub cost_cache_read_per_million: Option<String>,
+    pub cost_cache_write_per_million: Option<String>,
+    pub parameters: String,
+    pub status: String,
+    pub is_default: bool,
+    pub priority: i64,
+    pub weight: i64,
+    pub deprecation_date: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryRows {
+    pub providers: Vec<ProviderRow>,
+    pub models: Vec<ModelRow>,
+    pub settings: Vec<(String, String)>,
+}
+
+const UPSERT_PROVIDER: &str = "
+INSERT INTO llm_providers (id, name, display_name, api, base_url, api_key_ref, api_version,
+    max_parallel_requests, requests_per_minute, tokens_per_minute, queue_timeout_ms, timeouts,
+    is_enabled, description, managed_by, created_at, updated_at)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, 'config',
+    $15::timestamptz, $15::timestamptz)
+ON CONFLICT (name) DO UPDATE SET
+    display_name = excluded.display_name, api = excluded.api, base_url = excluded.base_url,
+    api_key_ref = excluded.api_key_ref, api_version = excluded.api_version,
+    max_parallel_requests = excluded.max_parallel_requests,
+    requests_per_minute = excluded.requests_per_minute,
+    tokens_per_minute = excluded.tokens_per_minute, queue_timeout_ms = excluded.queue_timeout_ms,
+    timeouts = excluded.timeouts, is_enabled = excluded.is_enabled,
+    description = excluded.description, updated_at = excluded.updated_at
+WHERE llm_providers.managed_by = 'config'";
+
+const UPSERT_MODEL: &str = "
+INSERT INTO llm_models (id, provider_id, model_id, name, display_name, model_type, family, version,
+    tier, context_window, max_output_tokens, supports_streaming, supports_json,
+    supports_function_calling, supports_vision, supports_audio, supports_system_prompt,
+    cost_input_per_million, cost_output_per_million, cost_cache_read_per_million,
+    cost_cache_write_per_million, parameters, rate_limits, status, is_default, priority, weight,
+    deprecation_date, managed_by, created_at, updated_at)
+VALUES ($1::uuid, (SELECT id FROM llm_providers WHERE name = $2 AND managed_by = 'config'),
+    $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+    $18::numeric, $19::numeric, $20::numeric, $21::numeric, $22::jsonb, $23::jsonb, $24, $25, $26,
+    $27, $28::date, 'config', $29::timestamptz, $29::timestamptz)
+ON CONFLICT (provider_id, model_id) DO UPDATE SET
+    name = excluded.name, display_name = excluded.display_name, model_type = excluded.model_type,
+    family = excluded.family, version = excluded.version, tier = excluded.tier,
+    context_window = excluded.context_window, max_output_tokens = excluded.max_output_tokens,
+    supports_streaming = excluded.supports_streaming, supports_json = excluded.supports_json,
+    supports_function_calling = excluded.supports_function_calling,
+    supports_vision = excluded.supports_vision, supports_audio = excluded.supports_audio,
+    supports_system_prompt = excluded.supports_system_prompt,
+    cost_input_per_million = excluded.cost_input_per_million,
+    cost_output_per_million = excluded.cost_output_per_million,
+    cost_cache_read_per_million = excluded.cost_cache_read_per_million,
+    cost_cache_write_per_million = excluded.cost_cache_write_per_million,
+    parameters = excluded.parameters, rate_limits = excluded.rate_limits,
+    status = excluded.status, is_default = excluded.is_default, priority = excluded.priority,
+    weight = excluded.weight, deprecation_date = excluded.deprecation_date,
+    updated_at = excluded.updated_at, deleted_at = NULL
+WHERE llm_models.managed_by = 'config'";
+
+fn provider_args(p: &ProviderConfig, now: &str) -> Vec<Arg> {
+    // A key written in the file stays in the file: the database only learns that it exists.
+    let key_ref = p.api_key.as_ref().map(|k| {
+        if k.starts_with("env:") {
+            k.clone()
+        } else {
+            "config".to_owned()
+        }
+    });
+    vec![
+        new_id().into(),
+        p.name.as_str().into(),
+        p.display_name
+            .clone()
+            .unwrap_or_else(|| p.name.clone())
+            .into(),
+        p.api.as_str().into(),
+        p.base_url.as_str().into(),
+        key_ref.into(),
+        p.api_version.clone().into(),
+        i64::from(p.max_parallel_requests).into(),
+        i64::from(p.requests_per_minute).into(),
+        (p.tokens_per_minute as i64).into(),
+        (p.queue_timeout_ms as i64).into(),
+        serde_json::to_string(&p.timeouts)
+            .expect("timeouts serialise")
+            .into(),
+        p.enabled.into(),
+        p.description.clone().into(),
+        now.into(),
+    ]
+}
+
+fn toml_table_json(t: &Option<toml::Table>) -> String {
+    match t {
+        Some(t) => serde_json::to_string(t).expect("toml values serialise as JSON"),
+        None => "{}".into(),
+    }
+}
+
+fn model_args(m: &ModelConfig, file_order: usize, now: &str) -> Vec<Arg> {
+    let is_embedding = m.model_type == "embedding";
+    let price = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_owned());
+    vec![
+        new_id().into(),
+        m.provider.as_str().into(),
+        m.model_id.as_str().into(),
+        m.name.as_str().into(),
+        m.display_name
+            .clone()
+            .unwrap_or_else(|| m.name.clone())
+            .into(),
+        m.model_type.as_str().into(),
+        m.family.clone().into(),
+        m.version.clone().into(),
+        m.tier.clone().into(),
+        m.context_window.map(|v| v as i64).into(),
+        m.max_output_tokens.map(|v| v as i64).into(),
+        m.supports_streaming.unwrap_or(!is_embedding).into(),
+        m.supports_json.unwrap_or(!is_embedding).into(),
+        m.supports_function_calling.unwrap_or(!is_embedding).into(),
+        m.supports_vision.unwrap_or(m.model_type == "vlm").into(),
+        m.supports_audio.unwrap_or(false).into(),
+        m.supports_system_prompt.unwrap_or(!is_embedding).into(),
+        price(&m.cost_input_per_million)
+            .unwrap_or_else(|| "0".into())
+            .into(),
+        price(&m.cost_output_per_million)
+            .unwrap_or_else(|| "0".into())
+            .into(),
+        price(&m.cost_cache_read_per_million).into(),
+        price(&m.cost_cache_write_per_million).into(),
+        toml_table_json(&m.parameters).into(),
+        toml_table_json(&m.rate_limits).into(),
+        m.status.as_str().into(),
+        m.is_default.into(),
+        m.priority.unwrap_or(file_order as i64).into(),
+        i64::from(m.weight.unwrap_or(1)).into(),
+        m.deprecation_date.clone().into(),
+        now.into(),
+    ]
+}
+
+/// `IN (...)` with one placeholder per value, numbered from `first`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Db {
+    /// Writes `[[providers]]` and `[[models]]` into the registry in one transaction. Rows the
+    /// admin API created are never touched; config rows that left the file become inactive
+    /// (models) or disabled (providers), never deleted: usage history keeps its foreign keys.
+    pub async fn sync_config(&self, config: &Config) -> anyhow::Result<SyncReport> {
+        let now = timestamp(chrono::Utc::now());
+        let mut stmts: Vec<(String, Vec<Arg>)> = Vec::new();
+        let provider_names: Vec<String> = config
+            .providers
+            .iter()
+            .map(|p| p.get_ref().name.clone())
+            .collect();
+
+        for p in &config.providers {
+            stmts.push((UPSERT_PROVIDER.into(), provider_args(p.get_ref(), &now)));
+        }
+        // Clear defaults first: moving is_default from one model to another must not trip the
+        // one-default-per-provider index halfway through.
+        stmts.push((
+            "UPDATE llm_models SET is_default = FALSE WHERE managed_by = 'config' AND is_default"
+                .into(),
+            vec![],
+        ));
+        let models_start = stmts.len();
+        for (i, m) in config.models.iter().enumerate() {
+            stmts.push((UPSERT_MODEL.into(), model_args(m.get_ref(), i, &now)));
+        }
+        let keys: Vec<Arg> = config
+            .models
+            .iter()
+            .map(|m| format!("{}/{}", m.get_ref().provider, m.get_ref().model_id).into())
+            .collect();
+        let mut deactivate = "UPDATE llm_models SET status = 'inactive', is_default = FALSE, \
+             updated_at = $1::timestamptz WHERE managed_by = 'config' AND status <> 'inactive'"
+            .to_owned();
+        if !keys.is_empty() {
+            deactivate.push_str(&format!(
+                " AND ((SELECT name FROM llm_providers p WHERE p.id = llm_models.provider_id) \
+                 || '/' || model_id) NOT IN ({})",
+                placeholders(2, keys.len())
+            ));
+        }
+        let mut args: Vec<Arg> = vec![now.as_str().into()];
+        args.extend(keys);
+        stmts.push((deactivate, args));
+
+        let mut disable =
+            "UPDATE llm_providers SET is_enabled = FALSE, updated_at = $1::timestamptz \
+             WHERE managed_by = 'config' AND is_enabled"
+                .to_owned();
+        if !provider_names.is_empty() {
+            disable.push_str(&format!(
+                " AND name NOT IN ({})",
+                placeholders(2, provider_names.len())
+            ));
+        }
+        let mut args: Vec<Arg> = vec![now.as_str().into()];
+        args.extend(provider_names.iter().map(|n| Arg::from(n.as_str())));
+        stmts.push((disable, args));
+
+        let affected = self
+            .transaction(&stmts)
+            .await
+            .context("config sync failed")?;
+
+        let mut report = SyncReport::default();
+        for (i, p) in config.providers.iter().enumerate() {
+            if affected[i] == 0 {
+                report
+                    .skipped
+                    .push(format!("provider {}", p.get_ref().name));
+            } else {
+                report.providers += 1;
+            }
+        }
+        for (i, m) in config.models.iter().enumerate() {
+            if affected[models_start + i] == 0 {
+                report.skipped.push(format!(
+                    "model {}/{}",
+                    m.get_ref().provider,
+                    m.get_ref().model_id
+                ));
+            } else {
+                report.models += 1;
+            }
+        }
+        report.deactivated_models = affected[affected.len() - 2];
+        report.disabled_providers = affected[affected.len() - 1];
+        Ok(report)
+    }
+
+    /// Everything the registry snapshot is built from, in one read.
+    pub async fn load_registry(&self) -> anyhow::Result<RegistryRows> {
+        let providers = self
+            .fetch_all(
+                "SELECT id::text AS id, name, display_name, api, base_url, api_key_ref, api_version,
+                    max_parallel_requests, requests_per_minute, tokens_per_minute,
+                    queue_timeout_ms, timeouts::text AS timeouts, is_enabled
+                 FROM llm_providers ORDER BY name",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(provider_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let models = self
+            .fetch_all(
+                "SELECT id::text AS id, provider_id::text AS provider_id, model_id, name,
+                    display_name, model_type, context_window, max_output_tokens,
+                    supports_streaming, supports_json, supports_function_calling, supports_vision,
+                    cost_input_per_million::text AS cost_input_per_million,
+                    cost_output_per_million::text AS cost_output_per_million,
+                    cost_cache_read_per_million::text AS cost_cache_read_per_million,
+                    cost_cache_write_per_million::text AS cost_cache_write_per_million,
+                    parameters::text AS parameters, status, is_default, priority, weight,
+                    deprecation_date::text AS deprecation_date, created_at::text AS created_at
+                 FROM llm_models WHERE deleted_at IS NULL ORDER BY priority, created_at",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(model_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let settings = self
+            .fetch_all(
+                "SELECT key, value::text AS value FROM system_settings ORDER BY key",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.text("key")?, r.text("value")?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(RegistryRows {
+            providers,
+            models,
+            settings,
+        })
+    }
+
+    pub async fn put_setting(&self, key: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+        self.execute(
+            "INSERT INTO system_settings (id, key, value, updated_at)
+             VALUES ($1::uuid, $2, $3::jsonb, $4::timestamptz)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            &[
+                new_id().into(),
+                key.into(),
+                value.to_string().into(),
+                timestamp(chrono::Utc::now()).into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn provider_row(r: &DbRow) -> anyhow::Result<ProviderRow> {
+    Ok(ProviderRow {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        display_name: r.text("display_name")?,
+        api: r.text("api")?,
+        base_url: r.text("base_url")?,
+        api_key_ref: r.opt_text("api_key_ref")?,
+        api_version: r.opt_text("api_version")?,
+        max_parallel_requests: r.int("max_parallel_requests")?,
+        requests_per_minute: r.int("requests_per_minute")?,
+        tokens_per_minute: r.int("tokens_per_minute")?,
+        queue_timeout_ms: r.int("queue_timeout_ms")?,
+        timeouts: r.text("timeouts")?,
+        is_enabled: r.bool("is_enabled")?,
+    })
+}
+
+fn model_row(r: &DbRow) -> anyhow::Result<ModelRow> {
+    Ok(ModelRow {
+        id: r.text("id")?,
+        provider_id: r.text("provider_id")?,
+        model_id: r.text("model_id")?,
+        name: r.text("name")?,
+        display_name: r.text("display_name")?,
+        model_type: r.text("model_type")?,
+        context_window: r.opt_int("context_window")?,
+        max_output_tokens: r.opt_int("max_output_tokens")?,
+        supports_streaming: r.bool("supports_streaming")?,
+        supports_json: r.bool("supports_json")?,
+        supports_function_calling: r.bool("supports_function_calling")?,
+        supports_vision: r.bool("supports_vision")?,
+        cost_input_per_million: r.text("cost_input_per_million")?,
+        cost_output_per_million: r.text("cost_output_per_million")?,
+        cost_cache_read_per_million: r.opt_text("cost_cache_read_per_million")?,
+        cost_cache_write_per_million: r.opt_text("cost_cache_write_per_million")?,
+        parameters: r.text("parameters")?,
+        status: r.text("status")?,
+        is_default: r.bool("is_default")?,
+        priority: r.int("priority")?,
+        weight: r.int("weight")?,
+        deprecation_date: r.opt_text("deprecation_date")?,
+        created_at: r.text("created_at")?,
+    })
+}
