@@ -378,6 +378,7 @@ impl Config {
                     warnings.push(format!("{place}: environment variable {name} is not set"));
                     *value = None;
                 }
+                // The reference stays in place, so validation knows not to report it again.
                 _ => issues.push(ConfigIssue {
                     line: None,
                     place: place.into(),
@@ -413,7 +414,8 @@ impl Config {
             })
         };
 
-        if self.server.listen.parse::<SocketAddr>().is_err() {
+        let unresolved = |v: &str| v.starts_with("env:");
+        if !unresolved(&self.server.listen) && self.server.listen.parse::<SocketAddr>().is_err() {
             issue(
                 None,
                 "server.listen".into(),
@@ -438,9 +440,10 @@ impl Config {
             );
         }
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
+        if !unresolved(url)
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
         {
             issue(
                 None,
@@ -468,7 +471,7 @@ impl Config {
                     "a provider with this name is defined twice".into(),
                 );
             }
-            if p.api != Api::Mock {
+            if p.api != Api::Mock && !unresolved(&p.base_url) {
                 match p.base_url.parse::<http::Uri>() {
                     Ok(uri)
                         if matches!(uri.scheme_str(), Some("http" | "https"))

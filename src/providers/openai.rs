@@ -144,19 +144,12 @@ fn next_event_end(buf: &[u8], from: usize) -> usize {
         .unwrap_or(buf.len())
 }
 
-/// The `data:` payload of one event (lines joined with `\n`, as the SSE spec says).
-pub(crate) fn event_data(event: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            if !out.is_empty() {
-                out.push(b'\n');
-            }
-            out.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
-        }
-    }
-    out
+/// The `data` of one complete SSE event (sse-parse does the field parsing).
+pub(crate) fn event_data(event: &[u8]) -> String {
+    let mut parser = sse_parse::SseParser::new();
+    parser.feed(event);
+    parser.finish();
+    parser.next_event().map(|e| e.data).unwrap_or_default()
 }
 
 impl PassThrough {
@@ -201,7 +194,7 @@ impl PassThrough {
             let start = last_event_end(&complete[..at]);
             let end = next_event_end(&complete, at);
             let data = event_data(&complete[start..end]);
-            if let Ok(obj) = JsonObject::parse(Bytes::from(data)) {
+            if let Ok(obj) = JsonObject::parse(Bytes::from(data.into_bytes())) {
                 if let Some(u) = usage_of(&obj) {
                     self.usage = Some(u);
                     let no_choices = obj.raw("choices").is_some_and(|c| {
