@@ -440,11 +440,10 @@ impl Config {
             );
         }
         let url = &self.database.url;
-        if !unresolved(url)
-            && !(url.starts_with("sqlite:")
-                || url.starts_with("postgres://")
-                || url.starts_with("postgresql://"))
-        {
+        let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !unresolved(url) && !known_scheme {
             issue(
                 None,
                 "database.url".into(),
@@ -491,15 +490,18 @@ impl Config {
                 );
             }
             match p.api_key.as_deref() {
-                Some(k) if k.starts_with("env:") => {
-                    if p.enabled && std::env::var(&k[4..]).map_or(true, |v| v.is_empty()) {
-                        warnings.push(format!(
-                            "provider {}: {} is not set, the provider stays disabled until it is",
-                            p.name,
-                            &k[4..]
-                        ));
-                    }
+                Some(k)
+                    if k.starts_with("env:")
+                        && p.enabled
+                        && std::env::var(&k[4..]).map_or(true, |v| v.is_empty()) =>
+                {
+                    warnings.push(format!(
+                        "provider {}: {} is not set, the provider stays disabled until it is",
+                        p.name,
+                        &k[4..]
+                    ));
                 }
+                Some(k) if k.starts_with("env:") => {}
                 Some(_) => warnings.push(format!(
                     "provider {}: api_key is written in the file; prefer \"env:NAME\"",
                     p.name
