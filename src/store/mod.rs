@@ -38,6 +38,10 @@ pub enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
     Bool(bool),
+    /// Arrays feed PostgreSQL's UNNEST batch inserts; SQLite statements never use them.
+    TextArray(Vec<Option<String>>),
+    IntArray(Vec<Option<i64>>),
+    BoolArray(Vec<bool>),
 }
 
 impl From<&str> for Arg {
@@ -131,18 +135,38 @@ fn sqlite_dialect(sql: &str) -> String {
     out
 }
 
-macro_rules! bind_all {
-    ($q:expr, $args:expr) => {{
-        let mut q = $q;
-        for a in $args {
-            q = match a {
-                Arg::Text(v) => q.bind(v.clone()),
-                Arg::Int(v) => q.bind(*v),
-                Arg::Bool(v) => q.bind(*v),
-            };
-        }
-        q
-    }};
+fn bind_sqlite<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Int(v) => q.bind(*v),
+            Arg::Bool(v) => q.bind(*v),
+            Arg::TextArray(_) | Arg::IntArray(_) | Arg::BoolArray(_) => {
+                unreachable!("array parameters are for PostgreSQL statements only")
+            }
+        };
+    }
+    q
+}
+
+fn bind_pg<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for a in args {
+        q = match a {
+            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Int(v) => q.bind(*v),
+            Arg::Bool(v) => q.bind(*v),
+            Arg::TextArray(v) => q.bind(v),
+            Arg::IntArray(v) => q.bind(v),
+            Arg::BoolArray(v) => q.bind(v),
+        };
+    }
+    q
 }
 
 impl Db {
@@ -204,11 +228,11 @@ impl Db {
     pub async fn execute(&self, sql: &str, args: &[Arg]) -> anyhow::Result<u64> {
         let sql = self.sql(sql);
         Ok(match self {
-            Db::Postgres(p) => bind_all!(sqlx::query(&sql), args)
+            Db::Postgres(p) => bind_pg(sqlx::query(&sql), args)
                 .execute(p)
                 .await?
                 .rows_affected(),
-            Db::Sqlite(p) => bind_all!(sqlx::query(&sql), args)
+            Db::Sqlite(p) => bind_sqlite(sqlx::query(&sql), args)
                 .execute(p)
                 .await?
                 .rows_affected(),
@@ -218,13 +242,13 @@ impl Db {
     pub async fn fetch_all(&self, sql: &str, args: &[Arg]) -> anyhow::Result<Vec<DbRow>> {
         let sql = self.sql(sql);
         Ok(match self {
-            Db::Postgres(p) => bind_all!(sqlx::query(&sql), args)
+            Db::Postgres(p) => bind_pg(sqlx::query(&sql), args)
                 .fetch_all(p)
                 .await?
                 .into_iter()
                 .map(DbRow::Postgres)
                 .collect(),
-            Db::Sqlite(p) => bind_all!(sqlx::query(&sql), args)
+            Db::Sqlite(p) => bind_sqlite(sqlx::query(&sql), args)
                 .fetch_all(p)
                 .await?
                 .into_iter()
@@ -241,7 +265,7 @@ impl Db {
             Db::Postgres(p) => {
                 let mut tx = p.begin().await?;
                 for (sql, args) in stmts {
-                    let done = bind_all!(sqlx::query(sql), args).execute(&mut *tx).await?;
+                    let done = bind_pg(sqlx::query(sql), args).execute(&mut *tx).await?;
                     affected.push(done.rows_affected());
                 }
                 tx.commit().await?;
@@ -250,7 +274,9 @@ impl Db {
                 let mut tx = p.begin().await?;
                 for (sql, args) in stmts {
                     let sql = sqlite_dialect(sql);
-                    let done = bind_all!(sqlx::query(&sql), args).execute(&mut *tx).await?;
+                    let done = bind_sqlite(sqlx::query(&sql), args)
+                        .execute(&mut *tx)
+                        .await?;
                     affected.push(done.rows_affected());
                 }
                 tx.commit().await?;

@@ -9,8 +9,6 @@ use rust_decimal::Decimal;
 use super::{timestamp, Arg, Db};
 use crate::metering::UsageRecord;
 
-const USAGE_COLUMNS: usize = 25;
-
 /// Months whose partition this process has already made sure of (PostgreSQL only).
 static PARTITIONS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
@@ -41,67 +39,39 @@ fn hour_of(t: chrono::DateTime<Utc>) -> String {
 }
 
 impl Db {
-    /// Writes the records and adds them to the hourly roll-up, in one transaction.
+    /// Writes the records and adds them to the hourly roll-up, in one transaction. PostgreSQL
+    /// gets one `INSERT ... SELECT FROM UNNEST(arrays)` per table (one statement, one round
+    /// trip, whatever the batch size); SQLite runs one prepared single-row statement per row,
+    /// which is what it is fast at (no network, and no huge parameter lists to bind).
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        if let Db::Postgres(_) = self {
-            self.ensure_partitions(records).await?;
-        }
-        let mut stmts = Vec::new();
-        let mut sql = String::from(
-            "INSERT INTO llm_usage_logs (id, request_id, created_at, llm_model_id, provider_id,
-                project_id, api_key_id, model_name, endpoint, stream, status_code, error_type,
-                input_tokens, cache_read_tokens, cache_write_tokens, output_tokens,
-                reasoning_tokens, raw_usage, usage_source, cache_hit, cost_usd, latency_ms,
-                ttft_ms, upstream_ms, attempts) VALUES ",
-        );
-        let mut args: Vec<Arg> = Vec::with_capacity(records.len() * USAGE_COLUMNS);
-        for (i, r) in records.iter().enumerate() {
-            let b = i * USAGE_COLUMNS;
-            if i > 0 {
-                sql.push(',');
+        let sums = rollup(records);
+        let stmts: Vec<(String, Vec<Arg>)> = match self {
+            Db::Postgres(_) => {
+                self.ensure_partitions(records).await?;
+                vec![usage_unnest(records), rollup_unnest(&sums)]
             }
-            sql.push_str(&format!(
-                "(${}::uuid, ${}, ${}::timestamptz, ${}::uuid, ${}::uuid, ${}::uuid, ${}::uuid, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}::jsonb, ${}, ${}, ${}::numeric, ${}, ${}, ${}, ${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11,
-                b + 12, b + 13, b + 14, b + 15, b + 16, b + 17, b + 18, b + 19, b + 20, b + 21,
-                b + 22, b + 23, b + 24, b + 25
-            ));
-            let t = &r.tokens;
-            args.extend([
-                r.id.clone().into(),
-                r.request_id.clone().into(),
-                timestamp(r.created_at).into(),
-                r.llm_model_id.clone().into(),
-                r.provider_id.clone().into(),
-                r.project_id.clone().into(),
-                r.api_key_id.clone().into(),
-                r.model_name.clone().into(),
-                r.endpoint.clone().into(),
-                r.stream.into(),
-                i64::from(r.status_code).into(),
-                r.error_type.clone().into(),
-                (t.input as i64).into(),
-                (t.cache_read as i64).into(),
-                (t.cache_write as i64).into(),
-                (t.output as i64).into(),
-                (t.reasoning as i64).into(),
-                r.raw_usage.clone().into(),
-                r.usage_source.as_str().into(),
-                r.cache_hit.into(),
-                r.cost_usd.to_string().into(),
-                (r.latency_ms as i64).into(),
-                r.ttft_ms.map(|v| v as i64).into(),
-                r.upstream_ms.map(|v| v as i64).into(),
-                i64::from(r.attempts).into(),
-            ]);
-        }
-        // A replayed spool batch may hold rows that did reach the database: keep the first.
-        sql.push_str(" ON CONFLICT DO NOTHING");
-        stmts.push((sql, args));
-        stmts.push(rollup(records));
+            Db::Sqlite(_) => {
+                // A replayed spool batch may hold rows that did reach the database: keep the first.
+                let insert = single_row(
+                    "llm_usage_logs",
+                    USAGE_COLUMNS,
+                    25,
+                    "ON CONFLICT DO NOTHING",
+                );
+                let upsert = single_row("llm_usage_hourly", HOURLY_COLUMNS, 13, HOURLY_ADD);
+                records
+                    .iter()
+                    .map(|r| (insert.clone(), usage_args(r)))
+                    .chain(
+                        sums.iter()
+                            .map(|(k, s)| (upsert.clone(), hourly_args(k, s))),
+                    )
+                    .collect()
+            }
+        };
         self.transaction(&stmts).await?;
         Ok(())
     }
@@ -202,10 +172,193 @@ impl Db {
     }
 }
 
-/// One multi-row upsert that adds a batch to `llm_usage_hourly`.
-fn rollup(records: &[UsageRecord]) -> (String, Vec<Arg>) {
-    type Key = (String, String, String, String, String);
-    let mut sums: BTreeMap<Key, [i64; 8]> = BTreeMap::new();
+const USAGE_COLUMNS: &str = "id, request_id, created_at, llm_model_id, provider_id, project_id,
+    api_key_id, model_name, endpoint, stream, status_code, error_type, input_tokens,
+    cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, raw_usage,
+    usage_source, cache_hit, cost_usd, latency_ms, ttft_ms, upstream_ms, attempts";
+
+const HOURLY_ADD: &str = "ON CONFLICT (hour, provider_id, llm_model_id, project_id, api_key_id)
+    DO UPDATE SET
+    requests = llm_usage_hourly.requests + excluded.requests,
+    errors = llm_usage_hourly.errors + excluded.errors,
+    input_tokens = llm_usage_hourly.input_tokens + excluded.input_tokens,
+    cache_read_tokens = llm_usage_hourly.cache_read_tokens + excluded.cache_read_tokens,
+    cache_write_tokens = llm_usage_hourly.cache_write_tokens + excluded.cache_write_tokens,
+    output_tokens = llm_usage_hourly.output_tokens + excluded.output_tokens,
+    reasoning_tokens = llm_usage_hourly.reasoning_tokens + excluded.reasoning_tokens,
+    cost_usd_e10 = llm_usage_hourly.cost_usd_e10 + excluded.cost_usd_e10";
+
+const HOURLY_COLUMNS: &str = "hour, provider_id, llm_model_id, project_id, api_key_id, requests,
+    errors, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens,
+    reasoning_tokens, cost_usd_e10";
+
+/// A single-row statement (the SQLite path) for a table and its columns.
+fn single_row(table: &str, cols: &str, n: usize, tail: &str) -> String {
+    let values: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {table} ({cols}) VALUES ({}) {tail}",
+        values.join(", ")
+    )
+}
+
+fn usage_args(r: &UsageRecord) -> Vec<Arg> {
+    let t = &r.tokens;
+    vec![
+        r.id.clone().into(),
+        r.request_id.clone().into(),
+        timestamp(r.created_at).into(),
+        r.llm_model_id.clone().into(),
+        r.provider_id.clone().into(),
+        r.project_id.clone().into(),
+        r.api_key_id.clone().into(),
+        r.model_name.clone().into(),
+        r.endpoint.clone().into(),
+        r.stream.into(),
+        i64::from(r.status_code).into(),
+        r.error_type.clone().into(),
+        (t.input as i64).into(),
+        (t.cache_read as i64).into(),
+        (t.cache_write as i64).into(),
+        (t.output as i64).into(),
+        (t.reasoning as i64).into(),
+        r.raw_usage.clone().into(),
+        r.usage_source.as_str().into(),
+        r.cache_hit.into(),
+        r.cost_usd.to_string().into(),
+        (r.latency_ms as i64).into(),
+        r.ttft_ms.map(|v| v as i64).into(),
+        r.upstream_ms.map(|v| v as i64).into(),
+        i64::from(r.attempts).into(),
+    ]
+}
+
+/// The PostgreSQL batch: the same columns as `usage_args`, one array per column.
+fn usage_unnest(records: &[UsageRecord]) -> (String, Vec<Arg>) {
+    const TYPES: [&str; 25] = [
+        "uuid",
+        "text",
+        "timestamptz",
+        "uuid",
+        "uuid",
+        "uuid",
+        "uuid",
+        "text",
+        "text",
+        "bool",
+        "int8",
+        "text",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "jsonb",
+        "text",
+        "bool",
+        "numeric",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+    ];
+    let rows: Vec<Vec<Arg>> = records.iter().map(usage_args).collect();
+    (
+        unnest_insert(
+            "llm_usage_logs",
+            USAGE_COLUMNS,
+            &TYPES,
+            "ON CONFLICT DO NOTHING",
+        ),
+        columns(&rows, TYPES.len()),
+    )
+}
+
+fn rollup_unnest(sums: &[(HourKey, [i64; 8])]) -> (String, Vec<Arg>) {
+    const TYPES: [&str; 13] = [
+        "timestamptz",
+        "text",
+        "text",
+        "text",
+        "text",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+        "int8",
+    ];
+    let rows: Vec<Vec<Arg>> = sums.iter().map(|(k, s)| hourly_args(k, s)).collect();
+    (
+        unnest_insert("llm_usage_hourly", HOURLY_COLUMNS, &TYPES, HOURLY_ADD),
+        columns(&rows, TYPES.len()),
+    )
+}
+
+fn unnest_insert(table: &str, cols: &str, types: &[&str], tail: &str) -> String {
+    // Arrays travel as text[], int8[] and bool[]; PostgreSQL casts them element by element.
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match *t {
+            "int8" | "bool" => format!("${}::{t}[]", i + 1),
+            _ => format!("${}::text[]::{t}[]", i + 1),
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table} ({cols}) SELECT * FROM UNNEST({}) {tail}",
+        arrays.join(", ")
+    )
+}
+
+/// Turns rows of scalar arguments into one array argument per column.
+fn columns(rows: &[Vec<Arg>], n: usize) -> Vec<Arg> {
+    (0..n)
+        .map(|c| match &rows[0][c] {
+            Arg::Text(_) => Arg::TextArray(
+                rows.iter()
+                    .map(|r| match &r[c] {
+                        Arg::Text(v) => v.clone(),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Arg::Int(_) => Arg::IntArray(
+                rows.iter()
+                    .map(|r| match &r[c] {
+                        Arg::Int(v) => *v,
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Arg::Bool(_) => Arg::BoolArray(
+                rows.iter()
+                    .map(|r| matches!(r[c], Arg::Bool(true)))
+                    .collect(),
+            ),
+            _ => unreachable!("rows hold scalars"),
+        })
+        .collect()
+}
+
+type HourKey = (String, String, String, String, String);
+
+fn hourly_args(k: &HourKey, s: &[i64; 8]) -> Vec<Arg> {
+    let mut args: Vec<Arg> = vec![
+        k.0.clone().into(),
+        k.1.clone().into(),
+        k.2.clone().into(),
+        k.3.clone().into(),
+        k.4.clone().into(),
+    ];
+    args.extend(s.iter().map(|&v| Arg::from(v)));
+    args
+}
+
+/// Sums a batch per (hour, provider, model, project, key) for `llm_usage_hourly`.
+fn rollup(records: &[UsageRecord]) -> Vec<(HourKey, [i64; 8])> {
+    let mut sums: BTreeMap<HourKey, [i64; 8]> = BTreeMap::new();
     for r in records {
         let key = (
             hour_of(r.created_at),
@@ -225,35 +378,5 @@ fn rollup(records: &[UsageRecord]) -> (String, Vec<Arg>) {
         s[6] += t.reasoning as i64;
         s[7] += crate::metering::cost_e10(r.cost_usd);
     }
-    let mut sql = String::from(
-        "INSERT INTO llm_usage_hourly (hour, provider_id, llm_model_id, project_id, api_key_id,
-            requests, errors, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens,
-            reasoning_tokens, cost_usd_e10) VALUES ",
-    );
-    let mut args = Vec::new();
-    for (i, (k, s)) in sums.into_iter().enumerate() {
-        let b = i * 13;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!("(${}::timestamptz", b + 1));
-        for j in 2..=13 {
-            sql.push_str(&format!(", ${}", b + j));
-        }
-        sql.push(')');
-        args.extend([k.0.into(), k.1.into(), k.2.into(), k.3.into(), k.4.into()]);
-        args.extend(s.iter().map(|&v| Arg::from(v)));
-    }
-    sql.push_str(
-        " ON CONFLICT (hour, provider_id, llm_model_id, project_id, api_key_id) DO UPDATE SET
-            requests = llm_usage_hourly.requests + excluded.requests,
-            errors = llm_usage_hourly.errors + excluded.errors,
-            input_tokens = llm_usage_hourly.input_tokens + excluded.input_tokens,
-            cache_read_tokens = llm_usage_hourly.cache_read_tokens + excluded.cache_read_tokens,
-            cache_write_tokens = llm_usage_hourly.cache_write_tokens + excluded.cache_write_tokens,
-            output_tokens = llm_usage_hourly.output_tokens + excluded.output_tokens,
-            reasoning_tokens = llm_usage_hourly.reasoning_tokens + excluded.reasoning_tokens,
-            cost_usd_e10 = llm_usage_hourly.cost_usd_e10 + excluded.cost_usd_e10",
-    );
-    (sql, args)
+    sums.into_iter().collect()
 }

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Tollgate benchmark: direct-to-mock vs nginx proxy_pass vs Tollgate, one run, alternating.
+
+Starts `tollgate mock-upstream`, Tollgate (auth on, metering on) and nginx (`proxy_pass` to the
+same mock, its own config and pid file), then drives each with oha on loopback, rotating the
+order every round, and prints requests/s, p50/p99, CPU per request and peak RSS. Also p99 at a
+fixed 200 requests/s. Every run is bounded in time. Never run it while something compiles.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/tollgate")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def oha(url, body, headers, seconds, concurrency, rate=None):
+    cmd = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(concurrency),
+           "-m", "POST", "-T", "application/json", "-d", body, url]
+    for h in headers:
+        cmd[1:1] = ["-H", h]
+    if rate:
+        cmd[1:1] = ["-q", str(rate)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
+    r = json.loads(out)
+    codes = r.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if k.startswith("2"))
+    bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(r.get("errorDistribution", {}).values())
+    lat = r["latencyPercentiles"]
+    return {
+        "rps": r["summary"]["requestsPerSec"],
+        "p50_ms": (lat.get("p50") or 0) * 1000,
+        "p99_ms": (lat.get("p99") or 0) * 1000,
+        "ok": ok,
+        "errors": bad,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--chunk-ms", type=int, default=0, help="mock delay between stream chunks")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
+    args = ap.parse_args()
+    for tool in ("oha", "nginx"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: bench/run.sh installs it")
+
+    tmp = tempfile.mkdtemp(prefix="tollgate-bench-")
+    procs = []
+    try:
+        mock_port, gw_port, nginx_port = free_port(), free_port(), free_port()
+        mock = subprocess.Popen([BIN, "mock-upstream", "--port", str(mock_port), "--chunk-ms", str(args.chunk_ms)],
+                                stderr=subprocess.DEVNULL)
+        procs.append(mock)
+        config = os.path.join(tmp, "tollgate.toml")
+        with open(config, "w") as f:
+            f.write(f"""
+[server]
+listen = "127.0.0.1:{gw_port}"
+workers = 2
+[database]
+url = "sqlite://{tmp}/bench.db?mode=rwc"
+[auth]
+require_api_key = true
+[usage]
+spool_path = "{tmp}/usage.spool"
+[[providers]]
+name = "up"
+api = "openai"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api_key = "sk-bench"
+max_parallel_requests = 10000
+requests_per_minute = 100000000
+[[models]]
+name = "bench-model"
+provider = "up"
+model_id = "mock-chat"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+""")
+        env = dict(os.environ, RUST_LOG="warn")
+        key = subprocess.run([BIN, "--config", config, "keys", "create", "--name", "bench"], check=True,
+                             capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
+        gw = subprocess.Popen([BIN, "--config", config, "serve"], env=env)
+        procs.append(gw)
+        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+            f.write(f"""
+worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{nginx_port};
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+        nginx = subprocess.Popen(["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-g", "daemon off;"],
+                                 stderr=subprocess.DEVNULL)
+        procs.append(nginx)
+        for p in (mock_port, gw_port, nginx_port):
+            wait_port(p)
+        time.sleep(0.3)
+        targets = {
+            "direct": (f"http://127.0.0.1:{mock_port}/v1/chat/completions", "mock-chat", [], []),
+            "nginx": (f"http://127.0.0.1:{nginx_port}/v1/chat/completions", "mock-chat", [],
+                      [nginx.pid] + children(nginx.pid)),
+            "tollgate": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "bench-model",
+                         [f"Authorization: Bearer {key}"], [gw.pid]),
+        }
+        messages = [{"role": "user", "content": "Summarise the benchmark method in one short sentence please."}]
+        bodies = {
+            "nonstream": json.dumps({"model": "{m}", "messages": messages, "max_tokens": 16}),
+            "stream": json.dumps({"model": "{m}", "messages": messages, "max_tokens": 16, "stream": True}),
+        }
+        results = {}
+        names = list(targets)
+        for mode, template in bodies.items():
+            for name in names:  # warm-up: pools, caches, page faults
+                url, model, headers, _ = targets[name]
+                oha(url, template.replace("{m}", model), headers, 2, args.concurrency)
+            for rnd in range(args.rounds):
+                order = names[rnd % 3:] + names[:rnd % 3]
+                for name in order:
+                    url, model, headers, pids = targets[name]
+                    before = cpu_ticks(pids)
+                    r = oha(url, template.replace("{m}", model), headers, args.seconds, args.concurrency)
+                    used = (cpu_ticks(pids) - before) / TICK
+                    r["cpu_us_per_req"] = used * 1e6 / max(r["ok"], 1) if pids else None
+                    results.setdefault((mode, name), []).append(r)
+                    print(f"{mode:9} round {rnd} {name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                          f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
+        fixed = {}
+        for name in names:
+            url, model, headers, _ = targets[name]
+            fixed[name] = oha(url, bodies["nonstream"].replace("{m}", model), headers, args.seconds, 50, rate=200)
+            print(f"fixed 200/s {name:8} p50 {fixed[name]['p50_ms']:.2f} ms  p99 {fixed[name]['p99_ms']:.2f} ms", flush=True)
+        rss = peak_rss_mib([gw.pid])
+        nginx_rss = peak_rss_mib([nginx.pid] + children(nginx.pid))
+
+        def median(xs):
+            xs = sorted(xs)
+            return xs[len(xs) // 2]
+
+        summary = {"rounds": args.rounds, "seconds": args.seconds, "concurrency": args.concurrency,
+                   "chunk_ms": args.chunk_ms, "tollgate_peak_rss_mib": round(rss, 1),
+                   "nginx_peak_rss_mib": round(nginx_rss, 1), "modes": {}, "fixed_200rps": fixed}
+        lines = ["| mode | target | req/s | p50 ms | p99 ms | CPU µs/req | errors |", "|---|---|---|---|---|---|---|"]
+        for mode in bodies:
+            m = {}
+            for name in names:
+                rs = results[(mode, name)]
+                cpu = [r["cpu_us_per_req"] for r in rs if r["cpu_us_per_req"] is not None]
+                m[name] = {"rps": median([r["rps"] for r in rs]), "p50_ms": median([r["p50_ms"] for r in rs]),
+                           "p99_ms": median([r["p99_ms"] for r in rs]), "errors": sum(r["errors"] for r in rs),
+                           "cpu_us_per_req": median(cpu) if cpu else None}
+                cpu_s = f"{m[name]['cpu_us_per_req']:.0f}" if cpu else "-"
+                lines.append(f"| {mode} | {name} | {m[name]['rps']:.0f} | {m[name]['p50_ms']:.2f} | "
+                             f"{m[name]['p99_ms']:.2f} | {cpu_s} | {m[name]['errors']} |")
+            m["tollgate_vs_nginx_throughput"] = round(m["tollgate"]["rps"] / m["nginx"]["rps"], 3)
+            m["tollgate_vs_direct_throughput"] = round(m["tollgate"]["rps"] / m["direct"]["rps"], 3)
+            summary["modes"][mode] = m
+        lines.append("")
+        for mode in bodies:
+            lines.append(f"- {mode}: Tollgate / nginx throughput = {summary['modes'][mode]['tollgate_vs_nginx_throughput']}, "
+                         f"Tollgate / direct = {summary['modes'][mode]['tollgate_vs_direct_throughput']}")
+        lines.append(f"- p99 at a fixed 200 req/s: direct {fixed['direct']['p99_ms']:.2f} ms, nginx "
+                     f"{fixed['nginx']['p99_ms']:.2f} ms, Tollgate {fixed['tollgate']['p99_ms']:.2f} ms "
+                     f"(+{fixed['tollgate']['p99_ms'] - fixed['direct']['p99_ms']:.2f} ms over direct)")
+        lines.append(f"- peak RSS: Tollgate {rss:.1f} MiB, nginx (master + 2 workers) {nginx_rss:.1f} MiB")
+        table = "\n".join(lines)
+        print("\n" + table)
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=2)
+        with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+            f.write(table + "\n")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
