@@ -45,8 +45,9 @@ pub struct Authenticator {
     db: Db,
     require_api_key: bool,
     master_key_hash: Option<String>,
-    /// key hash -> the key's caller, or None for "no such key" (cached too, so a client
-    /// retrying with a wrong key does not reach the database each time).
+    /// presented key -> its caller, or None for "no such key" (cached too, so a client
+    /// retrying with a wrong key does not reach the database each time). Keyed by the key
+    /// itself so a cached request does not hash; only digests ever reach the database.
     cache: Cache<String, Option<Arc<Caller>>>,
 }
 
@@ -128,17 +129,18 @@ impl Authenticator {
                 Ok(Arc::new(Caller::anonymous()))
             };
         };
-        let hash = hash_key(key);
-        if self.master_key_hash.as_deref() == Some(hash.as_str()) {
-            return Ok(Arc::new(Caller {
-                role: Role::Admin,
-                ..Caller::anonymous()
-            }));
-        }
         let db = self.db.clone();
+        let master = self.master_key_hash.clone();
         let found = self
             .cache
-            .try_get_with(hash.clone(), async move {
+            .try_get_with_by_ref(key, async move {
+                let hash = hash_key(key);
+                if master.as_deref() == Some(hash.as_str()) {
+                    return Ok(Some(Arc::new(Caller {
+                        role: Role::Admin,
+                        ..Caller::anonymous()
+                    })));
+                }
                 let row = db.find_api_key(&hash).await?;
                 Ok::<_, anyhow::Error>(row.as_ref().and_then(caller_from_row).map(Arc::new))
             })

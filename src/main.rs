@@ -11,6 +11,11 @@ use tollgate::mock_upstream::MockUpstream;
 use tollgate::providers::mock::MockOptions;
 use tollgate::store::{Db, NewApiKey};
 
+// The request path allocates many small short-lived buffers; mimalloc measured cheaper than
+// glibc malloc for that (malloc/free were a fifth of the benchmark's instructions).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "An OpenAI-compatible LLM gateway")]
 struct Cli {

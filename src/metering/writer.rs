@@ -37,7 +37,10 @@ struct Spool {
 }
 
 impl Spool {
-    fn append(&self, records: &[UsageRecord]) -> std::io::Result<()> {
+    /// Appends records; `durable` waits for the disk (a whole batch the database refused),
+    /// otherwise the page cache is trusted (one record at a time from a full queue, where an
+    /// fsync per request would stall the request path).
+    fn append(&self, records: &[UsageRecord], durable: bool) -> std::io::Result<()> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -49,7 +52,10 @@ impl Spool {
             buf.push(b'\n');
         }
         f.write_all(&buf)?;
-        f.sync_data()
+        if durable {
+            f.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Takes the spooled records out of the file (the caller puts them back on failure).
@@ -112,7 +118,7 @@ impl UsageSink {
         match self.tx.try_send(rec) {
             Ok(()) => self.metrics.usage_log_queue_depth.inc(),
             Err(mpsc::error::TrySendError::Full(rec) | mpsc::error::TrySendError::Closed(rec)) => {
-                match self.spool.append(std::slice::from_ref(&rec)) {
+                match self.spool.append(std::slice::from_ref(&rec), false) {
                     Ok(()) => self.metrics.usage_log_spooled_total.inc(),
                     Err(e) => {
                         self.metrics.usage_log_dropped_total.inc();
@@ -166,7 +172,7 @@ impl UsageWriter {
                 .inc_by(batch.len() as u64),
             Err(e) => {
                 tracing::warn!(error = %e, records = batch.len(), "usage write failed, spooling to disk");
-                match self.spool.append(batch) {
+                match self.spool.append(batch, true) {
                     Ok(()) => self
                         .metrics
                         .usage_log_spooled_total

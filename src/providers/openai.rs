@@ -11,7 +11,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
 use memchr::memmem;
 
-use super::{Endpoint, JsonObject, Kind, Prepared, ReportedUsage, UpstreamRequest};
+use super::{Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
 use crate::config::Api;
 use crate::error::GatewayError;
 use crate::metering::TokenUsage;
@@ -93,24 +93,44 @@ pub fn prepare(
 }
 
 /// A successful non-streamed answer: passed on as is, usage read from its `usage` field.
+/// The body is not parsed as a whole: a byte scan finds the usage member and only that is
+/// parsed (the answer itself goes to the client untouched, as a pass-through proxy would).
 pub fn read_response(body: Bytes) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
-    let parsed = JsonObject::parse(body.clone()).map_err(|_| {
-        GatewayError::upstream("The provider answered with a body that is not JSON.")
-    })?;
-    let usage = usage_of(&parsed);
+    let trimmed = body.trim_ascii();
+    if !(trimmed.starts_with(b"{") && trimmed.ends_with(b"}")) {
+        return Err(GatewayError::upstream(
+            "The provider answered with a body that is not a JSON object.",
+        ));
+    }
+    let usage = usage_in(&body);
     Ok((body, usage))
 }
 
-fn usage_of(obj: &JsonObject) -> Option<ReportedUsage> {
-    if obj.kind("usage") != Some(Kind::Object) {
-        return None;
+/// The last `"usage": {...}` member of a JSON object, found by a byte scan. Inside a JSON
+/// string every quote is escaped, so a match preceded by `{` or `,` and followed by `:` is a
+/// real member name, never text.
+pub(crate) fn usage_in(json: &[u8]) -> Option<ReportedUsage> {
+    for at in memmem::rfind_iter(json, b"\"usage\"") {
+        if !matches!(json[..at].trim_ascii_end().last(), Some(b',' | b'{')) {
+            continue;
+        }
+        let Some(value) = json[at + 7..].trim_ascii_start().strip_prefix(b":") else {
+            continue;
+        };
+        let value = value.trim_ascii_start();
+        if !value.starts_with(b"{") {
+            return None; // "usage": null
+        }
+        let mut de = serde_json::Deserializer::from_slice(value);
+        let raw =
+            <&serde_json::value::RawValue as serde::Deserialize>::deserialize(&mut de).ok()?;
+        let parsed: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+        return Some(ReportedUsage {
+            tokens: TokenUsage::from_openai(&parsed)?,
+            raw: raw.get().to_owned(),
+        });
     }
-    let raw = obj.raw("usage")?;
-    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
-    Some(ReportedUsage {
-        tokens: TokenUsage::from_openai(&value)?,
-        raw: String::from_utf8_lossy(raw).into_owned(),
-    })
+    None
 }
 
 /// Forwards an OpenAI-format SSE stream. Complete events pass through untouched; an event is
@@ -152,6 +172,25 @@ pub(crate) fn event_data(event: &[u8]) -> String {
     parser.next_event().map(|e| e.data).unwrap_or_default()
 }
 
+/// True when the bytes after a `"usage"` name hold `: {`, an object (not `null`).
+fn usage_object_follows(after_name: &[u8]) -> bool {
+    after_name
+        .trim_ascii_start()
+        .strip_prefix(b":")
+        .is_some_and(|v| v.trim_ascii_start().starts_with(b"{"))
+}
+
+/// The usage chunk is the one whose `choices` is empty.
+fn has_no_choices(event_data: String) -> bool {
+    JsonObject::parse(Bytes::from(event_data)).is_ok_and(|obj| {
+        obj.raw("choices").is_some_and(|c| {
+            c.iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .eq(b"[]".iter())
+        })
+    })
+}
+
 impl PassThrough {
     pub fn new(strip_usage_chunk: bool) -> PassThrough {
         PassThrough {
@@ -191,21 +230,19 @@ impl PassThrough {
         let mut pos = 0;
         while let Some(i) = self.usage_finder.find(&complete[pos..]) {
             let at = pos + i;
-            let start = last_event_end(&complete[..at]);
             let end = next_event_end(&complete, at);
+            if !usage_object_follows(&complete[at + 7..end]) {
+                // `"usage":null` rides on every chunk once usage is asked for: skip it cheaply.
+                pos = end;
+                continue;
+            }
+            let start = last_event_end(&complete[..at]);
             let data = event_data(&complete[start..end]);
-            if let Ok(obj) = JsonObject::parse(Bytes::from(data.into_bytes())) {
-                if let Some(u) = usage_of(&obj) {
-                    self.usage = Some(u);
-                    let no_choices = obj.raw("choices").is_some_and(|c| {
-                        c.iter()
-                            .filter(|b| !b.is_ascii_whitespace())
-                            .eq(b"[]".iter())
-                    });
-                    if self.strip_usage_chunk && no_choices {
-                        keep.push(kept_from..start);
-                        kept_from = end;
-                    }
+            if let Some(u) = usage_in(data.as_bytes()) {
+                self.usage = Some(u);
+                if self.strip_usage_chunk && has_no_choices(data) {
+                    keep.push(kept_from..start);
+                    kept_from = end;
                 }
             }
             pos = end;
@@ -293,6 +330,21 @@ mod tests {
         // a chunk with content is never cut, even when it carries the usage
         assert_eq!(out, s.as_bytes());
         assert_eq!(t.usage().unwrap().tokens.output, 2);
+    }
+
+    #[test]
+    fn usage_is_found_by_its_member_name_not_by_text() {
+        let body = br#"{"choices":[{"message":{"content":"my \"usage\": {\"prompt_tokens\": 99}"}}],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#;
+        let u = usage_in(body).unwrap();
+        assert_eq!((u.tokens.input, u.tokens.output), (7, 2));
+        assert!(usage_in(br#"{"text":"\"usage\":{\"prompt_tokens\":1}"}"#).is_none());
+        assert!(usage_in(br#"{"usage":null}"#).is_none());
+        let (_, u) = read_response(Bytes::from_static(
+            br#"{"id":"x", "usage" : {"prompt_tokens": 3}}"#,
+        ))
+        .unwrap();
+        assert_eq!(u.unwrap().tokens.input, 3);
+        assert!(read_response(Bytes::from_static(b"<html>")).is_err());
     }
 
     #[test]

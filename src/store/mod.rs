@@ -38,10 +38,6 @@ pub enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
     Bool(bool),
-    /// Arrays feed PostgreSQL's UNNEST batch inserts; SQLite statements never use them.
-    TextArray(Vec<Option<String>>),
-    IntArray(Vec<Option<i64>>),
-    BoolArray(Vec<bool>),
 }
 
 impl From<&str> for Arg {
@@ -144,9 +140,6 @@ fn bind_sqlite<'q>(
             Arg::Text(v) => q.bind(v.as_deref()),
             Arg::Int(v) => q.bind(*v),
             Arg::Bool(v) => q.bind(*v),
-            Arg::TextArray(_) | Arg::IntArray(_) | Arg::BoolArray(_) => {
-                unreachable!("array parameters are for PostgreSQL statements only")
-            }
         };
     }
     q
@@ -161,9 +154,6 @@ fn bind_pg<'q>(
             Arg::Text(v) => q.bind(v.as_deref()),
             Arg::Int(v) => q.bind(*v),
             Arg::Bool(v) => q.bind(*v),
-            Arg::TextArray(v) => q.bind(v),
-            Arg::IntArray(v) => q.bind(v),
-            Arg::BoolArray(v) => q.bind(v),
         };
     }
     q
@@ -307,7 +297,7 @@ pub fn new_id() -> String {
 
 /// Timestamps are written by the application in one format, so SQLite compares them as text.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

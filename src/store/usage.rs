@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use chrono::{Datelike, TimeZone, Timelike, Utc};
+use chrono::{Datelike, TimeZone, Utc};
 use rust_decimal::Decimal;
 
-use super::{timestamp, Arg, Db};
+use super::{timestamp, Db};
 use crate::metering::UsageRecord;
 
 /// Months whose partition this process has already made sure of (PostgreSQL only).
@@ -30,50 +30,64 @@ pub struct UsageReportRow {
     pub totals: UsageTotals,
 }
 
-fn hour_of(t: chrono::DateTime<Utc>) -> String {
+fn hour_start(hour: i64) -> String {
     timestamp(
-        Utc.with_ymd_and_hms(t.year(), t.month(), t.day(), t.hour(), 0, 0)
+        Utc.timestamp_opt(hour * 3600, 0)
             .single()
-            .unwrap_or(t),
+            .unwrap_or_default(),
     )
 }
 
 impl Db {
-    /// Writes the records and adds them to the hourly roll-up, in one transaction. PostgreSQL
-    /// gets one `INSERT ... SELECT FROM UNNEST(arrays)` per table (one statement, one round
-    /// trip, whatever the batch size); SQLite runs one prepared single-row statement per row,
-    /// which is what it is fast at (no network, and no huge parameter lists to bind).
+    /// Writes the records and adds them to the hourly roll-up in one transaction of two
+    /// statements. Each statement takes the whole batch as one JSON array parameter, expanded
+    /// by the database itself (`jsonb_to_recordset` on PostgreSQL, `json_each` on SQLite):
+    /// the statement text never changes, so it is prepared once, and one batch is one round
+    /// trip however many rows it holds.
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let sums = rollup(records);
-        let stmts: Vec<(String, Vec<Arg>)> = match self {
+        if let Db::Postgres(_) = self {
+            self.ensure_partitions(records).await?;
+        }
+        let rows: Vec<LogRow> = records.iter().map(LogRow::from).collect();
+        let sums: Vec<HourRow> = rollup(records);
+        // A replayed spool batch may hold rows that did reach the database: keep the first.
+        let insert = self.json_insert("llm_usage_logs", &LOG_COLUMNS, "ON CONFLICT DO NOTHING");
+        let upsert = self.json_insert("llm_usage_hourly", &HOUR_COLUMNS, HOURLY_ADD);
+        self.transaction(&[
+            (insert, vec![serde_json::to_string(&rows)?.into()]),
+            (upsert, vec![serde_json::to_string(&sums)?.into()]),
+        ])
+        .await?;
+        Ok(())
+    }
+
+    /// `INSERT INTO table (cols) SELECT cols FROM <the JSON array in $1>`.
+    fn json_insert(&self, table: &str, cols: &[(&str, &str)], tail: &str) -> String {
+        let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
+        let names = names.join(", ");
+        match self {
             Db::Postgres(_) => {
-                self.ensure_partitions(records).await?;
-                vec![usage_unnest(records), rollup_unnest(&sums)]
+                let typed: Vec<String> = cols.iter().map(|(n, t)| format!("{n} {t}")).collect();
+                format!(
+                    "INSERT INTO {table} ({names}) SELECT {names} FROM jsonb_to_recordset($1::jsonb) AS r({}) {tail}",
+                    typed.join(", ")
+                )
             }
             Db::Sqlite(_) => {
-                // A replayed spool batch may hold rows that did reach the database: keep the first.
-                let insert = single_row(
-                    "llm_usage_logs",
-                    USAGE_COLUMNS,
-                    25,
-                    "ON CONFLICT DO NOTHING",
-                );
-                let upsert = single_row("llm_usage_hourly", HOURLY_COLUMNS, 13, HOURLY_ADD);
-                records
+                let fields: Vec<String> = cols
                     .iter()
-                    .map(|r| (insert.clone(), usage_args(r)))
-                    .chain(
-                        sums.iter()
-                            .map(|(k, s)| (upsert.clone(), hourly_args(k, s))),
-                    )
-                    .collect()
+                    .map(|(n, _)| format!("json_extract(value, '$.{n}')"))
+                    .collect();
+                // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+                format!(
+                    "INSERT INTO {table} ({names}) SELECT {} FROM json_each($1) WHERE true {tail}",
+                    fields.join(", ")
+                )
             }
-        };
-        self.transaction(&stmts).await?;
-        Ok(())
+        }
     }
 
     async fn ensure_partitions(&self, records: &[UsageRecord]) -> anyhow::Result<()> {
@@ -172,10 +186,135 @@ impl Db {
     }
 }
 
-const USAGE_COLUMNS: &str = "id, request_id, created_at, llm_model_id, provider_id, project_id,
-    api_key_id, model_name, endpoint, stream, status_code, error_type, input_tokens,
-    cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, raw_usage,
-    usage_source, cache_hit, cost_usd, latency_ms, ttft_ms, upstream_ms, attempts";
+/// `llm_usage_logs` columns with their PostgreSQL types, in `LogRow` order.
+const LOG_COLUMNS: [(&str, &str); 25] = [
+    ("id", "uuid"),
+    ("request_id", "text"),
+    ("created_at", "timestamptz"),
+    ("llm_model_id", "uuid"),
+    ("provider_id", "uuid"),
+    ("project_id", "uuid"),
+    ("api_key_id", "uuid"),
+    ("model_name", "text"),
+    ("endpoint", "text"),
+    ("stream", "boolean"),
+    ("status_code", "bigint"),
+    ("error_type", "text"),
+    ("input_tokens", "bigint"),
+    ("cache_read_tokens", "bigint"),
+    ("cache_write_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("reasoning_tokens", "bigint"),
+    ("raw_usage", "jsonb"),
+    ("usage_source", "text"),
+    ("cache_hit", "boolean"),
+    ("cost_usd", "numeric"),
+    ("latency_ms", "bigint"),
+    ("ttft_ms", "bigint"),
+    ("upstream_ms", "bigint"),
+    ("attempts", "bigint"),
+];
+
+/// One `llm_usage_logs` row as the JSON the batch statement reads.
+#[derive(serde::Serialize)]
+struct LogRow<'a> {
+    id: &'a str,
+    request_id: &'a str,
+    created_at: String,
+    llm_model_id: Option<&'a str>,
+    provider_id: Option<&'a str>,
+    project_id: Option<&'a str>,
+    api_key_id: Option<&'a str>,
+    model_name: &'a str,
+    endpoint: &'a str,
+    stream: bool,
+    status_code: u16,
+    error_type: Option<&'a str>,
+    input_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    output_tokens: u64,
+    reasoning_tokens: u64,
+    raw_usage: Option<&'a serde_json::value::RawValue>,
+    usage_source: &'static str,
+    cache_hit: bool,
+    /// A string: the exact decimal, never a float.
+    cost_usd: String,
+    latency_ms: u64,
+    ttft_ms: Option<u64>,
+    upstream_ms: Option<u64>,
+    attempts: u32,
+}
+
+impl<'a> From<&'a UsageRecord> for LogRow<'a> {
+    fn from(r: &'a UsageRecord) -> Self {
+        let t = &r.tokens;
+        LogRow {
+            id: &r.id,
+            request_id: &r.request_id,
+            created_at: timestamp(r.created_at),
+            llm_model_id: r.llm_model_id.as_deref(),
+            provider_id: r.provider_id.as_deref(),
+            project_id: r.project_id.as_deref(),
+            api_key_id: r.api_key_id.as_deref(),
+            model_name: &r.model_name,
+            endpoint: &r.endpoint,
+            stream: r.stream,
+            status_code: r.status_code,
+            error_type: r.error_type.as_deref(),
+            input_tokens: t.input,
+            cache_read_tokens: t.cache_read,
+            cache_write_tokens: t.cache_write,
+            output_tokens: t.output,
+            reasoning_tokens: t.reasoning,
+            raw_usage: r
+                .raw_usage
+                .as_deref()
+                .and_then(|u| serde_json::from_str(u).ok()),
+            usage_source: r.usage_source.as_str(),
+            cache_hit: r.cache_hit,
+            cost_usd: r.cost_usd.to_string(),
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            upstream_ms: r.upstream_ms,
+            attempts: r.attempts,
+        }
+    }
+}
+
+const HOUR_COLUMNS: [(&str, &str); 13] = [
+    ("hour", "timestamptz"),
+    ("provider_id", "text"),
+    ("llm_model_id", "text"),
+    ("project_id", "text"),
+    ("api_key_id", "text"),
+    ("requests", "bigint"),
+    ("errors", "bigint"),
+    ("input_tokens", "bigint"),
+    ("cache_read_tokens", "bigint"),
+    ("cache_write_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("reasoning_tokens", "bigint"),
+    ("cost_usd_e10", "bigint"),
+];
+
+/// One `llm_usage_hourly` increment; the dimensions use "" for none.
+#[derive(serde::Serialize, Default)]
+struct HourRow {
+    hour: String,
+    provider_id: String,
+    llm_model_id: String,
+    project_id: String,
+    api_key_id: String,
+    requests: i64,
+    errors: i64,
+    input_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cost_usd_e10: i64,
+}
 
 const HOURLY_ADD: &str = "ON CONFLICT (hour, provider_id, llm_model_id, project_id, api_key_id)
     DO UPDATE SET
@@ -188,195 +327,37 @@ const HOURLY_ADD: &str = "ON CONFLICT (hour, provider_id, llm_model_id, project_
     reasoning_tokens = llm_usage_hourly.reasoning_tokens + excluded.reasoning_tokens,
     cost_usd_e10 = llm_usage_hourly.cost_usd_e10 + excluded.cost_usd_e10";
 
-const HOURLY_COLUMNS: &str = "hour, provider_id, llm_model_id, project_id, api_key_id, requests,
-    errors, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens,
-    reasoning_tokens, cost_usd_e10";
-
-/// A single-row statement (the SQLite path) for a table and its columns.
-fn single_row(table: &str, cols: &str, n: usize, tail: &str) -> String {
-    let values: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO {table} ({cols}) VALUES ({}) {tail}",
-        values.join(", ")
-    )
-}
-
-fn usage_args(r: &UsageRecord) -> Vec<Arg> {
-    let t = &r.tokens;
-    vec![
-        r.id.clone().into(),
-        r.request_id.clone().into(),
-        timestamp(r.created_at).into(),
-        r.llm_model_id.clone().into(),
-        r.provider_id.clone().into(),
-        r.project_id.clone().into(),
-        r.api_key_id.clone().into(),
-        r.model_name.clone().into(),
-        r.endpoint.clone().into(),
-        r.stream.into(),
-        i64::from(r.status_code).into(),
-        r.error_type.clone().into(),
-        (t.input as i64).into(),
-        (t.cache_read as i64).into(),
-        (t.cache_write as i64).into(),
-        (t.output as i64).into(),
-        (t.reasoning as i64).into(),
-        r.raw_usage.clone().into(),
-        r.usage_source.as_str().into(),
-        r.cache_hit.into(),
-        r.cost_usd.to_string().into(),
-        (r.latency_ms as i64).into(),
-        r.ttft_ms.map(|v| v as i64).into(),
-        r.upstream_ms.map(|v| v as i64).into(),
-        i64::from(r.attempts).into(),
-    ]
-}
-
-/// The PostgreSQL batch: the same columns as `usage_args`, one array per column.
-fn usage_unnest(records: &[UsageRecord]) -> (String, Vec<Arg>) {
-    const TYPES: [&str; 25] = [
-        "uuid",
-        "text",
-        "timestamptz",
-        "uuid",
-        "uuid",
-        "uuid",
-        "uuid",
-        "text",
-        "text",
-        "bool",
-        "int8",
-        "text",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-        "jsonb",
-        "text",
-        "bool",
-        "numeric",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-    ];
-    let rows: Vec<Vec<Arg>> = records.iter().map(usage_args).collect();
-    (
-        unnest_insert(
-            "llm_usage_logs",
-            USAGE_COLUMNS,
-            &TYPES,
-            "ON CONFLICT DO NOTHING",
-        ),
-        columns(&rows, TYPES.len()),
-    )
-}
-
-fn rollup_unnest(sums: &[(HourKey, [i64; 8])]) -> (String, Vec<Arg>) {
-    const TYPES: [&str; 13] = [
-        "timestamptz",
-        "text",
-        "text",
-        "text",
-        "text",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-        "int8",
-    ];
-    let rows: Vec<Vec<Arg>> = sums.iter().map(|(k, s)| hourly_args(k, s)).collect();
-    (
-        unnest_insert("llm_usage_hourly", HOURLY_COLUMNS, &TYPES, HOURLY_ADD),
-        columns(&rows, TYPES.len()),
-    )
-}
-
-fn unnest_insert(table: &str, cols: &str, types: &[&str], tail: &str) -> String {
-    // Arrays travel as text[], int8[] and bool[]; PostgreSQL casts them element by element.
-    let arrays: Vec<String> = types
-        .iter()
-        .enumerate()
-        .map(|(i, t)| match *t {
-            "int8" | "bool" => format!("${}::{t}[]", i + 1),
-            _ => format!("${}::text[]::{t}[]", i + 1),
-        })
-        .collect();
-    format!(
-        "INSERT INTO {table} ({cols}) SELECT * FROM UNNEST({}) {tail}",
-        arrays.join(", ")
-    )
-}
-
-/// Turns rows of scalar arguments into one array argument per column.
-fn columns(rows: &[Vec<Arg>], n: usize) -> Vec<Arg> {
-    (0..n)
-        .map(|c| match &rows[0][c] {
-            Arg::Text(_) => Arg::TextArray(
-                rows.iter()
-                    .map(|r| match &r[c] {
-                        Arg::Text(v) => v.clone(),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            Arg::Int(_) => Arg::IntArray(
-                rows.iter()
-                    .map(|r| match &r[c] {
-                        Arg::Int(v) => *v,
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            Arg::Bool(_) => Arg::BoolArray(
-                rows.iter()
-                    .map(|r| matches!(r[c], Arg::Bool(true)))
-                    .collect(),
-            ),
-            _ => unreachable!("rows hold scalars"),
-        })
-        .collect()
-}
-
-type HourKey = (String, String, String, String, String);
-
-fn hourly_args(k: &HourKey, s: &[i64; 8]) -> Vec<Arg> {
-    let mut args: Vec<Arg> = vec![
-        k.0.clone().into(),
-        k.1.clone().into(),
-        k.2.clone().into(),
-        k.3.clone().into(),
-        k.4.clone().into(),
-    ];
-    args.extend(s.iter().map(|&v| Arg::from(v)));
-    args
-}
-
 /// Sums a batch per (hour, provider, model, project, key) for `llm_usage_hourly`.
-fn rollup(records: &[UsageRecord]) -> Vec<(HourKey, [i64; 8])> {
-    let mut sums: BTreeMap<HourKey, [i64; 8]> = BTreeMap::new();
+fn rollup(records: &[UsageRecord]) -> Vec<HourRow> {
+    type Key<'a> = (i64, &'a str, &'a str, &'a str, &'a str);
+    let mut sums: BTreeMap<Key, HourRow> = BTreeMap::new();
     for r in records {
         let key = (
-            hour_of(r.created_at),
-            r.provider_id.clone().unwrap_or_default(),
-            r.llm_model_id.clone().unwrap_or_default(),
-            r.project_id.clone().unwrap_or_default(),
-            r.api_key_id.clone().unwrap_or_default(),
+            r.created_at.timestamp().div_euclid(3600),
+            r.provider_id.as_deref().unwrap_or_default(),
+            r.llm_model_id.as_deref().unwrap_or_default(),
+            r.project_id.as_deref().unwrap_or_default(),
+            r.api_key_id.as_deref().unwrap_or_default(),
         );
         let s = sums.entry(key).or_default();
         let t = &r.tokens;
-        s[0] += 1;
-        s[1] += i64::from(r.status_code >= 400);
-        s[2] += t.input as i64;
-        s[3] += t.cache_read as i64;
-        s[4] += t.cache_write as i64;
-        s[5] += t.output as i64;
-        s[6] += t.reasoning as i64;
-        s[7] += crate::metering::cost_e10(r.cost_usd);
+        s.requests += 1;
+        s.errors += i64::from(r.status_code >= 400);
+        s.input_tokens += t.input as i64;
+        s.cache_read_tokens += t.cache_read as i64;
+        s.cache_write_tokens += t.cache_write as i64;
+        s.output_tokens += t.output as i64;
+        s.reasoning_tokens += t.reasoning as i64;
+        s.cost_usd_e10 += crate::metering::cost_e10(r.cost_usd);
     }
-    sums.into_iter().collect()
+    sums.into_iter()
+        .map(|((hour, provider, model, project, key), s)| HourRow {
+            hour: hour_start(hour),
+            provider_id: provider.to_owned(),
+            llm_model_id: model.to_owned(),
+            project_id: project.to_owned(),
+            api_key_id: key.to_owned(),
+            ..s
+        })
+        .collect()
 }
