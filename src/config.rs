@@ -122,7 +122,7 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         UsageConfig {
-            queue_capacity: 20_000,
+            queue_capacity: 10_000,
             batch_size: 500,
             flush_interval_ms: 200,
             spool_path: PathBuf::from("tollgate-usage.spool"),

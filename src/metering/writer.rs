@@ -58,28 +58,24 @@ impl Spool {
         Ok(())
     }
 
-    /// Takes the spooled records out of the file (the caller puts them back on failure).
-    fn take(&self) -> std::io::Result<Vec<UsageRecord>> {
+    /// Moves the spool aside for replaying, so new records start a fresh file. A file left
+    /// from a replay that was cut short (a crash) is replayed first.
+    fn take(&self) -> std::io::Result<Option<PathBuf>> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let f = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        for line in std::io::BufReader::new(f).lines() {
-            let line = line?;
-            match serde_json::from_str(&line) {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::error!(error = %e, "unreadable line in usage spool, skipped"),
-            }
+        let replay = self.path.with_extension("replay");
+        if replay.exists() {
+            return Ok(Some(replay));
         }
-        std::fs::remove_file(&self.path)?;
-        Ok(out)
+        match std::fs::rename(&self.path, &replay) {
+            Ok(()) => Ok(Some(replay)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn is_empty(&self) -> bool {
-        std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0)
+        let empty = |p: &std::path::Path| std::fs::metadata(p).map_or(true, |m| m.len() == 0);
+        empty(&self.path) && empty(&self.path.with_extension("replay"))
     }
 }
 
@@ -188,20 +184,52 @@ impl UsageWriter {
         }
     }
 
+    /// Writes the spooled records a batch at a time (memory stays bounded however long the
+    /// database was away); a batch that fails again goes back to the spool.
     async fn replay_spool(&self) {
         if self.spool.is_empty() {
             return;
         }
-        let records = match self.spool.take() {
-            Ok(r) => r,
+        let path = match self.spool.take() {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read usage spool");
+                tracing::error!(error = %e, "cannot move the usage spool aside for replay");
                 return;
             }
         };
-        tracing::info!(records = records.len(), "replaying spooled usage records");
-        for chunk in records.chunks(self.batch_size) {
-            self.write_or_spool(chunk).await;
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the usage spool");
+                return;
+            }
+        };
+        let mut lines = std::io::BufReader::new(file).lines();
+        let mut replayed = 0usize;
+        loop {
+            let mut batch = Vec::with_capacity(self.batch_size);
+            for line in lines.by_ref().take(self.batch_size) {
+                match line.map(|l| serde_json::from_str::<UsageRecord>(&l)) {
+                    Ok(Ok(r)) => batch.push(r),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "unreadable line in usage spool, skipped")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "usage spool read failed; the rest stays for the next replay");
+                        return;
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            replayed += batch.len();
+            self.write_or_spool(&batch).await;
         }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::error!(error = %e, "cannot remove the replayed usage spool");
+        }
+        tracing::info!(records = replayed, "replayed spooled usage records");
     }
 }
