@@ -440,10 +440,10 @@ impl Config {
             );
         }
         let url = &self.database.url;
-        if !unresolved(url)
-            && !(url.starts_with("sqlite:")
-                || url.starts_with("postgres://")
-                || url.starts_with("postgresql://"))
+        if !(unresolved(url)
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
         {
             issue(
                 None,
@@ -492,7 +492,8 @@ impl Config {
             }
             match p.api_key.as_deref() {
                 Some(k) if k.starts_with("env:") => {
-                    if p.enabled && std::env::var(&k[4..]).map_or(true, |v| v.is_empty()) {
+                    let unset = std::env::var(&k[4..]).map_or(true, |v| v.is_empty());
+                    if p.enabled && unset {
                         warnings.push(format!(
                             "provider {}: {} is not set, the provider stays disabled until it is",
                             p.name,

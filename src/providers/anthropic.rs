@@ -216,11 +216,10 @@ fn content_blocks(content: Option<&Content>) -> Result<Vec<Value>, GatewayError>
     let mut blocks = Vec::new();
     match content {
         None => {}
-        Some(Content::Text(t)) => {
-            if !t.is_empty() {
-                blocks.push(json!({"type": "text", "text": t}));
-            }
+        Some(Content::Text(t)) if !t.is_empty() => {
+            blocks.push(json!({"type": "text", "text": t}));
         }
+        Some(Content::Text(_)) => {}
         Some(Content::Parts(parts)) => {
             for p in parts {
                 match p {
@@ -531,11 +530,13 @@ enum StartBlock {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Delta<'a> {
-    TextDelta {
+    #[serde(rename = "text_delta")]
+    Text {
         #[serde(borrow)]
         text: std::borrow::Cow<'a, str>,
     },
-    InputJsonDelta {
+    #[serde(rename = "input_json_delta")]
+    InputJson {
         #[serde(borrow)]
         partial_json: std::borrow::Cow<'a, str>,
     },
@@ -680,7 +681,7 @@ impl Translator {
             }
             Event::ContentBlockDelta { index, delta } => {
                 match (self.blocks.get_mut(index), delta) {
-                    (Some(BlockKind::Text), Delta::TextDelta { text }) if !text.is_empty() => {
+                    (Some(BlockKind::Text), Delta::Text { text }) if !text.is_empty() => {
                         self.sent_text.push_str(&text);
                         self.writer.content(out, 0, &text);
                     }
@@ -689,7 +690,7 @@ impl Translator {
                             ordinal,
                             sent_arguments,
                         }),
-                        Delta::InputJsonDelta { partial_json },
+                        Delta::InputJson { partial_json },
                     ) if !partial_json.is_empty() => {
                         *sent_arguments = true;
                         self.sent_text.push_str(&partial_json);

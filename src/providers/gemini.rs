@@ -265,11 +265,8 @@ fn parts(content: Option<&Content>) -> Result<Vec<Value>, GatewayError> {
     let mut out = Vec::new();
     match content {
         None => {}
-        Some(Content::Text(t)) => {
-            if !t.is_empty() {
-                out.push(json!({"text": t}));
-            }
-        }
+        Some(Content::Text(t)) if !t.is_empty() => out.push(json!({"text": t})),
+        Some(Content::Text(_)) => {}
         Some(Content::Parts(parts)) => {
             for p in parts {
                 match p {

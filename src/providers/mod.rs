@@ -11,6 +11,9 @@ pub mod gemini;
 pub mod mock;
 pub mod openai;
 
+#[cfg(test)]
+mod equivalence_tests;
+
 pub use body::{JsonObject, Kind};
 
 use bytes::Bytes;
@@ -111,8 +114,8 @@ pub fn read_response(
 /// Turns upstream stream chunks into client stream chunks and picks up usage on the way.
 pub enum StreamTranslator {
     OpenAi(openai::PassThrough),
-    Anthropic(Box<anthropic::Translator>),
-    Gemini(Box<gemini::Translator>),
+    Anthropic(anthropic::Translator),
+    Gemini(gemini::Translator),
 }
 
 impl StreamTranslator {
@@ -122,11 +125,9 @@ impl StreamTranslator {
                 StreamTranslator::OpenAi(openai::PassThrough::new(dep, prepared))
             }
             Api::Anthropic => {
-                StreamTranslator::Anthropic(Box::new(anthropic::Translator::new(dep, prepared)))
+                StreamTranslator::Anthropic(anthropic::Translator::new(dep, prepared))
             }
-            Api::Gemini => {
-                StreamTranslator::Gemini(Box::new(gemini::Translator::new(dep, prepared)))
-            }
+            Api::Gemini => StreamTranslator::Gemini(gemini::Translator::new(dep, prepared)),
         }
     }
 

@@ -5,7 +5,7 @@
 //! 2. `read_request`   body read once within `max_body_bytes`, parsed once, checked
 //! 3. `resolve`        public name / `provider/model_id` / route -> deployments, in order
 //! 4. `forward`        per deployment: adapter builds the request, pooled client sends it;
-//!                     connect errors, timeouts, 429 and 5xx move on to the next deployment
+//!    connect errors, timeouts, 429 and 5xx move on to the next deployment
 //! 5. `respond_*`      whole answer or stream back to the client, usage metered once
 
 use std::sync::Arc;
