@@ -251,7 +251,11 @@ pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<Mo
     if path == "/v1/messages" {
         return anthropic::respond(body, opts).await;
     }
-    let path = path.strip_prefix("/v1").unwrap_or(path);
+    // Azure OpenAI: /openai/deployments/{deployment}/chat/completions
+    let path = match path.strip_prefix("/openai/deployments/") {
+        Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
+        None => path.strip_prefix("/v1").unwrap_or(path),
+    };
     if path == "/models" {
         let data: Vec<Value> = ["mock-chat", "mock-embed"]
             .iter()
