@@ -9,6 +9,8 @@
 //! Stream: `Translator` is a state machine over Anthropic's events (message_start,
 //! content_block_*, message_delta, message_stop, ping, error).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::HeaderMap;
@@ -100,10 +102,10 @@ pub fn request_body(
     for m in chat::messages(body)? {
         let (role, blocks) = match m.role.as_str() {
             "system" | "developer" => {
-                let text = m.content.as_ref().map(Content::text).unwrap_or_default();
-                if !text.is_empty() {
-                    system.push(json!({"type": "text", "text": text}));
-                }
+                // Text blocks, each with its cache_control (a cached system prompt is the
+                // usual use of Anthropic's prompt caching).
+                let blocks = content_blocks(m.content.as_ref())?;
+                system.extend(blocks.into_iter().filter(|b| b["type"] == "text"));
                 continue;
             }
             "user" => ("user", content_blocks(m.content.as_ref())?),
@@ -223,8 +225,17 @@ fn content_blocks(content: Option<&Content>) -> Result<Vec<Value>, GatewayError>
         Some(Content::Parts(parts)) => {
             for p in parts {
                 match p {
-                    Part::Text { text } if text.is_empty() => {}
-                    Part::Text { text } => blocks.push(json!({"type": "text", "text": text})),
+                    Part::Text { text, .. } if text.is_empty() => {}
+                    Part::Text {
+                        text,
+                        cache_control,
+                    } => {
+                        let mut block = json!({"type": "text", "text": text});
+                        if let Some(c) = cache_control {
+                            block["cache_control"] = c.clone();
+                        }
+                        blocks.push(block);
+                    }
                     Part::ImageUrl { image_url } => blocks.push(image_block(image_url.url())?),
                     Part::Unsupported => {
                         return Err(GatewayError::invalid_param(
@@ -468,38 +479,25 @@ enum BlockKind {
     Ignored,
 }
 
+/// One stream event. Read as a flat struct rather than a tagged enum: serde then reads an
+/// event in one pass instead of buffering it to find its tag, and text stays borrowed from
+/// the event unless it has escapes (this runs for every token).
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Event<'a> {
-    MessageStart {
-        message: StartMessage,
-    },
-    ContentBlockStart {
-        index: usize,
-        content_block: StartBlock,
-    },
-    ContentBlockDelta {
-        index: usize,
-        #[serde(borrow)]
-        delta: Delta<'a>,
-    },
-    ContentBlockStop {
-        index: usize,
-    },
-    MessageDelta {
-        #[serde(default)]
-        delta: MessageDeltaBody,
-        #[serde(default)]
-        usage: Option<Usage>,
-    },
-    MessageStop,
-    Ping,
-    Error {
-        #[serde(default)]
-        error: ErrorBody,
-    },
-    #[serde(other)]
-    Unknown,
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: usize,
+    #[serde(default)]
+    message: Option<StartMessage>,
+    #[serde(default)]
+    content_block: Option<StartBlock>,
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
 }
 
 #[derive(Deserialize)]
@@ -513,39 +511,27 @@ struct StartMessage {
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum StartBlock {
-    Text {
-        #[serde(default)]
-        text: String,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-    },
-    #[serde(other)]
-    Other,
+struct StartBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
 }
 
+/// A content block's delta (`text_delta`, `input_json_delta`, ...) or, in message_delta,
+/// the message's (`stop_reason`).
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Delta<'a> {
-    #[serde(rename = "text_delta")]
-    Text {
-        #[serde(borrow)]
-        text: std::borrow::Cow<'a, str>,
-    },
-    #[serde(rename = "input_json_delta")]
-    InputJson {
-        #[serde(borrow)]
-        partial_json: std::borrow::Cow<'a, str>,
-    },
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize, Default)]
-struct MessageDeltaBody {
+struct Delta<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
     #[serde(default)]
     stop_reason: Option<String>,
 }
@@ -634,100 +620,116 @@ impl Translator {
             tracing::debug!(data, "unreadable Anthropic stream event skipped");
             return;
         };
-        match event {
-            Event::MessageStart { message } => {
+        match event.kind.as_ref() {
+            "message_start" => {
                 if self.phase != Phase::Start {
                     return;
                 }
                 self.phase = Phase::Message;
-                let model = if message.model.is_empty() {
+                let (id, model, usage) = match event.message {
+                    Some(m) => (m.id, m.model, m.usage),
+                    None => (String::new(), String::new(), None),
+                };
+                let model = if model.is_empty() {
                     &self.model_id
                 } else {
-                    &message.model
+                    &model
                 };
-                self.writer = ChunkWriter::new(&message.id, chat::unix_now(), model);
-                if let Some(u) = message.usage {
+                self.writer = ChunkWriter::new(&id, chat::unix_now(), model);
+                if let Some(u) = usage {
                     self.usage.merge(&u);
                 }
                 self.writer.role(out, 0);
             }
-            Event::ContentBlockStart {
-                index,
-                content_block,
-            } => {
-                let kind = match content_block {
-                    StartBlock::Text { text } => {
-                        if !text.is_empty() {
-                            self.sent_text.push_str(&text);
-                            self.writer.content(out, 0, &text);
+            "content_block_start" => {
+                let Some(block) = event.content_block else {
+                    return;
+                };
+                let kind = match block.kind.as_str() {
+                    "text" => {
+                        if !block.text.is_empty() {
+                            self.sent_text.push_str(&block.text);
+                            self.writer.content(out, 0, &block.text);
                         }
                         BlockKind::Text
                     }
-                    StartBlock::ToolUse { id, name } => {
+                    "tool_use" => {
                         let ordinal = self.tool_calls;
                         self.tool_calls += 1;
-                        self.writer.tool_call(out, 0, ordinal, &id, &name, "");
+                        self.writer
+                            .tool_call(out, 0, ordinal, &block.id, &block.name, "");
                         BlockKind::Tool {
                             ordinal,
                             sent_arguments: false,
                         }
                     }
-                    StartBlock::Other => BlockKind::Ignored,
+                    _ => BlockKind::Ignored, // thinking, server tools
                 };
+                let index = event.index;
                 if self.blocks.len() <= index {
                     self.blocks.resize(index + 1, BlockKind::Ignored);
                 }
                 self.blocks[index] = kind;
             }
-            Event::ContentBlockDelta { index, delta } => {
-                match (self.blocks.get_mut(index), delta) {
-                    (Some(BlockKind::Text), Delta::Text { text }) if !text.is_empty() => {
-                        self.sent_text.push_str(&text);
-                        self.writer.content(out, 0, &text);
+            "content_block_delta" => {
+                let Some(delta) = event.delta else {
+                    return;
+                };
+                match (self.blocks.get_mut(event.index), delta.kind.as_deref()) {
+                    (Some(BlockKind::Text), Some("text_delta")) => {
+                        let text = delta.text.unwrap_or_default();
+                        if !text.is_empty() {
+                            self.sent_text.push_str(&text);
+                            self.writer.content(out, 0, &text);
+                        }
                     }
                     (
                         Some(BlockKind::Tool {
                             ordinal,
                             sent_arguments,
                         }),
-                        Delta::InputJson { partial_json },
-                    ) if !partial_json.is_empty() => {
-                        *sent_arguments = true;
-                        self.sent_text.push_str(&partial_json);
-                        self.writer.tool_arguments(out, 0, *ordinal, &partial_json);
+                        Some("input_json_delta"),
+                    ) => {
+                        let partial = delta.partial_json.unwrap_or_default();
+                        if !partial.is_empty() {
+                            *sent_arguments = true;
+                            self.sent_text.push_str(&partial);
+                            self.writer.tool_arguments(out, 0, *ordinal, &partial);
+                        }
                     }
-                    _ => {} // thinking, signatures, citations, empty deltas
+                    _ => {} // thinking, signatures, citations
                 }
             }
-            Event::ContentBlockStop { index } => {
+            "content_block_stop" => {
                 // A tool called without input streams no JSON at all; the whole answer says
                 // `{}`, so the stream must too.
                 if let Some(BlockKind::Tool {
                     ordinal,
                     sent_arguments: false,
-                }) = self.blocks.get(index).copied()
+                }) = self.blocks.get(event.index).copied()
                 {
                     self.writer.tool_arguments(out, 0, ordinal, "{}");
-                    self.blocks[index] = BlockKind::Tool {
+                    self.blocks[event.index] = BlockKind::Tool {
                         ordinal,
                         sent_arguments: true,
                     };
                 }
             }
-            Event::MessageDelta { delta, usage } => {
-                if let Some(u) = usage {
+            "message_delta" => {
+                if let Some(u) = event.usage {
                     self.usage.merge(&u);
                     self.saw_usage = true;
                 }
-                if delta.stop_reason.is_some() {
+                let stop_reason = event.delta.and_then(|d| d.stop_reason);
+                if stop_reason.is_some() {
                     let reason = chat::finish_reason(
-                        finish_reason(delta.stop_reason.as_deref()),
+                        finish_reason(stop_reason.as_deref()),
                         self.tool_calls > 0,
                     );
                     self.writer.finish(out, 0, reason);
                 }
             }
-            Event::MessageStop => {
+            "message_stop" => {
                 if self.client_wants_usage {
                     if let Some(u) = self.usage() {
                         self.writer.usage(out, &u.tokens);
@@ -736,8 +738,8 @@ impl Translator {
                 chat::done(out);
                 self.phase = Phase::Done;
             }
-            Event::Ping | Event::Unknown => {}
-            Event::Error { error } => {
+            "error" => {
+                let error = event.error.unwrap_or_default();
                 let message = if error.message.is_empty() {
                     "The provider reported an error mid-stream."
                 } else {
@@ -752,6 +754,7 @@ impl Translator {
                 self.phase = Phase::Failed;
                 self.error_type = Some("upstream_stream_error");
             }
+            _ => {} // ping, and event types added later
         }
     }
 
@@ -850,6 +853,23 @@ mod tests {
         );
         assert_eq!(v["max_tokens"], 9);
         assert_eq!(v["stream"], true);
+    }
+
+    #[test]
+    fn cache_control_on_text_parts_is_kept() {
+        let v = translate(
+            r#"{"model":"c","messages":[
+            {"role":"system","content":[{"type":"text","text":"Long rules","cache_control":{"type":"ephemeral"}}]},
+            {"role":"user","content":[{"type":"text","text":"Hi","cache_control":{"type":"ephemeral"}}]}]}"#,
+        );
+        assert_eq!(
+            v["system"],
+            json!([{"type":"text","text":"Long rules","cache_control":{"type":"ephemeral"}}])
+        );
+        assert_eq!(
+            v["messages"][0]["content"][0]["cache_control"]["type"],
+            "ephemeral"
+        );
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum Content {
 pub enum Part {
     Text {
         text: String,
+        /// Anthropic prompt caching, as LiteLLM's clients send it on OpenAI parts.
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     ImageUrl {
         image_url: ImageUrl,
@@ -109,7 +112,7 @@ impl Content {
             Content::Parts(parts) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    Part::Text { text } => Some(text.as_str()),
+                    Part::Text { text, .. } => Some(text.as_str()),
                     _ => None,
                 })
                 .collect::<Vec<_>>()

@@ -270,8 +270,8 @@ fn parts(content: Option<&Content>) -> Result<Vec<Value>, GatewayError> {
         Some(Content::Parts(parts)) => {
             for p in parts {
                 match p {
-                    Part::Text { text } if text.is_empty() => {}
-                    Part::Text { text } => out.push(json!({"text": text})),
+                    Part::Text { text, .. } if text.is_empty() => {}
+                    Part::Text { text, .. } => out.push(json!({"text": text})),
                     Part::ImageUrl { image_url } => out.push(image_part(image_url.url())?),
                     Part::Unsupported => {
                         return Err(GatewayError::invalid_param(
