@@ -27,6 +27,19 @@ use crate::error::GatewayError;
 use crate::metering::TokenUsage;
 use crate::registry::Deployment;
 
+/// Thinking models sign their function calls (`thoughtSignature`) and refuse a later turn
+/// that does not send the signature back. OpenAI clients keep nothing but the tool call id,
+/// so the signature travels inside it: `call_<random>__thought__<signature>`.
+const THOUGHT_SIGNATURE_MARK: &str = "__thought__";
+
+fn tool_call_id(signature: Option<&str>) -> String {
+    let id = chat::new_tool_call_id();
+    match signature {
+        Some(s) if !s.is_empty() => format!("{id}{THOUGHT_SIGNATURE_MARK}{s}"),
+        _ => id,
+    }
+}
+
 fn model_path(dep: &Deployment) -> &str {
     dep.model_id
         .strip_prefix("models/")
@@ -113,10 +126,14 @@ pub fn request_body(dep: &Deployment, body: &JsonObject) -> Result<Value, Gatewa
             "assistant" => {
                 let mut parts = parts(m.content.as_ref())?;
                 for c in m.tool_calls.iter().flatten() {
-                    parts.push(json!({"functionCall": {
+                    let mut part = json!({"functionCall": {
                         "name": c.function.name,
                         "args": chat::parse_arguments(&c.function.arguments)?,
-                    }}));
+                    }});
+                    if let Some((_, signature)) = c.id.split_once(THOUGHT_SIGNATURE_MARK) {
+                        part["thoughtSignature"] = signature.into();
+                    }
+                    parts.push(part);
                 }
                 ("model", parts)
             }
@@ -460,6 +477,8 @@ struct ResponsePart {
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
+    thought_signature: Option<String>,
+    #[serde(default)]
     thought: Option<bool>,
     #[serde(default)]
     function_call: Option<FunctionCall>,
@@ -557,7 +576,7 @@ pub fn read_response(
         for part in cand.content.iter().flat_map(|c| &c.parts) {
             if let Some(call) = &part.function_call {
                 choice.tool_calls.push(chat::ToolCall {
-                    id: chat::new_tool_call_id(),
+                    id: tool_call_id(part.thought_signature.as_deref()),
                     name: call.name.clone(),
                     arguments: args_json(call.args.as_ref()),
                 });
@@ -883,7 +902,7 @@ impl Translator {
                         out,
                         i,
                         state.tool_calls,
-                        &chat::new_tool_call_id(),
+                        &tool_call_id(part.thought_signature.as_deref()),
                         &call.name,
                         &args,
                     );
@@ -1099,6 +1118,35 @@ mod tests {
             r#"{"model":"g","messages":[{"role":"tool","tool_call_id":"nope","content":"x"}]}"#,
         );
         assert!(e.message.contains("tool_call_id"));
+    }
+
+    #[test]
+    fn thought_signatures_travel_in_the_tool_call_id() {
+        let (v, _) = read(
+            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}},"thoughtSignature":"c2lnbmF0dXJl"}]},"finishReason":"STOP"}]}"#,
+        );
+        let id = v["choices"][0]["message"]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            id.starts_with("call_") && id.ends_with("__thought__c2lnbmF0dXJl"),
+            "{id}"
+        );
+        let req = format!(
+            r#"{{"model":"g","messages":[{{"role":"user","content":"x"}},
+            {{"role":"assistant","tool_calls":[{{"id":"{id}","type":"function","function":{{"name":"f","arguments":"{{}}"}}}}]}},
+            {{"role":"tool","tool_call_id":"{id}","content":"ok"}}]}}"#
+        );
+        let v = translate(&req);
+        assert_eq!(
+            v["contents"][1]["parts"][0]["thoughtSignature"],
+            "c2lnbmF0dXJl"
+        );
+        assert_eq!(
+            v["contents"][2]["parts"][0]["functionResponse"]["name"],
+            "f"
+        );
     }
 
     #[test]
