@@ -266,3 +266,37 @@ async fn anthropic_gemini_and_azure_through_the_gateway() {
         .iter()
         .all(|r| r.int("status_code").unwrap() != 200 || r.int("input_tokens").unwrap() > 0));
 }
+
+#[test]
+fn the_documented_provider_config_is_valid() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/providers.md")).unwrap();
+    let start = doc
+        .find("```toml\n")
+        .expect("docs/providers.md has a toml block")
+        + "```toml\n".len();
+    let block = &doc[start..start + doc[start..].find("```").unwrap()];
+    let text = format!("[database]\nurl = \"sqlite::memory:\"\n{block}");
+    let loaded = Config::from_str_at(&text, Path::new("docs/providers.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let apis: Vec<_> = loaded
+        .config
+        .providers
+        .iter()
+        .map(|p| p.get_ref().api.as_str())
+        .collect();
+    assert_eq!(
+        apis,
+        [
+            "anthropic",
+            "gemini",
+            "azure",
+            "openai",
+            "openai",
+            "openai",
+            "openai",
+            "openai",
+            "openai"
+        ]
+    );
+}
