@@ -352,6 +352,11 @@ pub struct ChunkWriter {
     head: Vec<u8>,
 }
 
+fn write_number(out: &mut Vec<u8>, n: usize) {
+    use std::io::Write;
+    write!(out, "{n}").expect("writing to a Vec cannot fail");
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
@@ -371,7 +376,7 @@ impl ChunkWriter {
     fn open(&self, out: &mut Vec<u8>, choice: usize) {
         out.extend_from_slice(&self.head);
         out.extend_from_slice(b"{\"index\":");
-        out.extend_from_slice(choice.to_string().as_bytes());
+        write_number(out, choice);
         out.extend_from_slice(b",\"delta\":");
     }
 
@@ -411,7 +416,7 @@ impl ChunkWriter {
     ) {
         self.open(out, choice);
         out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
-        out.extend_from_slice(tool.to_string().as_bytes());
+        write_number(out, tool);
         out.extend_from_slice(b",\"id\":");
         put_str(out, id);
         out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
@@ -425,7 +430,7 @@ impl ChunkWriter {
     pub fn tool_arguments(&self, out: &mut Vec<u8>, choice: usize, tool: usize, partial: &str) {
         self.open(out, choice);
         out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
-        out.extend_from_slice(tool.to_string().as_bytes());
+        write_number(out, tool);
         out.extend_from_slice(b",\"function\":{\"arguments\":");
         put_str(out, partial);
         out.extend_from_slice(b"}}]}");
