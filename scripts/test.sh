@@ -68,3 +68,5 @@ cargo test --all-targets
 log "end to end through the official openai Python SDK"
 ensure_python
 TOLLGATE_BIN="$PWD/target/debug/tollgate" "$PYTHON" -m pytest -q tests/e2e
+log "end to end through the openai SDK: Anthropic and Gemini translation"
+PATH="$(dirname "$PYTHON"):$PATH" tests/sdk/run_providers_e2e.sh "$PWD/target/debug/tollgate"

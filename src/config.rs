@@ -490,18 +490,16 @@ impl Config {
                 );
             }
             match p.api_key.as_deref() {
-                Some(k)
-                    if k.starts_with("env:")
-                        && p.enabled
-                        && std::env::var(&k[4..]).map_or(true, |v| v.is_empty()) =>
-                {
-                    warnings.push(format!(
-                        "provider {}: {} is not set, the provider stays disabled until it is",
-                        p.name,
-                        &k[4..]
-                    ));
+                Some(k) if k.starts_with("env:") => {
+                    let unset = std::env::var(&k[4..]).map_or(true, |v| v.is_empty());
+                    if p.enabled && unset {
+                        warnings.push(format!(
+                            "provider {}: {} is not set, the provider stays disabled until it is",
+                            p.name,
+                            &k[4..]
+                        ));
+                    }
                 }
-                Some(k) if k.starts_with("env:") => {}
                 Some(_) => warnings.push(format!(
                     "provider {}: api_key is written in the file; prefer \"env:NAME\"",
                     p.name

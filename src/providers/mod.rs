@@ -3,9 +3,16 @@
 //! request into an upstream request, `read_response` turns a whole upstream body into the
 //! client's body plus usage, and a `StreamTranslator` does the same chunk by chunk.
 
+pub mod anthropic;
 pub mod body;
+pub mod chat;
+pub mod estimate;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
+
+#[cfg(test)]
+mod equivalence_tests;
 
 pub use body::{JsonObject, Kind};
 
@@ -63,6 +70,10 @@ pub struct Prepared {
     pub stream: bool,
     /// The client asked for the usage chunk itself (`stream_options.include_usage`).
     pub client_wants_usage: bool,
+    pub endpoint: Endpoint,
+    /// The client's request body (a shared handle, not a copy), read again only to count
+    /// prompt tokens when the provider reports none.
+    pub client_body: Bytes,
 }
 
 /// Usage as the provider reported it: normalised tokens plus the raw JSON.
@@ -70,6 +81,8 @@ pub struct Prepared {
 pub struct ReportedUsage {
     pub tokens: TokenUsage,
     pub raw: String,
+    /// Counted by the gateway's tokenizer because the provider reported none (or not all).
+    pub estimated: bool,
 }
 
 pub fn prepare(
@@ -79,40 +92,51 @@ pub fn prepare(
 ) -> Result<Prepared, GatewayError> {
     match dep.provider.api {
         Api::Openai | Api::Azure | Api::Mock => openai::prepare(dep, endpoint, body),
-        Api::Anthropic | Api::Gemini => Err(GatewayError::new(
-            http::StatusCode::NOT_IMPLEMENTED,
-            "invalid_request_error",
-            format!(
-                "provider {} uses the {} API, which this version of Tollgate cannot translate yet",
-                dep.provider.name,
-                dep.provider.api.as_str()
-            ),
-        )),
+        Api::Anthropic => anthropic::prepare(dep, endpoint, body),
+        Api::Gemini => gemini::prepare(dep, endpoint, body),
     }
 }
 
-/// Reads a whole (non-streamed) successful upstream body.
+/// Reads a whole (non-streamed) successful upstream body: the client's body and the usage
+/// (the provider's, else an estimate).
 pub fn read_response(
-    _dep: &Deployment,
+    dep: &Deployment,
+    prepared: &Prepared,
     body: Bytes,
 ) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
-    openai::read_response(body)
+    match dep.provider.api {
+        Api::Openai | Api::Azure | Api::Mock => openai::read_response(dep, prepared, body),
+        Api::Anthropic => anthropic::read_response(dep, prepared, &body),
+        Api::Gemini => gemini::read_response(dep, prepared, &body),
+    }
 }
 
 /// Turns upstream stream chunks into client stream chunks and picks up usage on the way.
 pub enum StreamTranslator {
     OpenAi(openai::PassThrough),
+    Anthropic(anthropic::Translator),
+    Gemini(gemini::Translator),
 }
 
 impl StreamTranslator {
-    pub fn new(_dep: &Deployment, prepared: &Prepared) -> StreamTranslator {
-        StreamTranslator::OpenAi(openai::PassThrough::new(!prepared.client_wants_usage))
+    pub fn new(dep: &Deployment, prepared: &Prepared) -> StreamTranslator {
+        match dep.provider.api {
+            Api::Openai | Api::Azure | Api::Mock => {
+                StreamTranslator::OpenAi(openai::PassThrough::new(dep, prepared))
+            }
+            Api::Anthropic => {
+                StreamTranslator::Anthropic(anthropic::Translator::new(dep, prepared))
+            }
+            Api::Gemini => StreamTranslator::Gemini(gemini::Translator::new(dep, prepared)),
+        }
     }
 
     /// What to send the client for this upstream chunk (possibly nothing yet).
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
         match self {
             StreamTranslator::OpenAi(t) => t.push(chunk),
+            StreamTranslator::Anthropic(t) => t.push(&chunk),
+            StreamTranslator::Gemini(t) => t.push(&chunk),
         }
     }
 
@@ -120,12 +144,99 @@ impl StreamTranslator {
     pub fn finish(&mut self) -> Bytes {
         match self {
             StreamTranslator::OpenAi(t) => t.finish(),
+            StreamTranslator::Anthropic(t) => t.finish(),
+            StreamTranslator::Gemini(t) => t.finish(),
         }
     }
 
-    pub fn usage(&self) -> Option<&ReportedUsage> {
+    /// The usage to record: the provider's, or an estimate when it reported none or the
+    /// stream ended early (counted only then).
+    pub fn usage(&self) -> Option<ReportedUsage> {
         match self {
             StreamTranslator::OpenAi(t) => t.usage(),
+            StreamTranslator::Anthropic(t) => t.usage(),
+            StreamTranslator::Gemini(t) => t.usage(),
         }
+    }
+
+    /// Set when the provider reported an error inside the stream (told to the client as an
+    /// error event).
+    pub fn error_type(&self) -> Option<&'static str> {
+        match self {
+            StreamTranslator::OpenAi(_) => None,
+            StreamTranslator::Anthropic(t) => t.error_type(),
+            StreamTranslator::Gemini(t) => t.error_type(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Deployments and prepared requests for adapter tests.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::registry::{ModelType, Provider};
+
+    pub fn deployment(api: Api, model_id: &str) -> Deployment {
+        let (base_url, header) = match api {
+            Api::Anthropic => ("http://anthropic.test", "x-api-key"),
+            Api::Gemini => ("http://gemini.test", "x-goog-api-key"),
+            Api::Azure => ("https://res.openai.azure.com", "api-key"),
+            _ => ("http://openai.test/v1", "authorization"),
+        };
+        let value = if header == "authorization" {
+            "Bearer sk-test"
+        } else {
+            "sk-test"
+        };
+        Deployment {
+            id: "dep-1".into(),
+            name: "public-name".into(),
+            display_name: "Public".into(),
+            model_id: model_id.into(),
+            provider: Arc::new(Provider {
+                id: "prov-1".into(),
+                name: api.as_str().into(),
+                api,
+                base_url: base_url.into(),
+                api_version: (api == Api::Azure).then(|| "2024-10-21".to_owned()),
+                auth_header: Some((
+                    http::HeaderName::from_static(header),
+                    http::HeaderValue::from_static(value),
+                )),
+                max_parallel_requests: 10,
+                requests_per_minute: 0,
+                tokens_per_minute: 0,
+                queue_timeout_ms: 0,
+                timeouts: Default::default(),
+            }),
+            model_type: ModelType::Chat,
+            prices: crate::metering::Prices {
+                input: "3".parse().unwrap(),
+                output: "15".parse().unwrap(),
+                cache_read: "0.3".parse().unwrap(),
+                cache_write: "3.75".parse().unwrap(),
+            },
+            parameters: Default::default(),
+            context_window: Some(200_000),
+            max_output_tokens: Some(1000),
+            supports_streaming: true,
+            supports_json: true,
+            supports_tools: true,
+            supports_vision: true,
+            priority: 0,
+            weight: 1,
+            created_unix: 0,
+        }
+    }
+
+    /// A prepared chat request for `body`, streamed when the body says so.
+    pub fn prepared_for(dep: &Deployment, body: &str, include_usage: bool) -> Prepared {
+        let obj = JsonObject::parse(Bytes::copy_from_slice(body.as_bytes())).unwrap();
+        let mut p = prepare(dep, Endpoint::ChatCompletions, &obj).unwrap();
+        p.client_wants_usage = include_usage;
+        p
     }
 }

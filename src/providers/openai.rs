@@ -11,7 +11,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
 use memchr::memmem;
 
-use super::{Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
+use super::{estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
 use crate::config::Api;
 use crate::error::GatewayError;
 use crate::metering::TokenUsage;
@@ -89,20 +89,44 @@ pub fn prepare(
         },
         stream,
         client_wants_usage,
+        endpoint,
+        client_body: body.bytes().clone(),
     })
 }
 
-/// A successful non-streamed answer: passed on as is, usage read from its `usage` field.
-/// The body is not parsed as a whole: a byte scan finds the usage member and only that is
-/// parsed (the answer itself goes to the client untouched, as a pass-through proxy would).
-pub fn read_response(body: Bytes) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
+/// A successful non-streamed answer: passed on as is. Its usage is found by a byte scan and
+/// only that member is parsed (the answer itself goes to the client untouched, as a
+/// pass-through proxy would); when the provider sent none, the tokenizer counts it.
+pub fn read_response(
+    dep: &Deployment,
+    prepared: &Prepared,
+    body: Bytes,
+) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
     let trimmed = body.trim_ascii();
     if !(trimmed.starts_with(b"{") && trimmed.ends_with(b"}")) {
         return Err(GatewayError::upstream(
             "The provider answered with a body that is not a JSON object.",
         ));
     }
-    let usage = usage_in(&body);
+    let usage = usage_in(&body).or_else(|| {
+        let parsed = JsonObject::parse(body.clone()).ok()?;
+        let output = match prepared.endpoint {
+            Endpoint::Embeddings => String::new(),
+            _ => parsed
+                .get::<serde_json::Value>("choices")
+                .ok()
+                .flatten()
+                .map(|c| answer_text(&c))
+                .unwrap_or_default(),
+        };
+        Some(estimate::estimate(
+            &dep.model_id,
+            prepared.endpoint,
+            &prepared.client_body,
+            &output,
+            None,
+        ))
+    });
     Ok((body, usage))
 }
 
@@ -128,9 +152,40 @@ pub(crate) fn usage_in(json: &[u8]) -> Option<ReportedUsage> {
         return Some(ReportedUsage {
             tokens: TokenUsage::from_openai(&parsed)?,
             raw: raw.get().to_owned(),
+            estimated: false,
         });
     }
     None
+}
+
+/// The generated text of OpenAI choices (whole messages or stream deltas): content, legacy
+/// completion text, tool names and arguments.
+fn answer_text(choices: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in choices.as_array().into_iter().flatten() {
+        let m = c.get("message").or_else(|| c.get("delta")).unwrap_or(c);
+        for key in ["content", "text", "reasoning_content"] {
+            if let Some(t) = m.get(key).and_then(|t| t.as_str()) {
+                out.push_str(t);
+            }
+        }
+        for tc in m
+            .get("tool_calls")
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+        {
+            for key in ["name", "arguments"] {
+                if let Some(t) = tc
+                    .pointer(&format!("/function/{key}"))
+                    .and_then(|t| t.as_str())
+                {
+                    out.push_str(t);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Forwards an OpenAI-format SSE stream. Complete events pass through untouched; an event is
@@ -142,6 +197,12 @@ pub struct PassThrough {
     partial: BytesMut,
     usage: Option<ReportedUsage>,
     usage_finder: memmem::Finder<'static>,
+    /// What was forwarded while no usage has been seen (shared handles, no copies): read
+    /// again only if the stream ends without usage, to count its tokens.
+    forwarded: Vec<Bytes>,
+    model_id: String,
+    endpoint: Endpoint,
+    request: Bytes,
 }
 
 const EVENT_ENDS: [&[u8]; 2] = [b"\n\n", b"\n\r\n"];
@@ -192,20 +253,58 @@ fn has_no_choices(event_data: String) -> bool {
 }
 
 impl PassThrough {
-    pub fn new(strip_usage_chunk: bool) -> PassThrough {
+    pub fn new(dep: &Deployment, prepared: &Prepared) -> PassThrough {
         PassThrough {
-            strip_usage_chunk,
+            strip_usage_chunk: !prepared.client_wants_usage,
             partial: BytesMut::new(),
             usage: None,
             usage_finder: memmem::Finder::new(b"\"usage\"").into_owned(),
+            forwarded: Vec::new(),
+            model_id: dep.model_id.clone(),
+            endpoint: prepared.endpoint,
+            request: prepared.client_body.clone(),
         }
     }
 
-    pub fn usage(&self) -> Option<&ReportedUsage> {
-        self.usage.as_ref()
+    /// The provider's usage; when the stream brought none, an estimate from the request and
+    /// the forwarded chunks.
+    pub fn usage(&self) -> Option<ReportedUsage> {
+        if let Some(u) = &self.usage {
+            return Some(u.clone());
+        }
+        if self.forwarded.is_empty() {
+            return None;
+        }
+        let mut parser = sse_parse::SseParser::new();
+        let mut output = String::new();
+        for chunk in &self.forwarded {
+            parser.feed(chunk);
+            while let Some(ev) = parser.next_event() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
+                    output.push_str(&answer_text(&v["choices"]));
+                }
+            }
+        }
+        Some(estimate::estimate(
+            &self.model_id,
+            self.endpoint,
+            &self.request,
+            &output,
+            None,
+        ))
     }
 
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        let out = self.forward(chunk);
+        if self.usage.is_none() {
+            self.forwarded.push(out.clone());
+        } else if !self.forwarded.is_empty() {
+            self.forwarded = Vec::new();
+        }
+        out
+    }
+
+    fn forward(&mut self, chunk: Bytes) -> Bytes {
         let data = if self.partial.is_empty() {
             chunk
         } else {
@@ -266,13 +365,27 @@ impl PassThrough {
         }
         let mut rest = BytesMut::from(&rest[..]);
         rest.extend_from_slice(b"\n\n");
-        self.scan(rest.freeze())
+        let out = self.scan(rest.freeze());
+        if self.usage.is_none() {
+            self.forwarded.push(out.clone());
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::testing::deployment;
+
+    fn pass(strip_usage_chunk: bool) -> PassThrough {
+        let dep = deployment(Api::Openai, "gpt-4o-mini");
+        let body =
+            r#"{"model":"m","messages":[{"role":"user","content":"hello world"}],"stream":true}"#;
+        let mut p = crate::providers::testing::prepared_for(&dep, body, false);
+        p.client_wants_usage = !strip_usage_chunk;
+        PassThrough::new(&dep, &p)
+    }
 
     const STREAM: &str = concat!(
         "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
@@ -293,7 +406,7 @@ mod tests {
 
     #[test]
     fn usage_is_read_and_kept_when_the_client_asked() {
-        let mut t = PassThrough::new(false);
+        let mut t = pass(false);
         let out = run(&mut t, &[STREAM.as_bytes()]);
         assert_eq!(out, STREAM.as_bytes());
         let u = t.usage().unwrap();
@@ -302,7 +415,7 @@ mod tests {
 
     #[test]
     fn usage_chunk_is_cut_when_the_client_did_not_ask() {
-        let mut t = PassThrough::new(true);
+        let mut t = pass(true);
         let out = String::from_utf8(run(&mut t, &[STREAM.as_bytes()])).unwrap();
         assert!(!out.contains("\"choices\":[]"), "{out}");
         assert!(out.ends_with("data: [DONE]\n\n"));
@@ -314,9 +427,9 @@ mod tests {
     fn events_split_anywhere_give_the_same_bytes_and_usage() {
         let bytes = STREAM.as_bytes();
         for cut in 1..bytes.len() {
-            let mut t = PassThrough::new(true);
+            let mut t = pass(true);
             let out = run(&mut t, &[&bytes[..cut], &bytes[cut..]]);
-            let mut whole = PassThrough::new(true);
+            let mut whole = pass(true);
             assert_eq!(out, run(&mut whole, &[bytes]), "cut at {cut}");
             assert_eq!(t.usage().unwrap().tokens.input, 9, "cut at {cut}");
         }
@@ -325,7 +438,7 @@ mod tests {
     #[test]
     fn crlf_events_and_usage_on_a_content_chunk() {
         let s = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\r\n\r\ndata: [DONE]\r\n\r\n";
-        let mut t = PassThrough::new(true);
+        let mut t = pass(true);
         let out = run(&mut t, &[s.as_bytes()]);
         // a chunk with content is never cut, even when it carries the usage
         assert_eq!(out, s.as_bytes());
@@ -339,19 +452,91 @@ mod tests {
         assert_eq!((u.tokens.input, u.tokens.output), (7, 2));
         assert!(usage_in(br#"{"text":"\"usage\":{\"prompt_tokens\":1}"}"#).is_none());
         assert!(usage_in(br#"{"usage":null}"#).is_none());
-        let (_, u) = read_response(Bytes::from_static(
-            br#"{"id":"x", "usage" : {"prompt_tokens": 3}}"#,
-        ))
-        .unwrap();
+        let dep = deployment(Api::Openai, "gpt-4o-mini");
+        let p =
+            crate::providers::testing::prepared_for(&dep, r#"{"model":"m","messages":[]}"#, false);
+        let spaced = Bytes::from_static(br#"{"id":"x", "usage" : {"prompt_tokens": 3}}"#);
+        let (_, u) = read_response(&dep, &p, spaced).unwrap();
         assert_eq!(u.unwrap().tokens.input, 3);
-        assert!(read_response(Bytes::from_static(b"<html>")).is_err());
+        assert!(read_response(&dep, &p, Bytes::from_static(b"<html>")).is_err());
     }
 
     #[test]
     fn a_stream_cut_mid_event_still_delivers_what_came() {
-        let mut t = PassThrough::new(true);
+        let mut t = pass(true);
         let out = run(&mut t, &[b"data: {\"choices\":[]"]);
         assert!(out.starts_with(b"data: {\"choices\":[]"));
-        assert!(t.usage().is_none());
+        let u = t.usage().unwrap();
+        assert!(u.estimated, "no usage arrived: the prompt is counted");
+        assert!(u.tokens.input > 0);
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_counted_with_the_tokenizer() {
+        let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\"}}]}\n\ndata: [DONE]\n\n";
+        let mut t = pass(true);
+        let out = run(&mut t, &[s.as_bytes()]);
+        assert_eq!(out, s.as_bytes());
+        let u = t.usage().unwrap();
+        assert!(u.estimated);
+        assert_eq!(u.tokens.output, 2);
+        // and a stream with usage is not counted again
+        let mut t = pass(true);
+        run(&mut t, &[STREAM.as_bytes()]);
+        assert!(!t.usage().unwrap().estimated);
+        assert!(t.forwarded.is_empty());
+    }
+
+    #[test]
+    fn whole_answer_without_usage_is_estimated() {
+        let dep = deployment(Api::Openai, "gpt-4o-mini");
+        let p = crate::providers::testing::prepared_for(
+            &dep,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            false,
+        );
+        let body = Bytes::from_static(br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hello world","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}"#);
+        let (out, u) = read_response(&dep, &p, body.clone()).unwrap();
+        assert_eq!(out, body);
+        let u = u.unwrap();
+        assert!(u.estimated);
+        assert!(u.tokens.output >= 3);
+        let with = Bytes::from_static(
+            br#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1}}"#,
+        );
+        let (_, u) = read_response(&dep, &p, with).unwrap();
+        assert!(!u.unwrap().estimated);
+    }
+
+    #[test]
+    fn azure_uses_the_deployment_url_api_version_and_api_key() {
+        let dep = deployment(Api::Azure, "my-gpt4o");
+        for (endpoint, body, path) in [
+            (
+                Endpoint::ChatCompletions,
+                r#"{"model":"gpt","messages":[{"role":"user","content":"x"}],"stream":true}"#,
+                "chat/completions",
+            ),
+            (
+                Endpoint::Embeddings,
+                r#"{"model":"gpt","input":"x"}"#,
+                "embeddings",
+            ),
+        ] {
+            let obj = JsonObject::parse(Bytes::copy_from_slice(body.as_bytes())).unwrap();
+            let p = prepare(&dep, endpoint, &obj).unwrap();
+            assert_eq!(
+                p.request.uri.to_string(),
+                format!("https://res.openai.azure.com/openai/deployments/my-gpt4o/{path}?api-version=2024-10-21")
+            );
+            assert_eq!(p.request.headers["api-key"], "sk-test");
+            assert!(p.request.headers.get("authorization").is_none());
+            let sent: serde_json::Value = serde_json::from_slice(&p.request.body).unwrap();
+            assert_eq!(sent["model"], "my-gpt4o");
+            if endpoint == Endpoint::ChatCompletions {
+                assert_eq!(sent["stream_options"]["include_usage"], true);
+                assert!(!p.client_wants_usage);
+            }
+        }
     }
 }

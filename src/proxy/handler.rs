@@ -285,7 +285,7 @@ async fn forward(
                             sent,
                         ))
                     } else {
-                        respond_whole(dep, resp, meter, deadline, sent).await
+                        respond_whole(dep, &prepared, resp, meter, deadline, sent).await
                     };
                 }
                 meter.upstream += sent.elapsed();
@@ -360,6 +360,11 @@ async fn upstream_error(dep: &Deployment, resp: Response<UpstreamBody>) -> Gatew
         )),
         StatusCode::TOO_MANY_REQUESTS => GatewayError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded",
             format!("Provider {provider} is rate limiting requests.")).code("rate_limit_exceeded"),
+        // Anthropic's "overloaded" status: a 503 to clients, and worth trying elsewhere.
+        s if s.as_u16() == 529 => GatewayError::unavailable(format!(
+            "Provider {provider} is overloaded{}.",
+            relayed.map(|m| format!(": {m}")).unwrap_or_default()
+        )),
         s if s.is_client_error() => {
             let mut e = GatewayError::new(s, "invalid_request_error", relayed.unwrap_or_else(|| format!("Provider {provider} refused the request (HTTP {}).", s.as_u16())));
             e.code = Some("upstream_invalid_request");
@@ -385,6 +390,7 @@ fn mentions_credentials(dep: &Deployment, message: &str) -> bool {
 
 async fn respond_whole(
     dep: &Arc<Deployment>,
+    prepared: &Prepared,
     resp: Response<UpstreamBody>,
     meter: &mut RequestMeter,
     deadline: tokio::time::Instant,
@@ -408,7 +414,7 @@ async fn respond_whole(
         }
         Ok(Ok(b)) => b,
     };
-    let (body, usage) = providers::read_response(dep, bytes)?;
+    let (body, usage) = providers::read_response(dep, prepared, bytes)?;
     meter.record(200, None, usage.as_ref(), Some(meter.started.elapsed()));
     let mut resp = Response::new(full(body));
     resp.headers_mut()

@@ -67,10 +67,10 @@ impl RequestMeter {
         let caller = self.caller.as_deref();
         let tokens = usage.map(|u| u.tokens).unwrap_or_default();
         let cost = dep.map(|d| d.prices.cost(&tokens)).unwrap_or_default();
-        let source = if usage.is_some() {
-            UsageSource::Provider
-        } else {
-            UsageSource::None
+        let source = match usage {
+            Some(u) if u.estimated => UsageSource::Estimated,
+            Some(_) => UsageSource::Provider,
+            None => UsageSource::None,
         };
         let ms = |d: Duration| d.as_millis() as u64;
         self.sink.record(UsageRecord {

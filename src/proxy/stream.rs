@@ -62,7 +62,9 @@ impl MeteredStream {
         self.done = true;
         self.in_flight = None;
         self.meter.upstream += self.upstream_started.elapsed();
-        let usage = self.translator.usage().cloned();
+        let usage = self.translator.usage();
+        // An error the provider reported inside the stream counts as this stream's error.
+        let error_type = error_type.or(self.translator.error_type());
         self.meter
             .record(200, error_type, usage.as_ref(), self.first_byte);
     }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use chrono::{Datelike, TimeZone, Utc};
 use rust_decimal::Decimal;
 
-use super::{timestamp, Db};
+use super::{timestamp, Arg, Db};
 use crate::metering::UsageRecord;
 
 /// Months whose partition this process has already made sure of (PostgreSQL only).
@@ -39,11 +39,11 @@ fn hour_start(hour: i64) -> String {
 }
 
 impl Db {
-    /// Writes the records and adds them to the hourly roll-up in one transaction of two
-    /// statements. Each statement takes the whole batch as one JSON array parameter, expanded
-    /// by the database itself (`jsonb_to_recordset` on PostgreSQL, `json_each` on SQLite):
-    /// the statement text never changes, so it is prepared once, and one batch is one round
-    /// trip however many rows it holds.
+    /// Writes the records and adds them to the hourly roll-up in one transaction.
+    /// PostgreSQL takes each table's batch as one JSON array parameter expanded by
+    /// `jsonb_to_recordset`: one statement text, prepared once, one round trip per batch.
+    /// SQLite gets multi-row VALUES statements of a fixed size (expanding JSON there measured
+    /// five times the instructions per row, and very long parameter lists are slow to bind).
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -54,40 +54,25 @@ impl Db {
         let rows: Vec<LogRow> = records.iter().map(LogRow::from).collect();
         let sums: Vec<HourRow> = rollup(records);
         // A replayed spool batch may hold rows that did reach the database: keep the first.
-        let insert = self.json_insert("llm_usage_logs", &LOG_COLUMNS, "ON CONFLICT DO NOTHING");
-        let upsert = self.json_insert("llm_usage_hourly", &HOUR_COLUMNS, HOURLY_ADD);
-        self.transaction(&[
-            (insert, vec![serde_json::to_string(&rows)?.into()]),
-            (upsert, vec![serde_json::to_string(&sums)?.into()]),
-        ])
-        .await?;
-        Ok(())
-    }
-
-    /// `INSERT INTO table (cols) SELECT cols FROM <the JSON array in $1>`.
-    fn json_insert(&self, table: &str, cols: &[(&str, &str)], tail: &str) -> String {
-        let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
-        let names = names.join(", ");
-        match self {
-            Db::Postgres(_) => {
-                let typed: Vec<String> = cols.iter().map(|(n, t)| format!("{n} {t}")).collect();
-                format!(
-                    "INSERT INTO {table} ({names}) SELECT {names} FROM jsonb_to_recordset($1::jsonb) AS r({}) {tail}",
-                    typed.join(", ")
-                )
-            }
+        let (log_tail, hour_tail) = ("ON CONFLICT DO NOTHING", HOURLY_ADD);
+        let stmts = match self {
+            Db::Postgres(_) => vec![
+                json_insert("llm_usage_logs", &LOG_COLUMNS, log_tail, &rows)?,
+                json_insert("llm_usage_hourly", &HOUR_COLUMNS, hour_tail, &sums)?,
+            ],
             Db::Sqlite(_) => {
-                let fields: Vec<String> = cols
-                    .iter()
-                    .map(|(n, _)| format!("json_extract(value, '$.{n}')"))
-                    .collect();
-                // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
-                format!(
-                    "INSERT INTO {table} ({names}) SELECT {} FROM json_each($1) WHERE true {tail}",
-                    fields.join(", ")
-                )
+                let mut stmts = values_inserts("llm_usage_logs", &LOG_COLUMNS, log_tail, &rows)?;
+                stmts.extend(values_inserts(
+                    "llm_usage_hourly",
+                    &HOUR_COLUMNS,
+                    hour_tail,
+                    &sums,
+                )?);
+                stmts
             }
-        }
+        };
+        self.transaction(&stmts).await?;
+        Ok(())
     }
 
     async fn ensure_partitions(&self, records: &[UsageRecord]) -> anyhow::Result<()> {
@@ -184,6 +169,83 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// Rows per SQLite INSERT: few enough that binding stays cheap, enough to save round trips
+/// to the connection's worker thread.
+const SQLITE_ROWS_PER_INSERT: usize = 20;
+
+/// PostgreSQL: `INSERT INTO table (cols) SELECT cols FROM jsonb_to_recordset($1)`.
+fn json_insert<T: serde::Serialize>(
+    table: &str,
+    cols: &[(&str, &str)],
+    tail: &str,
+    rows: &[T],
+) -> anyhow::Result<(String, Vec<Arg>)> {
+    let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
+    let typed: Vec<String> = cols.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    let sql = format!(
+        "INSERT INTO {table} ({names}) SELECT {names} FROM jsonb_to_recordset($1::jsonb) AS r({typed}) {tail}",
+        names = names.join(", "),
+        typed = typed.join(", ")
+    );
+    Ok((sql, vec![serde_json::to_string(rows)?.into()]))
+}
+
+/// SQLite: `INSERT INTO table (cols) VALUES (...), (...)` in chunks of a fixed size (so only
+/// two statement texts exist: the full chunk and one row) plus single rows for the rest.
+fn values_inserts<T: serde::Serialize>(
+    table: &str,
+    cols: &[(&str, &str)],
+    tail: &str,
+    rows: &[T],
+) -> anyhow::Result<Vec<(String, Vec<Arg>)>> {
+    let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
+    // Plain `?` parameters: numbered ones make every bind look its name up in a list as long
+    // as the statement (quadratic in the parameters; it dominated the profile).
+    let tuple = format!("({})", vec!["?"; cols.len()].join(", "));
+    let sql = |n: usize| {
+        let tuples = vec![tuple.as_str(); n];
+        format!(
+            "INSERT INTO {table} ({}) VALUES {} {tail}",
+            names.join(", "),
+            tuples.join(", ")
+        )
+    };
+    let (full, single) = (sql(SQLITE_ROWS_PER_INSERT), sql(1));
+    let mut out = Vec::new();
+    let whole = rows.len() / SQLITE_ROWS_PER_INSERT * SQLITE_ROWS_PER_INSERT;
+    for chunk in rows[..whole].chunks(SQLITE_ROWS_PER_INSERT) {
+        let mut args = Vec::with_capacity(chunk.len() * cols.len());
+        for row in chunk {
+            args.extend(row_args(row, cols)?);
+        }
+        out.push((full.clone(), args));
+    }
+    for row in &rows[whole..] {
+        out.push((single.clone(), row_args(row, cols)?));
+    }
+    Ok(out)
+}
+
+/// A serialisable row's fields as parameters, in column order.
+fn row_args<T: serde::Serialize>(row: &T, cols: &[(&str, &str)]) -> anyhow::Result<Vec<Arg>> {
+    use serde_json::Value;
+    let Value::Object(mut fields) = serde_json::to_value(row)? else {
+        anyhow::bail!("a usage row must serialise as an object");
+    };
+    Ok(cols
+        .iter()
+        .map(
+            |(name, _)| match fields.remove(*name).unwrap_or(Value::Null) {
+                Value::Null => Arg::Text(None),
+                Value::Bool(b) => Arg::Bool(b),
+                Value::Number(n) => Arg::Int(n.as_i64()),
+                Value::String(s) => Arg::Text(Some(s)),
+                other => Arg::Text(Some(other.to_string())),
+            },
+        )
+        .collect())
 }
 
 /// `llm_usage_logs` columns with their PostgreSQL types, in `LogRow` order.

@@ -3,9 +3,19 @@
 //! chunk). The in-process `mock` provider and `tollgate mock-upstream` share this code, so
 //! the first `curl` needs no API key and the tests and benchmark need no network.
 //!
+//! It speaks three wire formats, each answering the same way for the same request:
+//! OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`), Anthropic
+//! (`/v1/messages`, in `anthropic.rs`) and Gemini (`/v1beta/models/{m}:generateContent`,
+//! `:streamGenerateContent`, `:embedContent`, `:batchEmbedContents`, in `gemini.rs`). A request
+//! with tools gets a call of its first tool, unless its last message is a tool result.
+//!
 //! A few model ids misbehave on purpose, for tests and demos: `mock-status-NNN` answers with
 //! that HTTP status, `mock-hang` never answers, `mock-garbage` answers 200 with a non-JSON
-//! body, and `mock-cut` stops a stream after two chunks without `[DONE]`.
+//! body, `mock-cut` stops a stream after two chunks without its end, and `mock-stream-error`
+//! reports an error inside the stream after two chunks.
+
+mod anthropic;
+mod gemini;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -66,6 +76,8 @@ fn answer_words(n: usize) -> impl Iterator<Item = &'static str> {
     WORDS.iter().copied().cycle().take(n)
 }
 
+/// Words of a prompt in any of the three formats (messages' `content`, blocks' `text`,
+/// Gemini's `parts`).
 fn count_words(v: &Value) -> u64 {
     match v {
         Value::String(s) => s.split_whitespace().count() as u64,
@@ -73,10 +85,139 @@ fn count_words(v: &Value) -> u64 {
         Value::Object(o) => o
             .get("content")
             .or_else(|| o.get("text"))
+            .or_else(|| o.get("parts"))
             .map(count_words)
             .unwrap_or(0),
         _ => 0,
     }
+}
+
+/// What the mock answers, before it is written in a wire format.
+#[derive(Debug, Clone)]
+struct Answer {
+    prompt_tokens: u64,
+    /// Words of text, one per stream chunk.
+    words: Vec<&'static str>,
+    /// A call of the request's first tool: name and JSON arguments.
+    tool_call: Option<(String, String)>,
+    /// The answer stopped at the token limit.
+    truncated: bool,
+}
+
+/// Completion tokens a tool call costs (its name and arguments).
+const TOOL_CALL_TOKENS: u64 = 8;
+
+impl Answer {
+    /// `tools` are `(name, JSON schema)` pairs; `after_tool_result` when the conversation's
+    /// last message is a tool result (then the mock answers in words).
+    fn plan(
+        prompt_tokens: u64,
+        max_tokens: Option<u64>,
+        tools: &[(String, Option<Value>)],
+        after_tool_result: bool,
+        opts: &MockOptions,
+    ) -> Answer {
+        if let (Some((name, schema)), false) = (tools.first(), after_tool_result) {
+            // Arguments: the schema's first property set to "mock".
+            let first = schema
+                .as_ref()
+                .and_then(|s| s.get("properties"))
+                .and_then(Value::as_object)
+                .and_then(|p| p.keys().next().cloned());
+            let mut args = serde_json::Map::new();
+            if let Some(key) = first {
+                args.insert(key, "mock".into());
+            }
+            return Answer {
+                prompt_tokens,
+                words: Vec::new(),
+                tool_call: Some((name.clone(), Value::Object(args).to_string())),
+                truncated: false,
+            };
+        }
+        let n = max_tokens.map_or(opts.chunks, |l| (l as usize).min(opts.chunks));
+        Answer {
+            prompt_tokens,
+            words: answer_words(n).collect(),
+            tool_call: None,
+            truncated: n < opts.chunks,
+        }
+    }
+
+    fn completion_tokens(&self) -> u64 {
+        self.words.len() as u64
+            + if self.tool_call.is_some() {
+                TOOL_CALL_TOKENS
+            } else {
+                0
+            }
+    }
+
+    fn text(&self) -> String {
+        self.words.join(" ")
+    }
+
+    /// Word `i` as a stream delta: words after the first carry their leading space.
+    fn piece(&self, i: usize) -> String {
+        if i == 0 {
+            self.words[0].to_string()
+        } else {
+            format!(" {}", self.words[i])
+        }
+    }
+}
+
+/// Misbehaviour by model id, shared by every wire format; `error` writes the format's error
+/// body for a status.
+async fn misbehave(
+    model: &str,
+    opts: &MockOptions,
+    error: fn(StatusCode, &str) -> Response<MockBody>,
+) -> Option<Response<MockBody>> {
+    if opts.fail_rate > 0.0 && rand::random::<f64>() < opts.fail_rate {
+        return Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "mock failure (fail-rate)",
+        ));
+    }
+    if let Some(code) = model.strip_prefix("mock-status-") {
+        let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+        return Some(error(
+            status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "mock status on request",
+        ));
+    }
+    if model == "mock-hang" {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if opts.ttft_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(opts.ttft_ms)).await;
+    }
+    if model == "mock-garbage" {
+        return Some(full(
+            StatusCode::OK,
+            "application/json",
+            "<html>this is not json</html>",
+        ));
+    }
+    None
+}
+
+/// OpenAI-format tools as (name, parameters) pairs.
+fn openai_tools(req: &JsonObject) -> Vec<(String, Option<Value>)> {
+    req.get::<Vec<Value>>("tools")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            Some((
+                f.get("name")?.as_str()?.to_owned(),
+                f.get("parameters").cloned(),
+            ))
+        })
+        .collect()
 }
 
 fn full(
@@ -101,9 +242,20 @@ fn error(status: StatusCode, message: &str) -> Response<MockBody> {
     full(status, "application/json", body.to_string())
 }
 
-/// Answers one request to `path` (`/v1/chat/completions`, `/chat/completions`, ...).
+/// Answers one request to `path` (`/v1/chat/completions`, `/v1/messages`,
+/// `/v1beta/models/m:generateContent`, ...).
 pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<MockBody> {
-    let path = path.strip_prefix("/v1").unwrap_or(path);
+    if let Some(rest) = path.strip_prefix("/v1beta/models/") {
+        return gemini::respond(rest, body, opts).await;
+    }
+    if path == "/v1/messages" {
+        return anthropic::respond(body, opts).await;
+    }
+    // Azure OpenAI: /openai/deployments/{deployment}/chat/completions
+    let path = match path.strip_prefix("/openai/deployments/") {
+        Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
+        None => path.strip_prefix("/v1").unwrap_or(path),
+    };
     if path == "/models" {
         let data: Vec<Value> = ["mock-chat", "mock-embed"]
             .iter()
@@ -119,31 +271,8 @@ pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<Mo
         return error(StatusCode::BAD_REQUEST, "body is not a JSON object");
     };
     let model = req.str("model").map(|m| m.into_owned()).unwrap_or_default();
-    if opts.fail_rate > 0.0 && rand::random::<f64>() < opts.fail_rate {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "mock failure (fail-rate)",
-        );
-    }
-    if let Some(code) = model.strip_prefix("mock-status-") {
-        let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
-        return error(
-            status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "mock status on request",
-        );
-    }
-    if model == "mock-hang" {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-    }
-    if opts.ttft_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(opts.ttft_ms)).await;
-    }
-    if model == "mock-garbage" {
-        return full(
-            StatusCode::OK,
-            "application/json",
-            "<html>this is not json</html>",
-        );
+    if let Some(resp) = misbehave(&model, opts, error).await {
+        return resp;
     }
 
     match path {
@@ -156,18 +285,28 @@ pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<Mo
                     &format!("{prompt_field} is required"),
                 );
             };
-            let prompt_tokens = count_words(&prompt);
             let limit = req
                 .get::<u64>("max_completion_tokens")
                 .ok()
                 .flatten()
                 .or(req.get::<u64>("max_tokens").ok().flatten());
-            let n = limit.map_or(opts.chunks, |l| (l as usize).min(opts.chunks));
-            let finish = if n < opts.chunks { "length" } else { "stop" };
+            let tools = if chat { openai_tools(&req) } else { Vec::new() };
+            let after_tool_result = prompt
+                .as_array()
+                .and_then(|m| m.last())
+                .is_some_and(|m| m.get("role").and_then(Value::as_str) == Some("tool"));
+            let answer = Answer::plan(count_words(&prompt), limit, &tools, after_tool_result, opts);
+            let finish = if answer.tool_call.is_some() {
+                "tool_calls"
+            } else if answer.truncated {
+                "length"
+            } else {
+                "stop"
+            };
             let usage = json!({
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": n,
-                "total_tokens": prompt_tokens + n as u64,
+                "prompt_tokens": answer.prompt_tokens,
+                "completion_tokens": answer.completion_tokens(),
+                "total_tokens": answer.prompt_tokens + answer.completion_tokens(),
             });
             if req.bool("stream") == Some(true) {
                 let include_usage = req
@@ -179,18 +318,24 @@ pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<Mo
                 stream(
                     chat,
                     &model,
-                    n,
+                    &answer,
                     finish,
                     include_usage.then_some(usage),
                     opts,
                 )
             } else {
-                let text = answer_words(n).collect::<Vec<_>>().join(" ");
+                let text = answer.text();
                 let body = if chat {
+                    let mut message = json!({"role": "assistant", "content": text});
+                    if let Some((name, args)) = &answer.tool_call {
+                        message["content"] = Value::Null;
+                        message["tool_calls"] = json!([{"id": "call_mock0", "type": "function",
+                            "function": {"name": name, "arguments": args}}]);
+                    }
                     json!({
                         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000,
                         "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                         "usage": usage,
                     })
                 } else {
@@ -244,7 +389,7 @@ fn embedding(text: &str) -> Vec<f32> {
 fn stream(
     chat: bool,
     model: &str,
-    n: usize,
+    answer: &Answer,
     finish: &str,
     usage: Option<Value>,
     opts: &MockOptions,
@@ -261,21 +406,28 @@ fn stream(
         }
         Bytes::from(format!("data: {c}\n\n"))
     };
-    let mut events: Vec<Bytes> = Vec::with_capacity(n + 4);
+    let n = answer.words.len();
+    let mut events: Vec<Bytes> = Vec::with_capacity(n + 6);
     if chat {
         events.push(chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null})));
     }
-    for (i, w) in answer_words(n).enumerate() {
-        let text = if i == 0 {
-            w.to_string()
-        } else {
-            format!(" {w}")
-        };
+    for i in 0..n {
+        let text = answer.piece(i);
         events.push(if chat {
             chunk(json!({"index": 0, "delta": {"content": text}, "finish_reason": null}))
         } else {
             chunk(json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null}))
         });
+    }
+    if let Some((name, args)) = &answer.tool_call {
+        // Arguments arrive in two pieces, as real models stream them.
+        let (a, b) = args.split_at(args.len() / 2);
+        events.push(chunk(json!({"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_mock0",
+            "type": "function", "function": {"name": name, "arguments": a}}]}, "finish_reason": null})));
+        events.push(chunk(
+            json!({"index": 0, "delta": {"tool_calls": [{"index": 0,
+            "function": {"arguments": b}}]}, "finish_reason": null}),
+        ));
     }
     events.push(if chat {
         chunk(json!({"index": 0, "delta": {}, "finish_reason": finish}))
@@ -292,10 +444,18 @@ fn stream(
     }
     if model == "mock-cut" {
         events.truncate(2);
+    } else if model == "mock-stream-error" {
+        events.truncate(2);
+        let e = json!({"error": {"message": "mock error mid-stream", "type": "server_error", "param": null, "code": null}});
+        events.push(Bytes::from(format!("data: {e}\n\n")));
     } else {
         events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     }
+    sse_response(events, opts)
+}
 
+/// A `text/event-stream` answer: one write when unpaced, else one event per `chunk_ms`.
+fn sse_response(events: Vec<Bytes>, opts: &MockOptions) -> Response<MockBody> {
     let delay = Duration::from_millis(opts.chunk_ms);
     let body: MockBody = if delay.is_zero() {
         // Unpaced: one write, as a fast local server would flush it.
