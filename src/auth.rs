@@ -28,6 +28,8 @@ pub struct Caller {
     pub project_id: Option<String>,
     pub project_name: String,
     pub role: Role,
+    /// The key's own `rpm` / `tpm` (0 = none).
+    pub limits: crate::limits::LimitSpec,
 }
 
 impl Caller {
@@ -37,6 +39,7 @@ impl Caller {
             project_id: None,
             project_name: String::new(),
             role: Role::User,
+            limits: Default::default(),
         }
     }
 }
@@ -102,6 +105,11 @@ fn caller_from_row(row: &ApiKeyRow) -> Option<Caller> {
             Role::Admin
         } else {
             Role::User
+        },
+        limits: crate::limits::LimitSpec {
+            requests_per_minute: row.rpm.unwrap_or(0).max(0) as u64,
+            tokens_per_minute: row.tpm.unwrap_or(0).max(0) as u64,
+            max_parallel: 0,
         },
     })
 }

@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub usage: UsageConfig,
     #[serde(default)]
+    pub circuit_breaker: crate::registry::BreakerConfig,
+    #[serde(default)]
     pub providers: Vec<Spanned<ProviderConfig>>,
     #[serde(default)]
     pub models: Vec<Spanned<ModelConfig>>,

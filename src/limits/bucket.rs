@@ -17,7 +17,9 @@ pub struct Bucket {
 
 impl std::fmt::Debug for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bucket").field("per_minute", &self.per_minute).finish()
+        f.debug_struct("Bucket")
+            .field("per_minute", &self.per_minute)
+            .finish()
     }
 }
 
@@ -89,13 +91,16 @@ impl Bucket {
         let ok = if wait.is_zero() {
             self.limiter.try_acquire(take)
         } else {
-            tokio::time::timeout(wait, self.limiter.acquire(take)).await.is_ok()
+            tokio::time::timeout(wait, self.limiter.acquire(take))
+                .await
+                .is_ok()
         };
         if ok {
             Ok(())
         } else {
             // Put the settlement back for whoever comes next.
-            self.adjustment.fetch_add(adj.min(n as i64), Ordering::AcqRel);
+            self.adjustment
+                .fetch_add(adj.min(n as i64), Ordering::AcqRel);
             let missing = (take as u64).saturating_sub(self.limiter.balance() as u64);
             Err(Exhausted {
                 retry_after: self.time_for(missing).max(Duration::from_millis(1)),
@@ -112,7 +117,9 @@ impl Bucket {
         let cap = self.per_minute as i64;
         let _ = self
             .adjustment
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some((v + diff).clamp(-cap, cap)));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some((v + diff).clamp(-cap, cap))
+            });
     }
 }
 
@@ -128,7 +135,10 @@ mod tests {
         }
         let err = b.reserve(1, Duration::ZERO).await.unwrap_err();
         // one request comes back every 12 s
-        assert!(err.retry_after > Duration::from_secs(10) && err.retry_after <= Duration::from_secs(12), "{err:?}");
+        assert!(
+            err.retry_after > Duration::from_secs(10) && err.retry_after <= Duration::from_secs(12),
+            "{err:?}"
+        );
         assert_eq!(b.remaining(), 0);
     }
 
@@ -140,14 +150,17 @@ mod tests {
         b.settle(800, 100); // only 100 were used
         b.reserve(600, Duration::ZERO).await.unwrap();
         b.settle(600, 900); // 300 more than reserved: a debt
-        assert!(b.reserve(300, Duration::ZERO).await.is_err(), "the debt is paid first");
+        assert!(
+            b.reserve(300, Duration::ZERO).await.is_err(),
+            "the debt is paid first"
+        );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn waiters_get_capacity_as_it_refills() {
-        let b = Bucket::per_minute(60);
-        b.reserve(60, Duration::ZERO).await.unwrap();
-        assert!(b.reserve(1, Duration::from_millis(500)).await.is_err());
-        assert!(b.reserve(1, Duration::from_millis(1100)).await.is_ok());
+        let b = Bucket::per_minute(600); // one every 100 ms
+        b.reserve(600, Duration::ZERO).await.unwrap();
+        assert!(b.reserve(1, Duration::from_millis(30)).await.is_err());
+        assert!(b.reserve(1, Duration::from_millis(250)).await.is_ok());
     }
 }

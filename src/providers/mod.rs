@@ -206,11 +206,9 @@ pub(crate) mod testing {
                     http::HeaderName::from_static(header),
                     http::HeaderValue::from_static(value),
                 )),
-                max_parallel_requests: 10,
-                requests_per_minute: 0,
-                tokens_per_minute: 0,
                 queue_timeout_ms: 0,
                 timeouts: Default::default(),
+                limits: Arc::new(crate::limits::LimitSet::new("provider", Default::default())),
             }),
             model_type: ModelType::Chat,
             prices: crate::metering::Prices {
@@ -229,6 +227,8 @@ pub(crate) mod testing {
             priority: 0,
             weight: 1,
             created_unix: 0,
+            limits: None,
+            health: Arc::new(crate::registry::Health::new(Default::default())),
         }
     }
 

@@ -18,14 +18,15 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::meter::{InFlight, RequestMeter};
+use super::meter::{Guards, InFlight, RequestMeter};
 use super::stream::MeteredStream;
 use super::upstream::{SendError, UpstreamBody};
 use super::Gateway;
 use crate::error::GatewayError;
+use crate::limits::{self, Admission, LimitSet, Refused};
 use crate::providers::mock::BoxError;
 use crate::providers::{self, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
-use crate::registry::{Deployment, ModelType};
+use crate::registry::{routing, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -91,12 +92,315 @@ async fn proxy(
     meter: &mut RequestMeter,
 ) -> Result<Response<ClientBody>, GatewayError> {
     let deadline = tokio::time::Instant::now() + gw.request_timeout;
-    meter.caller = Some(gw.auth.authenticate(req.headers()).await?);
+    let caller = gw.auth.authenticate(req.headers()).await?;
+    meter.caller = Some(caller.clone());
     let body = read_request(gw, endpoint, req, deadline).await?;
     meter.model_name = body.str("model").unwrap_or_default().into_owned();
     meter.stream = endpoint.can_stream() && body.bool("stream") == Some(true);
-    let deployments = resolve(gw, endpoint, &meter.model_name)?;
-    forward(gw, endpoint, &body, &deployments, meter, deadline).await
+    let needs = needs_of(endpoint, &body);
+    let plan = resolve(gw, endpoint, &meter.model_name, &needs)?;
+    // The key's own limits are checked once per request, without waiting.
+    let key_limits = gw.limits_of_key(&caller);
+    let mut admission = Admission::default();
+    if let Some(k) = &key_limits {
+        admission = limits::admit(&[k], needs.reserve(), tokio::time::Instant::now())
+            .await
+            .map_err(|r| rate_limited(gw, &meter.model_name, &r, &[k]))?;
+    }
+    let attempt = Attempt {
+        endpoint,
+        body: &body,
+        needs,
+        key_limits: key_limits.as_ref(),
+        admission,
+        deadline,
+    };
+    forward(gw, attempt, &plan, meter).await
+}
+
+/// What a request needs from a model, read cheaply (byte scans, no extra parse).
+fn needs_of(endpoint: Endpoint, body: &JsonObject) -> Needs {
+    let prompt = match endpoint {
+        Endpoint::ChatCompletions => body.raw("messages"),
+        Endpoint::Completions => body.raw("prompt"),
+        Endpoint::Embeddings => body.raw("input"),
+    }
+    .unwrap_or_default();
+    let non_empty =
+        |k: &str| body.kind(k) == Some(Kind::Array) && body.raw(k).is_some_and(|r| r.len() > 2);
+    Needs {
+        // About four bytes of JSON per token: enough to reserve and route by; settled later.
+        prompt_tokens: (prompt.len() as u64).div_ceil(4),
+        max_tokens: body
+            .get::<u64>("max_completion_tokens")
+            .ok()
+            .flatten()
+            .or_else(|| body.get::<u64>("max_tokens").ok().flatten()),
+        vision: memchr::memmem::find(prompt, b"\"image_url\"").is_some(),
+        tools: non_empty("tools") || non_empty("functions"),
+        json: body
+            .raw("response_format")
+            .is_some_and(|r| memchr::memmem::find(r, b"json_").is_some()),
+    }
+}
+
+fn resolve(
+    gw: &Gateway,
+    endpoint: Endpoint,
+    model: &str,
+    needs: &Needs,
+) -> Result<Vec<Arc<Deployment>>, GatewayError> {
+    let snapshot = gw.registry.load();
+    let resolved = snapshot
+        .resolve(model)
+        .ok_or_else(|| GatewayError::model_not_found(model))?;
+    let wants_embedding = endpoint == Endpoint::Embeddings;
+    let candidates: Vec<Arc<Deployment>> = resolved
+        .deployments
+        .iter()
+        .filter(|d| (d.model_type == ModelType::Embedding) == wants_embedding)
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        let msg = if wants_embedding {
+            format!("`{model}` is not an embedding model; it cannot serve /v1/embeddings.")
+        } else {
+            format!("`{model}` is an embedding model; send it to /v1/embeddings.")
+        };
+        return Err(GatewayError::invalid_param("model", msg));
+    }
+    let plan = routing::plan(&candidates, resolved.strategy, needs).map_err(|e| match e {
+        NoFit::ContextTooLong { needed, largest } => GatewayError::invalid_param(
+            "messages",
+            format!("This request needs about {needed} tokens of context; `{model}` has at most {largest}."),
+        )
+        .code("context_length_exceeded"),
+        NoFit::Capability(what) => {
+            GatewayError::invalid_request(format!("No deployment of `{model}` supports {what}."))
+        }
+    })?;
+    if plan.is_empty() {
+        return Err(GatewayError::unavailable(format!(
+            "Every deployment of `{model}` is failing right now (circuit open); try again shortly."
+        ))
+        .code("no_healthy_deployment")
+        .header("retry-after", HeaderValue::from_static("5")));
+    }
+    Ok(plan)
+}
+
+/// One request's state across its attempts.
+struct Attempt<'a> {
+    endpoint: Endpoint,
+    body: &'a JsonObject,
+    needs: Needs,
+    key_limits: Option<&'a Arc<LimitSet>>,
+    /// What the key's limits granted; each attempt adds its deployment's.
+    admission: Admission,
+    deadline: tokio::time::Instant,
+}
+
+/// Tries the deployments in order until one answers. Only failures before anything reached
+/// the client move on: refusals by our own limits, connect errors, timeouts, 429 and 5xx,
+/// and for streams anything that goes wrong before the first content arrives.
+async fn forward(
+    gw: &Gateway,
+    mut attempt: Attempt<'_>,
+    plan: &[Arc<Deployment>],
+    meter: &mut RequestMeter,
+) -> Result<Response<ClientBody>, GatewayError> {
+    let mut last_error: Option<GatewayError> = None;
+    let mut refusals: Vec<(Refused, Vec<Arc<LimitSet>>)> = Vec::new();
+    let mut upstream_429: Option<GatewayError> = None;
+    for (i, dep) in plan.iter().enumerate() {
+        if i > 0 {
+            gw.metrics
+                .fallbacks_total
+                .with_label_values(&[&meter.model_name])
+                .inc();
+        }
+        let provider = &dep.provider;
+        let mut sets: Vec<&Arc<LimitSet>> = vec![&provider.limits];
+        sets.extend(dep.limits.as_ref());
+        let queue_until = attempt
+            .deadline
+            .min(tokio::time::Instant::now() + Duration::from_millis(provider.queue_timeout_ms));
+        let deployment_admission =
+            match limits::admit(&sets, attempt.needs.reserve(), queue_until).await {
+                Ok(a) => a,
+                Err(refused) => {
+                    gw.metrics
+                        .rate_limited_total
+                        .with_label_values(&[refused.scope])
+                        .inc();
+                    refusals.push((refused, sets.into_iter().cloned().collect()));
+                    continue;
+                }
+            };
+        if !dep.health.try_begin() {
+            continue; // its half-open probe is out: wait for that one's verdict
+        }
+        let prepared = providers::prepare(dep, attempt.endpoint, attempt.body)?;
+        meter.attempts += 1;
+        meter.deployment = Some(dep.clone());
+        let guards = Guards {
+            admission: std::mem::take(&mut attempt.admission),
+            deployment: deployment_admission,
+            _in_flight: InFlight::new(gw.metrics.in_flight.with_label_values(&[&provider.name])),
+            _busy: dep.health.start(),
+        };
+        let t = &provider.timeouts;
+        let now = tokio::time::Instant::now();
+        let total_until = t.total_ms.map_or(attempt.deadline, |ms| {
+            attempt.deadline.min(now + Duration::from_millis(ms))
+        });
+        let first_until = t.first_token_ms.map_or(total_until, |ms| {
+            total_until.min(now + Duration::from_millis(ms))
+        });
+        let sent = Instant::now();
+        let error = match tokio::time::timeout_at(
+            first_until,
+            gw.client.send(provider, &prepared.request),
+        )
+        .await
+        {
+            Err(_) => GatewayError::timeout(format!(
+                "Provider {} did not answer in time.",
+                provider.name
+            )),
+            Ok(Err(e)) => {
+                tracing::warn!(request_id = %meter.request_id, provider = %provider.name, error = %e, "upstream request failed");
+                match e {
+                    SendError::Connect(_) => GatewayError::upstream(format!(
+                        "Could not connect to provider {}.",
+                        provider.name
+                    )),
+                    SendError::Other(_) => GatewayError::upstream(format!(
+                        "The request to provider {} failed.",
+                        provider.name
+                    )),
+                }
+            }
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                let done = if prepared.stream {
+                    respond_stream(
+                        dep,
+                        &prepared,
+                        resp,
+                        meter,
+                        guards,
+                        first_until,
+                        total_until,
+                        sent,
+                    )
+                    .await
+                } else {
+                    respond_whole(dep, &prepared, resp, meter, guards, total_until, sent).await
+                };
+                match done {
+                    Ok(mut resp) => {
+                        note_health(gw, dep, true, sent.elapsed());
+                        let mut all = sets.clone();
+                        all.extend(attempt.key_limits);
+                        for (name, value) in limits::rate_limit_headers(&all) {
+                            resp.headers_mut().insert(name, value);
+                        }
+                        return Ok(resp);
+                    }
+                    Err(e) => e,
+                }
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let error = upstream_error(dep, resp).await;
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    // Rate limiting is not ill health: try elsewhere, keep the circuit closed.
+                    meter.upstream += sent.elapsed();
+                    upstream_429 = Some(error);
+                    continue;
+                }
+                if !status.is_server_error() {
+                    // The provider refused the request itself: another provider would too.
+                    meter.upstream += sent.elapsed();
+                    return Err(error);
+                }
+                error
+            }
+        };
+        meter.upstream += sent.elapsed();
+        note_health(gw, dep, false, sent.elapsed());
+        if tokio::time::Instant::now() >= attempt.deadline {
+            // The whole request's time is spent; there is none left for another attempt.
+            return Err(GatewayError::timeout(format!(
+                "No provider answered `{}` within the request timeout.",
+                meter.model_name
+            )));
+        }
+        last_error = Some(error);
+    }
+    if let Some(e) = last_error {
+        return Err(
+            if plan.len() > 1 && e.status != StatusCode::GATEWAY_TIMEOUT {
+                GatewayError::upstream(format!(
+                    "Every provider serving `{}` failed; the last said: {}",
+                    meter.model_name, e.message
+                ))
+            } else {
+                e
+            },
+        );
+    }
+    if let Some((refused, sets)) = refusals.iter().min_by_key(|(r, _)| r.retry_after) {
+        let sets: Vec<&Arc<LimitSet>> = sets.iter().collect();
+        return Err(rate_limited(gw, &meter.model_name, refused, &sets));
+    }
+    Err(upstream_429.unwrap_or_else(|| {
+        GatewayError::unavailable(format!(
+            "No deployment of `{}` could take the request.",
+            meter.model_name
+        ))
+    }))
+}
+
+/// Records an attempt's outcome on its deployment and keeps `provider_up` current.
+fn note_health(gw: &Gateway, dep: &Deployment, ok: bool, latency: Duration) {
+    if let Some(state) = dep.health.record(ok, latency) {
+        tracing::warn!(provider = %dep.provider.name, model = %dep.name, state = ?state, "circuit breaker changed state");
+        gw.report_provider_health(&gw.registry.load(), &dep.provider.name);
+    }
+}
+
+/// The 429 for a request our own limits refused, with OpenAI's headers.
+fn rate_limited(
+    gw: &Gateway,
+    model: &str,
+    refused: &Refused,
+    sets: &[&Arc<LimitSet>],
+) -> GatewayError {
+    if refused.scope == "key" {
+        gw.metrics
+            .rate_limited_total
+            .with_label_values(&["key"])
+            .inc();
+    }
+    let mut e = GatewayError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_exceeded",
+        format!(
+            "Rate limit reached for `{model}`: the {} limit on {} is used up; try again in {} ms.",
+            refused.scope,
+            refused.what,
+            refused.retry_after.as_millis().max(1)
+        ),
+    )
+    .code("rate_limit_exceeded");
+    for (name, value) in limits::retry_headers(refused.retry_after)
+        .into_iter()
+        .chain(limits::rate_limit_headers(sets))
+    {
+        e = e.header(name, value);
+    }
+    e
 }
 
 async fn read_request(
@@ -195,147 +499,17 @@ async fn read_request(
     Ok(body)
 }
 
-fn resolve(
-    gw: &Gateway,
-    endpoint: Endpoint,
-    model: &str,
-) -> Result<Vec<Arc<Deployment>>, GatewayError> {
-    let snapshot = gw.registry.load();
-    let all = snapshot
-        .resolve(model)
-        .ok_or_else(|| GatewayError::model_not_found(model))?;
-    let wants_embedding = endpoint == Endpoint::Embeddings;
-    let fit: Vec<Arc<Deployment>> = all
-        .iter()
-        .filter(|d| (d.model_type == ModelType::Embedding) == wants_embedding)
-        .cloned()
-        .collect();
-    if fit.is_empty() {
-        let msg = if wants_embedding {
-            format!("`{model}` is not an embedding model; it cannot serve /v1/embeddings.")
-        } else {
-            format!("`{model}` is an embedding model; send it to /v1/embeddings.")
-        };
-        return Err(GatewayError::invalid_param("model", msg));
-    }
-    Ok(fit)
-}
-
-/// Tries the deployments in order until one answers. Only failures before anything reached
-/// the client move on: connect errors, timeouts, 429 and 5xx.
-async fn forward(
-    gw: &Gateway,
-    endpoint: Endpoint,
-    body: &JsonObject,
-    deployments: &[Arc<Deployment>],
-    meter: &mut RequestMeter,
-    deadline: tokio::time::Instant,
-) -> Result<Response<ClientBody>, GatewayError> {
-    let mut last_error: Option<GatewayError> = None;
-    let mut all_rate_limited = true;
-    for (i, dep) in deployments.iter().enumerate() {
-        if i > 0 {
-            gw.metrics
-                .fallbacks_total
-                .with_label_values(&[&meter.model_name])
-                .inc();
-        }
-        let prepared = providers::prepare(dep, endpoint, body)?;
-        meter.attempts += 1;
-        meter.deployment = Some(dep.clone());
-        let provider = &dep.provider;
-        let in_flight = InFlight::new(gw.metrics.in_flight.with_label_values(&[&provider.name]));
-        let sent = Instant::now();
-        let result =
-            tokio::time::timeout_at(deadline, gw.client.send(provider.api, &prepared.request))
-                .await;
-        let error = match result {
-            Err(_) => {
-                all_rate_limited = false;
-                GatewayError::timeout(format!(
-                    "Provider {} did not answer within the request timeout.",
-                    provider.name
-                ))
-            }
-            Ok(Err(e)) => {
-                all_rate_limited = false;
-                tracing::warn!(request_id = %meter.request_id, provider = %provider.name, error = %e, "upstream request failed");
-                match e {
-                    SendError::Connect(_) => GatewayError::upstream(format!(
-                        "Could not connect to provider {}.",
-                        provider.name
-                    )),
-                    SendError::Other(_) => GatewayError::upstream(format!(
-                        "The request to provider {} failed.",
-                        provider.name
-                    )),
-                }
-            }
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                if status.is_success() {
-                    return if prepared.stream {
-                        Ok(respond_stream(
-                            dep,
-                            &prepared,
-                            resp,
-                            meter.hand_over(),
-                            in_flight,
-                            deadline,
-                            sent,
-                        ))
-                    } else {
-                        respond_whole(dep, &prepared, resp, meter, deadline, sent).await
-                    };
-                }
-                meter.upstream += sent.elapsed();
-                if status != StatusCode::TOO_MANY_REQUESTS {
-                    all_rate_limited = false;
-                }
-                let error = upstream_error(dep, resp).await;
-                if !(status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) {
-                    // The provider refused the request itself: another provider would too.
-                    return Err(error);
-                }
-                error
-            }
-        };
-        drop(in_flight);
-        if error.status == StatusCode::GATEWAY_TIMEOUT {
-            meter.upstream += sent.elapsed();
-            // The whole request's time is spent; there is none left for another attempt.
-            return Err(error);
-        }
-        last_error = Some(error);
-    }
-    let mut error = last_error
-        .unwrap_or_else(|| GatewayError::upstream("No deployment could serve the request."));
-    if all_rate_limited {
-        error = GatewayError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_exceeded",
-            format!(
-                "Every provider serving `{}` is rate limited right now; try again shortly.",
-                meter.model_name
-            ),
-        )
-        .code("rate_limit_exceeded")
-        .header("retry-after", HeaderValue::from_static("1"));
-    } else if error.status == StatusCode::TOO_MANY_REQUESTS {
-        // Some providers were rate limited and the others failed: the request failed upstream.
-        error = GatewayError::upstream(format!(
-            "Every provider serving `{}` failed.",
-            meter.model_name
-        ));
-    }
-    Err(error)
-}
-
 /// Turns a provider's error answer into ours. Provider 4xx bodies are relayed when they are
 /// OpenAI-shaped and cannot contain our credentials; 401/403 never are (they are about the
 /// gateway's key, not the client's request).
 async fn upstream_error(dep: &Deployment, resp: Response<UpstreamBody>) -> GatewayError {
     let status = resp.status();
+    // The provider's own retry-after is passed on (SDKs honour it), else one second.
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("1"));
     let provider = &dep.provider.name;
     let body = tokio::time::timeout(
         Duration::from_secs(2),
@@ -359,7 +533,8 @@ async fn upstream_error(dep: &Deployment, resp: Response<UpstreamBody>) -> Gatew
             status.as_u16()
         )),
         StatusCode::TOO_MANY_REQUESTS => GatewayError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded",
-            format!("Provider {provider} is rate limiting requests.")).code("rate_limit_exceeded"),
+            format!("Provider {provider} is rate limiting requests.")).code("rate_limit_exceeded")
+            .header("retry-after", retry_after),
         // Anthropic's "overloaded" status: a 503 to clients, and worth trying elsewhere.
         s if s.as_u16() == 529 => GatewayError::unavailable(format!(
             "Provider {provider} is overloaded{}.",
@@ -393,28 +568,29 @@ async fn respond_whole(
     prepared: &Prepared,
     resp: Response<UpstreamBody>,
     meter: &mut RequestMeter,
-    deadline: tokio::time::Instant,
+    mut guards: Guards,
+    until: tokio::time::Instant,
     sent: Instant,
 ) -> Result<Response<ClientBody>, GatewayError> {
     let collected =
-        tokio::time::timeout_at(deadline, read_limited(resp.into_body(), RESPONSE_LIMIT)).await;
+        tokio::time::timeout_at(until, read_limited(resp.into_body(), RESPONSE_LIMIT)).await;
     meter.upstream += sent.elapsed();
+    let provider = &dep.provider.name;
     let bytes = match collected {
         Err(_) => {
             return Err(GatewayError::timeout(format!(
-                "Provider {} did not finish its answer within the request timeout.",
-                dep.provider.name
+                "Provider {provider} did not finish its answer in time."
             )))
         }
         Ok(Err(_)) => {
             return Err(GatewayError::upstream(format!(
-                "The answer from provider {} broke off or was too large.",
-                dep.provider.name
+                "The answer from provider {provider} broke off or was too large."
             )))
         }
         Ok(Ok(b)) => b,
     };
     let (body, usage) = providers::read_response(dep, prepared, bytes)?;
+    guards.settle(usage.as_ref());
     meter.record(200, None, usage.as_ref(), Some(meter.started.elapsed()));
     let mut resp = Response::new(full(body));
     resp.headers_mut()
@@ -422,29 +598,85 @@ async fn respond_whole(
     Ok(resp)
 }
 
-fn respond_stream(
+/// Holds the response back until the first content arrives, so that a provider that fails
+/// before it (an error event, a broken or silent stream) can still fall back or become a
+/// proper HTTP error; then streams the rest as it comes.
+#[allow(clippy::too_many_arguments)]
+async fn respond_stream(
     dep: &Arc<Deployment>,
     prepared: &Prepared,
     resp: Response<UpstreamBody>,
-    meter: RequestMeter,
-    in_flight: InFlight,
-    deadline: tokio::time::Instant,
+    meter: &mut RequestMeter,
+    guards: Guards,
+    first_until: tokio::time::Instant,
+    until: tokio::time::Instant,
     sent: Instant,
-) -> Response<ClientBody> {
-    let translator = StreamTranslator::new(dep, prepared);
+) -> Result<Response<ClientBody>, GatewayError> {
+    let provider = &dep.provider.name;
+    let mut translator = StreamTranslator::new(dep, prepared);
+    let mut upstream = resp.into_body();
+    let mut held = bytes::BytesMut::new();
+    let ended = loop {
+        match tokio::time::timeout_at(first_until, upstream.frame()).await {
+            Err(_) => {
+                return Err(GatewayError::timeout(format!(
+                    "Provider {provider} did not start its answer in time."
+                )))
+            }
+            Ok(Some(Err(_))) => {
+                return Err(GatewayError::upstream(format!(
+                    "Provider {provider}'s stream broke off before its answer began."
+                )))
+            }
+            Ok(None) => {
+                held.extend_from_slice(&translator.finish());
+                break true;
+            }
+            Ok(Some(Ok(frame))) => {
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                held.extend_from_slice(&translator.push(chunk));
+                if let Some(kind) = translator.error_type() {
+                    return Err(GatewayError::upstream(format!(
+                        "Provider {provider} reported an error ({kind}) before its answer began."
+                    )));
+                }
+                if has_content(&held) {
+                    break false;
+                }
+            }
+        }
+    };
     let body = MeteredStream::new(
-        resp.into_body(),
+        upstream,
         translator,
-        meter,
-        in_flight,
-        deadline,
+        meter.hand_over(),
+        guards,
+        held.freeze(),
+        ended,
+        until,
         sent,
     );
     let mut resp = Response::new(ClientBody::new(body));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    Ok(resp)
+}
+
+/// Whether translated (OpenAI-format) stream bytes hold content: text, a tool call, a finish
+/// reason, or the end. The role-only first chunk (`"content":""`) does not count.
+fn has_content(out: &[u8]) -> bool {
+    use memchr::memmem::find_iter;
+    let non_empty_after = |pat: &[u8]| {
+        find_iter(out, pat).any(|i| out.get(i + pat.len()).is_some_and(|&b| b != b'"'))
+    };
+    non_empty_after(b"\"content\":\"")
+        || non_empty_after(b"\"text\":\"")
+        || non_empty_after(b"\"finish_reason\":\"")
+        || memchr::memmem::find(out, b"\"tool_calls\"").is_some()
+        || memchr::memmem::find(out, b"[DONE]").is_some()
 }
 
 async fn readyz(gw: &Gateway) -> Response<ClientBody> {
@@ -479,7 +711,7 @@ async fn list_models(
                 // provider/model_id is not listed but can be asked about
                 Some(deps) => json_response(
                     StatusCode::OK,
-                    json!({"id": id, "object": "model", "created": deps[0].created_unix, "owned_by": deps[0].provider.name}),
+                    json!({"id": id, "object": "model", "created": deps.deployments[0].created_unix, "owned_by": deps.deployments[0].provider.name}),
                 ),
                 None => error_response(&GatewayError::model_not_found(&id)),
             },

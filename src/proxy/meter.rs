@@ -116,3 +116,22 @@ impl Drop for InFlight {
         self.0.dec();
     }
 }
+
+/// Everything an attempt holds until its answer is complete: limit slots and token
+/// reservations (the key's and the deployment's), and the in-flight counts.
+pub struct Guards {
+    pub admission: crate::limits::Admission,
+    pub deployment: crate::limits::Admission,
+    /// Held, not read: dropping them ends the in-flight counts.
+    pub _in_flight: InFlight,
+    pub _busy: crate::registry::InFlightGuard,
+}
+
+impl Guards {
+    /// Settles the token reservations to what the answer used.
+    pub fn settle(&mut self, usage: Option<&ReportedUsage>) {
+        let used = usage.map_or(0, |u| u.tokens.prompt_total() + u.tokens.output);
+        self.admission.settle(used);
+        self.deployment.settle(used);
+    }
+}

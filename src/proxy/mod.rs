@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadedConfig};
+use crate::limits::{LimitSet, LimitSpec};
 use crate::metering::{usage_pipeline, Metrics, UsageSink};
 use crate::registry::{Registry, Snapshot};
 use crate::store::Db;
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Per-key limit state, by key id (kept while the key is in use).
+    key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
     config_path: PathBuf,
     /// The config the current snapshot was built from (for keys written in the file).
     config: Mutex<Config>,
@@ -54,7 +57,7 @@ impl Gateway {
             }
             let report = self.db.sync_config(&loaded.config).await?;
             let rows = self.db.load_registry().await?;
-            let snapshot = Snapshot::build(&rows, &loaded.config);
+            let snapshot = Snapshot::build(&rows, &loaded.config, Some(&self.registry.load()));
             tracing::info!(
                 providers = report.providers,
                 models = report.models,
@@ -78,7 +81,11 @@ impl Gateway {
     /// Reloads the registry from the database only (after an admin change).
     pub async fn refresh(&self) -> anyhow::Result<()> {
         let rows = self.db.load_registry().await?;
-        let snapshot = Snapshot::build(&rows, &*self.config.lock().await);
+        let snapshot = Snapshot::build(
+            &rows,
+            &*self.config.lock().await,
+            Some(&self.registry.load()),
+        );
         self.install(snapshot);
         Ok(())
     }
@@ -88,12 +95,39 @@ impl Gateway {
             .registry_deployments
             .set(snapshot.deployment_count as i64);
         for p in &snapshot.providers {
-            self.metrics
-                .provider_up
-                .with_label_values(&[&p.name])
-                .set(1.0);
+            self.report_provider_health(&snapshot, &p.name);
         }
         self.registry.swap(snapshot);
+    }
+
+    /// `tollgate_provider_up{provider}`: the worst circuit among the provider's deployments.
+    pub fn report_provider_health(&self, snapshot: &Snapshot, provider: &str) {
+        let up = snapshot
+            .deployments_of(provider)
+            .map(|d| d.health.state().gauge())
+            .fold(1.0, f64::min);
+        self.metrics
+            .provider_up
+            .with_label_values(&[provider])
+            .set(up);
+    }
+
+    /// The limits of a gateway key with `rpm`/`tpm` set, shared by all its requests.
+    pub fn limits_of_key(&self, caller: &crate::auth::Caller) -> Option<Arc<LimitSet>> {
+        let id = caller.key_id.as_ref()?;
+        if caller.limits == LimitSpec::default() {
+            return None;
+        }
+        let set = self
+            .key_limits
+            .get_with_by_ref(id, || Arc::new(LimitSet::new("key", caller.limits)));
+        if set.spec == caller.limits {
+            return Some(set);
+        }
+        // The key's limits were changed: start over with the new ones.
+        let fresh = Arc::new(LimitSet::new("key", caller.limits));
+        self.key_limits.insert(id.clone(), fresh.clone());
+        Some(fresh)
     }
 }
 
@@ -173,7 +207,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         tracing::warn!("{s} is managed through the admin API; config.toml does not change it");
     }
     let rows = db.load_registry().await?;
-    let snapshot = Snapshot::build(&rows, &config);
+    let snapshot = Snapshot::build(&rows, &config, None);
     for u in &snapshot.unavailable {
         tracing::info!(provider = %u.provider, reason = %u.reason, "provider not serving");
     }
@@ -211,6 +245,10 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         max_body_bytes: config.server.max_body_bytes,
+        key_limits: moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_idle(Duration::from_secs(600))
+            .build(),
         config_path: loaded.path,
         config: Mutex::new(config.clone()),
     });

@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use serde_json::json;
 use tokio::time::Sleep;
 
-use super::meter::{InFlight, RequestMeter};
+use super::meter::{Guards, RequestMeter};
 use super::upstream::UpstreamBody;
 use crate::providers::mock::BoxError;
 use crate::providers::StreamTranslator;
@@ -22,7 +22,10 @@ pub struct MeteredStream {
     upstream: UpstreamBody,
     translator: StreamTranslator,
     meter: RequestMeter,
-    in_flight: Option<InFlight>,
+    /// Released when the stream ends, however it ends.
+    guards: Option<Guards>,
+    /// What arrived while the response was held back, sent first.
+    held: Option<Bytes>,
     deadline: Pin<Box<Sleep>>,
     first_byte: Option<Duration>,
     upstream_started: Instant,
@@ -38,31 +41,43 @@ fn error_event(message: &str, code: &str) -> Bytes {
 }
 
 impl MeteredStream {
+    /// `held` is what the provider sent before the response was committed; `ended` says the
+    /// provider's stream was already complete then.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: UpstreamBody,
         translator: StreamTranslator,
         meter: RequestMeter,
-        in_flight: InFlight,
+        guards: Guards,
+        held: Bytes,
+        ended: bool,
         deadline: tokio::time::Instant,
         upstream_started: Instant,
     ) -> MeteredStream {
-        MeteredStream {
+        let mut stream = MeteredStream {
             upstream,
             translator,
             meter,
-            in_flight: Some(in_flight),
+            guards: Some(guards),
+            held: (!held.is_empty()).then_some(held),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             first_byte: None,
             upstream_started,
             done: false,
+        };
+        if ended {
+            stream.finish(None);
         }
+        stream
     }
 
     fn finish(&mut self, error_type: Option<&str>) {
         self.done = true;
-        self.in_flight = None;
         self.meter.upstream += self.upstream_started.elapsed();
         let usage = self.translator.usage();
+        if let Some(mut guards) = self.guards.take() {
+            guards.settle(usage.as_ref());
+        }
         // An error the provider reported inside the stream counts as this stream's error.
         let error_type = error_type.or(self.translator.error_type());
         self.meter
@@ -86,6 +101,9 @@ impl Body for MeteredStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(held) = this.held.take() {
+            return this.data(held);
+        }
         loop {
             if this.done {
                 return Poll::Ready(None);
@@ -135,7 +153,7 @@ impl Body for MeteredStream {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.held.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

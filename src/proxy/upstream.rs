@@ -13,6 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::Api;
 use crate::providers::mock::{self, BoxError, MockOptions};
 use crate::providers::UpstreamRequest;
+use crate::registry::Provider;
 
 pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -35,56 +36,73 @@ impl std::fmt::Display for SendError {
 }
 
 pub struct UpstreamClient {
-    http: HttpsClient,
+    /// One pooled client per connect timeout in use (almost always just the default).
+    clients: std::sync::Mutex<std::collections::HashMap<u64, HttpsClient>>,
     mock: MockOptions,
 }
 
+const DEFAULT_CONNECT_MS: u64 = 10_000;
+
 impl UpstreamClient {
     pub fn new() -> UpstreamClient {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match builder
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "no system CA certificates found; HTTPS providers will fail");
-                let config = rustls::ClientConfig::builder_with_provider(
-                    rustls::crypto::ring::default_provider().into(),
-                )
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        let connector = builder
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(512)
-            .build(connector);
         UpstreamClient {
-            http,
+            clients: Default::default(),
             mock: MockOptions::default(),
         }
     }
 
+    fn client(&self, connect_ms: Option<u64>) -> HttpsClient {
+        let ms = connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(ms)
+            .or_insert_with(|| https_client(ms))
+            .clone()
+    }
+}
+
+fn https_client(connect_ms: u64) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_millis(connect_ms)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system CA certificates found; HTTPS providers will fail");
+            let config = rustls::ClientConfig::builder_with_provider(
+                rustls::crypto::ring::default_provider().into(),
+            )
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    let connector = builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(512)
+        .build(connector)
+}
+
+impl UpstreamClient {
     /// Sends the request and returns once the response headers arrived.
     pub async fn send(
         &self,
-        api: Api,
+        provider: &Provider,
         req: &UpstreamRequest,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        if api == Api::Mock {
+        if provider.api == Api::Mock {
             let resp = mock::respond(req.uri.path(), req.body.clone(), &self.mock).await;
             return Ok(resp);
         }
@@ -95,7 +113,11 @@ impl UpstreamClient {
         let request = builder
             .body(Full::new(req.body.clone()))
             .map_err(|e| SendError::Other(e.to_string()))?;
-        match self.http.request(request).await {
+        match self
+            .client(provider.timeouts.connect_ms)
+            .request(request)
+            .await
+        {
             Ok(resp) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
             Err(e) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
             Err(e) => Err(SendError::Other(error_chain(&e))),

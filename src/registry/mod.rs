@@ -4,6 +4,12 @@
 //! reload builds a new one and swaps the pointer (`Registry`), so a request sees either the
 //! old registry or the new one, never a mix, and takes no lock to read it.
 
+mod health;
+pub mod routing;
+
+pub use health::{BreakerConfig, CircuitState, Health, InFlightGuard};
+pub use routing::{Needs, NoFit, Strategy};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,6 +18,7 @@ use http::{HeaderName, HeaderValue};
 use rust_decimal::Decimal;
 
 use crate::config::{Api, Config, ProviderTimeouts};
+use crate::limits::{LimitSet, LimitSpec};
 use crate::metering::Prices;
 use crate::store::{ModelRow, ProviderRow, RegistryRows};
 
@@ -25,11 +32,11 @@ pub struct Provider {
     pub api_version: Option<String>,
     /// The header carrying the provider's key, built once (marked sensitive: never logged).
     pub auth_header: Option<(HeaderName, HeaderValue)>,
-    pub max_parallel_requests: u32,
-    pub requests_per_minute: u32,
-    pub tokens_per_minute: u64,
+    /// How long a request may wait for this provider's limits before moving on.
     pub queue_timeout_ms: u64,
     pub timeouts: ProviderTimeouts,
+    /// Live limit state; kept across reloads while the limits stay the same.
+    pub limits: Arc<LimitSet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +69,10 @@ pub struct Deployment {
     pub priority: i64,
     pub weight: u32,
     pub created_unix: i64,
+    /// Per-model limits from `rate_limits`, if any.
+    pub limits: Option<Arc<LimitSet>>,
+    /// Breaker, latency and load; kept across reloads.
+    pub health: Arc<Health>,
 }
 
 impl Deployment {
@@ -77,14 +88,22 @@ pub struct Unavailable {
     pub reason: String,
 }
 
+/// What a requested name resolves to: candidate deployments and how to choose among them.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub deployments: Arc<[Arc<Deployment>]>,
+    pub strategy: Strategy,
+}
+
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Public names, `provider/model_id` and route names, each to its deployments in the
-    /// order they are tried.
-    by_name: HashMap<String, Arc<[Arc<Deployment>]>>,
+    /// Public names, `provider/model_id` and route names, each to its deployments.
+    by_name: HashMap<String, Resolved>,
     /// What `GET /v1/models` lists: one entry per public name and route.
     listed: Vec<ListedModel>,
     pub providers: Vec<Arc<Provider>>,
+    /// Every serving deployment, once.
+    all: Vec<Arc<Deployment>>,
     pub unavailable: Vec<Unavailable>,
     pub deployment_count: usize,
 }
@@ -97,8 +116,16 @@ pub struct ListedModel {
 }
 
 impl Snapshot {
-    pub fn resolve(&self, name: &str) -> Option<&Arc<[Arc<Deployment>]>> {
+    pub fn resolve(&self, name: &str) -> Option<&Resolved> {
         self.by_name.get(name)
+    }
+
+    /// Every deployment of a provider (for its `provider_up` gauge).
+    pub fn deployments_of<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Deployment>> {
+        self.all.iter().filter(move |d| d.provider.name == provider)
     }
 
     pub fn listed(&self) -> &[ListedModel] {
@@ -112,12 +139,33 @@ impl Snapshot {
     /// Builds the snapshot. Only active (or not yet past-deprecation) models of enabled
     /// providers whose key can be found are served. Keys written in the file come from
     /// `config`, `env:` references from the environment.
-    pub fn build(rows: &RegistryRows, config: &Config) -> Snapshot {
+    /// Limit and health state is carried over from `previous` for the providers and
+    /// deployments that are still there (limits only while they are configured the same).
+    pub fn build(rows: &RegistryRows, config: &Config, previous: Option<&Snapshot>) -> Snapshot {
         let today = chrono::Utc::now().date_naive();
         let mut snap = Snapshot::default();
         let mut providers: HashMap<&str, Arc<Provider>> = HashMap::new();
+        let mut old_limits: HashMap<&str, &Arc<LimitSet>> = HashMap::new();
+        let mut old_health: HashMap<&str, (&Arc<Health>, Option<&Arc<LimitSet>>)> = HashMap::new();
+        if let Some(prev) = previous {
+            for p in &prev.providers {
+                old_limits.insert(&p.id, &p.limits);
+            }
+            for d in &prev.all {
+                old_health.insert(&d.id, (&d.health, d.limits.as_ref()));
+            }
+        }
         for p in &rows.providers {
-            match provider_from_row(p, config) {
+            let spec = LimitSpec {
+                requests_per_minute: p.requests_per_minute.max(0) as u64,
+                tokens_per_minute: p.tokens_per_minute.max(0) as u64,
+                max_parallel: p.max_parallel_requests.clamp(0, u32::MAX as i64) as u32,
+            };
+            let limits = match old_limits.get(p.id.as_str()) {
+                Some(l) if l.spec == spec => Arc::clone(l),
+                _ => Arc::new(LimitSet::new("provider", spec)),
+            };
+            match provider_from_row(p, config, limits) {
                 Ok(provider) => {
                     let provider = Arc::new(provider);
                     providers.insert(&p.id, provider.clone());
@@ -150,11 +198,27 @@ impl Snapshot {
             if !serving {
                 continue;
             }
-            let d = Arc::new(deployment_from_row(m, provider.clone()));
+            let spec = limit_spec(&m.rate_limits);
+            let (health, limits) = match old_health.get(m.id.as_str()) {
+                Some((h, l)) => (
+                    Arc::clone(h),
+                    match l {
+                        Some(l) if l.spec == spec => Some(Arc::clone(l)),
+                        _ => (spec != LimitSpec::default())
+                            .then(|| Arc::new(LimitSet::new("model", spec))),
+                    },
+                ),
+                None => (
+                    Arc::new(Health::new(config.circuit_breaker)),
+                    (spec != LimitSpec::default()).then(|| Arc::new(LimitSet::new("model", spec))),
+                ),
+            };
+            let d = Arc::new(deployment_from_row(m, provider.clone(), limits, health));
             by_name.entry(d.name.clone()).or_default().push(d.clone());
             by_qualified.insert(d.qualified_name(), d);
         }
         snap.deployment_count = by_qualified.len();
+        snap.all = by_qualified.values().cloned().collect();
 
         for (name, deps) in &by_name {
             let first = &deps[0];
@@ -166,17 +230,22 @@ impl Snapshot {
         }
 
         // Routes: config [[routes]] and system_settings infra_model_* entries.
-        let mut routes: Vec<(String, Vec<String>)> = config
+        let mut routes: Vec<(String, Vec<String>, Strategy)> = config
             .routes
             .iter()
-            .map(|r| (r.get_ref().name.clone(), r.get_ref().targets.clone()))
+            .map(|r| {
+                let r = r.get_ref();
+                let strategy = Strategy::parse(&r.strategy).unwrap_or_default();
+                (r.name.clone(), r.targets.clone(), strategy)
+            })
             .collect();
         for (key, value) in &rows.settings {
             if let Some(target) = setting_target(value) {
-                routes.push((key.clone(), vec![target]));
+                routes.push((key.clone(), vec![target], Strategy::Fallback));
             }
         }
-        for (route, targets) in routes {
+        let mut route_strategy: HashMap<String, Strategy> = HashMap::new();
+        for (route, targets, strategy) in routes {
             let mut deps: Vec<Arc<Deployment>> = Vec::new();
             for t in &targets {
                 if let Some(d) = by_qualified.get(t) {
@@ -193,6 +262,7 @@ impl Snapshot {
                 owned_by: "tollgate".into(),
                 created: deps[0].created_unix,
             });
+            route_strategy.insert(route.clone(), strategy);
             by_name.insert(route, deps);
         }
         snap.listed.sort_by(|a, b| a.id.cmp(&b.id));
@@ -203,8 +273,15 @@ impl Snapshot {
         snap.by_name = by_name
             .into_iter()
             .map(|(k, mut v)| {
-                v.sort_by_key(|d| d.priority);
-                (k, Arc::from(v))
+                let strategy = route_strategy.get(&k).copied().unwrap_or_default();
+                if strategy == Strategy::Fallback && !route_strategy.contains_key(&k) {
+                    v.sort_by_key(|d| d.priority);
+                }
+                let resolved = Resolved {
+                    deployments: Arc::from(v),
+                    strategy,
+                };
+                (k, resolved)
             })
             .collect();
         snap
@@ -223,7 +300,28 @@ fn setting_target(value: &str) -> Option<String> {
     Some(format!("{provider}/{model}"))
 }
 
-fn provider_from_row(p: &ProviderRow, config: &Config) -> Result<Provider, String> {
+/// `rate_limits` JSON: `{"requests_per_minute", "tokens_per_minute", "max_parallel_requests"}`
+/// (or `rpm`, `tpm`, `max_parallel`).
+fn limit_spec(json: &str) -> LimitSpec {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let n = |a: &str, b: &str| {
+        v.get(a)
+            .or_else(|| v.get(b))
+            .and_then(|x| x.as_u64())
+            .unwrap_or(0)
+    };
+    LimitSpec {
+        requests_per_minute: n("requests_per_minute", "rpm"),
+        tokens_per_minute: n("tokens_per_minute", "tpm"),
+        max_parallel: n("max_parallel_requests", "max_parallel").min(u64::from(u32::MAX)) as u32,
+    }
+}
+
+fn provider_from_row(
+    p: &ProviderRow,
+    config: &Config,
+    limits: Arc<LimitSet>,
+) -> Result<Provider, String> {
     if !p.is_enabled {
         return Err("disabled".into());
     }
@@ -265,11 +363,9 @@ fn provider_from_row(p: &ProviderRow, config: &Config) -> Result<Provider, Strin
         base_url: p.base_url.trim_end_matches('/').to_owned(),
         api_version: p.api_version.clone(),
         auth_header,
-        max_parallel_requests: p.max_parallel_requests.clamp(0, u32::MAX as i64) as u32,
-        requests_per_minute: p.requests_per_minute.clamp(0, u32::MAX as i64) as u32,
-        tokens_per_minute: p.tokens_per_minute.max(0) as u64,
         queue_timeout_ms: p.queue_timeout_ms.max(0) as u64,
         timeouts: serde_json::from_str(&p.timeouts).unwrap_or_default(),
+        limits,
     })
 }
 
@@ -277,7 +373,12 @@ fn decimal(s: &str) -> Decimal {
     s.trim().parse().unwrap_or_default()
 }
 
-fn deployment_from_row(m: &ModelRow, provider: Arc<Provider>) -> Deployment {
+fn deployment_from_row(
+    m: &ModelRow,
+    provider: Arc<Provider>,
+    limits: Option<Arc<LimitSet>>,
+    health: Arc<Health>,
+) -> Deployment {
     let input = decimal(&m.cost_input_per_million);
     let created_unix = chrono::DateTime::parse_from_rfc3339(&m.created_at)
         .or_else(|_| chrono::DateTime::parse_from_str(&m.created_at, "%Y-%m-%d %H:%M:%S%.f%#z"))
@@ -316,6 +417,8 @@ fn deployment_from_row(m: &ModelRow, provider: Arc<Provider>) -> Deployment {
         priority: m.priority,
         weight: m.weight.clamp(0, u32::MAX as i64) as u32,
         created_unix,
+        limits,
+        health,
     }
 }
 

@@ -52,6 +52,13 @@ pub struct Needs {
     pub json: bool,
 }
 
+impl Needs {
+    /// Tokens to reserve against token limits before the answer is known.
+    pub fn reserve(&self) -> u64 {
+        self.prompt_tokens + self.max_tokens.unwrap_or(0)
+    }
+}
+
 /// Why nothing fit, for the client's error message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoFit {
@@ -110,15 +117,10 @@ pub fn plan(
 fn order(list: &mut [Arc<Deployment>], strategy: Strategy, needs: &Needs) {
     match strategy {
         Strategy::Fallback => list.sort_by_key(|d| d.priority),
-        Strategy::Cheapest => {
-            let tokens = TokenUsage {
-                input: needs.prompt_tokens,
-                output: needs.max_tokens.unwrap_or(256),
-                ..Default::default()
-            };
-            list.sort_by_cached_key(|d| (d.prices.cost(&tokens), d.priority));
+        Strategy::Cheapest => list.sort_by_cached_key(|d| (estimated_cost(d, needs), d.priority)),
+        Strategy::LowestLatency => {
+            list.sort_by_cached_key(|d| (d.health.latency_ewma_us(), d.priority))
         }
-        Strategy::LowestLatency => list.sort_by_cached_key(|d| (d.health.latency_ewma_us(), d.priority)),
         Strategy::LeastBusy => list.sort_by_cached_key(|d| (d.health.in_flight(), d.priority)),
         Strategy::Weighted => weighted_shuffle(list),
     }

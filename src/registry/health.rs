@@ -1,0 +1,267 @@
+//! What the gateway has seen of one deployment: a circuit breaker over its recent error ratio,
+//! an EWMA of its latency (for `lowest_latency`), and how many requests it has in flight (for
+//! `least_busy`). It outlives registry reloads, so a reload does not forget an outage.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Failures / attempts over the window at which the circuit opens.
+    pub error_ratio: f64,
+    /// Attempts the window must hold before the ratio counts.
+    pub min_requests: u32,
+    pub window_secs: u64,
+    /// How long an open circuit stays open before one probe is let through.
+    pub cooldown_secs: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            error_ratio: 0.5,
+            min_requests: 10,
+            window_secs: 30,
+            cooldown_secs: 15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// The value of `tollgate_provider_up`.
+    pub fn gauge(self) -> f64 {
+        match self {
+            CircuitState::Closed => 1.0,
+            CircuitState::HalfOpen => 0.5,
+            CircuitState::Open => 0.0,
+        }
+    }
+}
+
+const SLOTS: usize = 10;
+
+#[derive(Debug)]
+struct Breaker {
+    state: CircuitState,
+    /// Open: when the cool-down ends. Half-open: when the probe was let through.
+    since: Instant,
+    /// Ring of per-slot (slot number, attempts, failures) over the window.
+    slots: [(u64, u32, u32); SLOTS],
+}
+
+#[derive(Debug)]
+pub struct Health {
+    config: BreakerConfig,
+    started: Instant,
+    breaker: Mutex<Breaker>,
+    latency_ewma_us: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+impl Health {
+    pub fn new(config: BreakerConfig) -> Health {
+        let now = Instant::now();
+        Health {
+            config,
+            started: now,
+            breaker: Mutex::new(Breaker {
+                state: CircuitState::Closed,
+                since: now,
+                slots: [(0, 0, 0); SLOTS],
+            }),
+            latency_ewma_us: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cooldown(&self) -> Duration {
+        Duration::from_secs(self.config.cooldown_secs)
+    }
+
+    /// A probe that has not reported back after this long is taken as lost (its client went
+    /// away mid-attempt), and another one is let through.
+    fn probe_timeout(&self) -> Duration {
+        self.cooldown() + Duration::from_secs(30)
+    }
+
+    pub fn state(&self) -> CircuitState {
+        self.lock().state
+    }
+
+    /// Whether routing should consider this deployment (no side effect).
+    pub fn admits(&self) -> bool {
+        let b = self.lock();
+        match b.state {
+            CircuitState::Closed => true,
+            CircuitState::Open => b.since <= Instant::now(),
+            CircuitState::HalfOpen => b.since.elapsed() > self.probe_timeout(),
+        }
+    }
+
+    /// Claims the right to send one attempt now. An open circuit past its cool-down lets
+    /// exactly one probe through (half-open); everything else waits for the probe's result.
+    pub fn try_begin(&self) -> bool {
+        let mut b = self.lock();
+        let now = Instant::now();
+        match b.state {
+            CircuitState::Closed => true,
+            CircuitState::Open if b.since <= now => {
+                b.state = CircuitState::HalfOpen;
+                b.since = now;
+                true
+            }
+            CircuitState::Open => false,
+            // A probe that never reported back (its request vanished) is replaced.
+            CircuitState::HalfOpen if b.since.elapsed() > self.probe_timeout() => {
+                b.since = now;
+                true
+            }
+            CircuitState::HalfOpen => false,
+        }
+    }
+
+    /// Records an attempt's outcome; returns the new state when it changed.
+    pub fn record(&self, ok: bool, latency: Duration) -> Option<CircuitState> {
+        if ok {
+            self.observe_latency(latency);
+        }
+        let slot_len = (self.config.window_secs.max(1) * 1000 / SLOTS as u64).max(1);
+        let slot = self.started.elapsed().as_millis() as u64 / slot_len;
+        let mut b = self.lock();
+        let before = b.state;
+        match b.state {
+            CircuitState::HalfOpen => {
+                if ok {
+                    b.state = CircuitState::Closed;
+                    b.slots = [(0, 0, 0); SLOTS];
+                } else {
+                    b.state = CircuitState::Open;
+                    b.since = Instant::now() + self.cooldown();
+                }
+            }
+            CircuitState::Closed => {
+                let s = &mut b.slots[(slot % SLOTS as u64) as usize];
+                if s.0 != slot {
+                    *s = (slot, 0, 0);
+                }
+                s.1 += 1;
+                s.2 += u32::from(!ok);
+                let (attempts, failures) = b
+                    .slots
+                    .iter()
+                    .filter(|s| s.0 + SLOTS as u64 > slot)
+                    .fold((0, 0), |(a, f), s| (a + s.1, f + s.2));
+                if !ok
+                    && attempts >= self.config.min_requests
+                    && f64::from(failures) >= self.config.error_ratio * f64::from(attempts)
+                {
+                    b.state = CircuitState::Open;
+                    b.since = Instant::now() + self.cooldown();
+                }
+            }
+            CircuitState::Open => {}
+        }
+        (b.state != before).then_some(b.state)
+    }
+
+    fn observe_latency(&self, latency: Duration) {
+        let sample = latency.as_micros() as u64;
+        // EWMA with weight 1/8: recent enough to follow a slowdown, smooth enough to ignore one.
+        let _ = self
+            .latency_ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    old - old / 8 + sample / 8
+                })
+            });
+    }
+
+    pub fn latency_ewma_us(&self) -> u64 {
+        self.latency_ewma_us.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn start(self: &std::sync::Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self.clone())
+    }
+}
+
+pub struct InFlightGuard(std::sync::Arc<Health>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_on_the_error_ratio_then_probes_once_and_closes() {
+        let config = BreakerConfig {
+            error_ratio: 0.5,
+            min_requests: 4,
+            window_secs: 30,
+            cooldown_secs: 0,
+        };
+        let h = Health::new(config);
+        let ms = Duration::from_millis(5);
+        assert_eq!(h.record(true, ms), None);
+        assert_eq!(h.record(false, ms), None);
+        assert_eq!(h.record(true, ms), None);
+        // 2 failures of 4 attempts = 0.5: open
+        assert_eq!(h.record(false, ms), Some(CircuitState::Open));
+        // cool-down of 0 s is over at once: exactly one probe goes through
+        assert!(h.try_begin());
+        assert_eq!(h.state(), CircuitState::HalfOpen);
+        assert!(!h.try_begin());
+        assert_eq!(h.record(true, ms), Some(CircuitState::Closed));
+        assert!(h.try_begin() && h.try_begin());
+    }
+
+    #[test]
+    fn a_failed_probe_opens_again_and_few_requests_never_open() {
+        let h = Health::new(BreakerConfig {
+            min_requests: 3,
+            cooldown_secs: 60,
+            ..Default::default()
+        });
+        assert_eq!(h.record(false, Duration::ZERO), None);
+        assert_eq!(h.record(false, Duration::ZERO), None, "below min_requests");
+        assert_eq!(h.record(false, Duration::ZERO), Some(CircuitState::Open));
+        assert!(!h.admits() && !h.try_begin(), "open for its cool-down");
+    }
+
+    #[test]
+    fn latency_is_smoothed() {
+        let h = Health::new(BreakerConfig::default());
+        h.record(true, Duration::from_millis(100));
+        assert_eq!(h.latency_ewma_us(), 100_000);
+        h.record(true, Duration::from_millis(900));
+        assert_eq!(h.latency_ewma_us(), 100_000 - 12_500 + 112_500);
+    }
+}
