@@ -2,6 +2,7 @@
 //! the benchmark. It remembers what it received so tests can check what the gateway sent.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,6 +35,58 @@ pub struct MockUpstream {
     /// Requests received, kept only when `record` is on (the benchmark leaves it off).
     pub received: Arc<Mutex<Vec<Received>>>,
     pub record: bool,
+    /// How many requests arrived, and how many are being answered now and at most so far
+    /// (an answer counts until its last byte is sent or the client goes away).
+    pub counters: Arc<Counters>,
+    /// While set, every request is answered with a 500 (outage drills).
+    pub failing: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicUsize,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+}
+
+/// Counts one answer in flight while it lives.
+struct Answering(Arc<Counters>);
+
+impl Answering {
+    fn new(c: &Arc<Counters>) -> Answering {
+        c.requests.fetch_add(1, Ordering::SeqCst);
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Answering(c.clone())
+    }
+}
+
+/// A body that keeps its answer counted until it is dropped.
+struct Counted {
+    inner: mock::MockBody,
+    _answering: Answering,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = mock::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MockUpstream {
@@ -80,9 +133,23 @@ impl MockUpstream {
                                     body: body.clone(),
                                 });
                         }
-                        Ok::<_, std::convert::Infallible>(
-                            mock::respond(parts.uri.path(), body, &this.options).await,
-                        )
+                        let answering = Answering::new(&this.counters);
+                        let resp = if this.failing.load(Ordering::SeqCst) {
+                            mock::respond(
+                                "/v1/chat/completions",
+                                br#"{"model":"mock-status-500"}"#.as_slice().into(),
+                                &this.options,
+                            )
+                            .await
+                        } else {
+                            mock::respond(parts.uri.path(), body, &this.options).await
+                        };
+                        // The count ends when the body is done with, however that happens.
+                        let resp = resp.map(|inner| Counted {
+                            inner,
+                            _answering: answering,
+                        });
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
