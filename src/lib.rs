@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metering;
 pub mod mock_upstream;
 pub mod providers;

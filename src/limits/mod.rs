@@ -1,0 +1,3 @@
+//! Traffic limits: token buckets and concurrency slots.
+
+pub mod shared;
