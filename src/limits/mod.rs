@@ -6,6 +6,7 @@
 //! happens on every path (answer sent, stream ended, error, client gone, panic).
 
 pub mod bucket;
+pub mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
