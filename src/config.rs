@@ -83,10 +83,28 @@ impl Default for DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
+    /// With a URL, provider, model and key limits hold across every instance.
     pub url: Option<String>,
+    /// Every key Tollgate writes starts with this (several gateways can share one Redis).
+    pub key_prefix: String,
+    /// `local` (serve with limit / instances) or `fail_closed` (refuse) while Redis is away.
+    pub on_failure: crate::limits::OnRedisFailure,
+    /// How many instances share the limits; the local fallback enforces each one's share.
+    pub instances: u32,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            key_prefix: "tollgate:".into(),
+            on_failure: Default::default(),
+            instances: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

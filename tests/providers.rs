@@ -50,6 +50,7 @@ api_version = "2024-10-21"
 name = "claude-chat"
 provider = "claude"
 model_id = "claude-mock"
+supports_vision = true
 cost_input_per_million = "3"
 cost_output_per_million = "15"
 max_output_tokens = 64
@@ -58,6 +59,7 @@ max_output_tokens = 64
 name = "gemini-chat"
 provider = "google"
 model_id = "gemini-mock"
+supports_vision = true
 cost_input_per_million = "1"
 cost_output_per_million = "2"
 

@@ -24,13 +24,38 @@ pub struct LimitSpec {
     pub max_parallel: u32,
 }
 
+/// What to do when Redis, which holds the shared limits, cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisFailure {
+    /// Refuse the request (429): never exceed a provider's limit.
+    FailClosed,
+    /// Keep serving with this instance's share of the limit (limit / instances).
+    #[default]
+    Local,
+}
+
+/// Limits shared by every instance through Redis.
+#[derive(Clone)]
+pub struct Shared {
+    pub limiter: shared::SharedLimiter,
+    pub on_failure: OnRedisFailure,
+    /// How many instances share the limits (the local fallback enforces limit / instances).
+    pub instances: u32,
+    /// Counts decisions Redis could not make (`tollgate_shared_limiter_errors_total`).
+    pub errors: prometheus::IntCounter,
+}
+
 /// The live state of one scope's limits.
 pub struct LimitSet {
     pub scope: &'static str,
     pub spec: LimitSpec,
+    /// Local buckets: the limits themselves, or this instance's share of shared limits.
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
     parallel: Option<Arc<Semaphore>>,
+    /// With Redis: the bucket/pool name these limits have there.
+    shared: Option<(Shared, String)>,
 }
 
 impl std::fmt::Debug for LimitSet {
@@ -44,14 +69,41 @@ impl std::fmt::Debug for LimitSet {
 
 impl LimitSet {
     pub fn new(scope: &'static str, spec: LimitSpec) -> LimitSet {
-        let bucket = |n: u64| (n > 0).then(|| Bucket::per_minute(n));
+        Self::with_share(scope, spec, 1, None)
+    }
+
+    /// Limits kept in Redis under `name` (when `shared` is set), with local buckets of one
+    /// instance's share as the fallback.
+    pub fn shared(
+        scope: &'static str,
+        spec: LimitSpec,
+        name: String,
+        shared: Option<&Shared>,
+    ) -> LimitSet {
+        match shared {
+            Some(sh) => {
+                Self::with_share(scope, spec, sh.instances.max(1), Some((sh.clone(), name)))
+            }
+            None => Self::new(scope, spec),
+        }
+    }
+
+    fn with_share(
+        scope: &'static str,
+        spec: LimitSpec,
+        share: u32,
+        shared: Option<(Shared, String)>,
+    ) -> LimitSet {
+        let part = |n: u64| n.div_ceil(u64::from(share));
+        let bucket = |n: u64| (n > 0).then(|| Bucket::per_minute(part(n)));
+        let parallel = part(u64::from(spec.max_parallel)) as usize;
         LimitSet {
             scope,
             spec,
             requests: bucket(spec.requests_per_minute),
             tokens: bucket(spec.tokens_per_minute),
-            parallel: (spec.max_parallel > 0)
-                .then(|| Arc::new(Semaphore::new(spec.max_parallel as usize))),
+            parallel: (spec.max_parallel > 0).then(|| Arc::new(Semaphore::new(parallel))),
+            shared,
         }
     }
 
@@ -61,9 +113,13 @@ impl LimitSet {
 
     /// Slots in use right now (for tests and least-busy routing).
     pub fn parallel_in_use(&self) -> u32 {
+        let size = self
+            .spec
+            .max_parallel
+            .div_ceil(self.shared.as_ref().map_or(1, |(s, _)| s.instances.max(1)));
         self.parallel
             .as_ref()
-            .map_or(0, |s| self.spec.max_parallel - s.available_permits() as u32)
+            .map_or(0, |s| size - s.available_permits() as u32)
     }
 }
 
@@ -79,6 +135,7 @@ pub struct Refused {
 #[derive(Default)]
 pub struct Admission {
     permits: Vec<OwnedSemaphorePermit>,
+    leases: Vec<shared::Lease>,
     reserved: Vec<(Arc<LimitSet>, u64)>,
 }
 
@@ -94,9 +151,7 @@ impl Admission {
     /// Corrects the token reservations to what the request really used.
     pub fn settle(&mut self, actual_tokens: u64) {
         for (set, reserved) in self.reserved.drain(..) {
-            if let Some(b) = &set.tokens {
-                b.settle(reserved, actual_tokens);
-            }
+            set.settle_tokens(reserved, actual_tokens);
         }
     }
 
@@ -104,6 +159,7 @@ impl Admission {
     pub fn merge(&mut self, other: Admission) {
         let mut other = other;
         self.permits.append(&mut other.permits);
+        self.leases.append(&mut other.leases);
         self.reserved.append(&mut other.reserved);
     }
 }
@@ -116,64 +172,164 @@ pub async fn admit(
     deadline: tokio::time::Instant,
 ) -> Result<Admission, Refused> {
     let mut admission = Admission::default();
-    let mut taken_requests: Vec<&Arc<LimitSet>> = Vec::new();
-    let refuse = |admission: &mut Admission, taken: &[&Arc<LimitSet>], r: Refused| {
-        for set in taken {
-            if let Some(b) = &set.requests {
-                b.settle(1, 0);
-            }
-        }
-        admission.settle(0);
-        r
-    };
+    let mut took_request: Vec<&Arc<LimitSet>> = Vec::new();
     for set in sets {
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if let Some(b) = &set.requests {
-            if let Err(e) = b.reserve(1, wait).await {
-                let r = Refused {
-                    scope: set.scope,
-                    what: "requests",
-                    retry_after: e.retry_after,
-                };
-                return Err(refuse(&mut admission, &taken_requests, r));
-            }
-            taken_requests.push(set);
-        }
-        if let Some(b) = &set.tokens {
-            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if let Err(e) = b.reserve(tokens, wait).await {
-                let r = Refused {
-                    scope: set.scope,
-                    what: "tokens",
-                    retry_after: e.retry_after,
-                };
-                return Err(refuse(&mut admission, &taken_requests, r));
-            }
-            admission.reserved.push(((*set).clone(), tokens));
-        }
-        if let Some(sem) = &set.parallel {
-            let permit = match sem.clone().try_acquire_owned() {
-                Ok(p) => Ok(p),
-                Err(_) => tokio::time::timeout_at(deadline, sem.clone().acquire_owned())
+        let refused = |what: &'static str, retry_after: Duration| Refused {
+            scope: set.scope,
+            what,
+            retry_after,
+        };
+        let step = async {
+            if set.spec.requests_per_minute > 0 {
+                set.take("requests", set.spec.requests_per_minute, 1, deadline)
                     .await
-                    .map_err(|_| ())
-                    .and_then(|r| r.map_err(|_| ())),
-            };
-            match permit {
-                Ok(p) => admission.permits.push(p),
-                Err(()) => {
-                    let r = Refused {
-                        scope: set.scope,
-                        what: "parallel requests",
-                        retry_after: Duration::from_secs(1),
-                    };
-                    return Err(refuse(&mut admission, &taken_requests, r));
-                }
+                    .map_err(|d| refused("requests", d))?;
+                took_request.push(set);
             }
+            if set.spec.tokens_per_minute > 0 && tokens > 0 {
+                set.take("tokens", set.spec.tokens_per_minute, tokens, deadline)
+                    .await
+                    .map_err(|d| refused("tokens", d))?;
+                admission.reserved.push(((*set).clone(), tokens));
+            }
+            if set.spec.max_parallel > 0 {
+                set.slot(&mut admission, deadline)
+                    .await
+                    .map_err(|d| refused("parallel requests", d))?;
+            }
+            Ok::<(), Refused>(())
+        };
+        if let Err(r) = step.await {
+            for set in took_request {
+                set.give_back_request();
+            }
+            admission.settle(0);
+            return Err(r);
         }
     }
     Ok(admission)
 }
+
+impl LimitSet {
+    fn local_bucket(&self, kind: &str) -> Option<&Bucket> {
+        if kind == "requests" {
+            self.requests.as_ref()
+        } else {
+            self.tokens.as_ref()
+        }
+    }
+
+    /// Whether Redis failed for this decision and the configured fallback is to refuse.
+    fn redis_failed(&self, sh: &Shared, e: &shared::SharedError) -> bool {
+        sh.errors.inc();
+        tracing::warn!(scope = self.scope, error = %e, fallback = ?sh.on_failure, "shared limits unavailable");
+        sh.on_failure == OnRedisFailure::FailClosed
+    }
+
+    /// Takes `n` from the requests or tokens budget; Err holds the suggested wait.
+    async fn take(
+        &self,
+        kind: &str,
+        per_minute: u64,
+        n: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Duration> {
+        if let Some((sh, name)) = &self.shared {
+            let bucket = format!("{name}:{kind}");
+            loop {
+                match sh.limiter.take(&bucket, per_minute, n).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(ex)) => {
+                        // Not strictly first come, first served across instances: each
+                        // waiter retries when its tokens should be there.
+                        let now = tokio::time::Instant::now();
+                        if now + ex.retry_after > deadline {
+                            return Err(ex.retry_after);
+                        }
+                        tokio::time::sleep(ex.retry_after).await;
+                    }
+                    Err(e) if self.redis_failed(sh, &e) => return Err(Duration::from_secs(1)),
+                    Err(_) => break, // the local share decides
+                }
+            }
+        }
+        let Some(b) = self.local_bucket(kind) else {
+            return Ok(());
+        };
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        b.reserve(n, wait).await.map_err(|e| e.retry_after)
+    }
+
+    fn give_back_request(&self) {
+        self.settle_kind("requests", self.spec.requests_per_minute, 1, 0);
+    }
+
+    fn settle_tokens(&self, reserved: u64, actual: u64) {
+        self.settle_kind("tokens", self.spec.tokens_per_minute, reserved, actual);
+    }
+
+    fn settle_kind(&self, kind: &'static str, per_minute: u64, reserved: u64, actual: u64) {
+        if reserved == actual {
+            return;
+        }
+        if let Some(b) = self.local_bucket(kind) {
+            b.settle(reserved, actual);
+        }
+        if let Some((sh, name)) = &self.shared {
+            let (limiter, bucket) = (sh.limiter.clone(), format!("{name}:{kind}"));
+            // Off the request path: settlement is bookkeeping, nobody waits for it.
+            tokio::spawn(async move {
+                let _ = limiter.settle(&bucket, per_minute, reserved, actual).await;
+            });
+        }
+    }
+
+    /// A parallel-request slot: a Redis lease when shared, else a local permit.
+    async fn slot(
+        &self,
+        admission: &mut Admission,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Duration> {
+        if let Some((sh, name)) = &self.shared {
+            let pool = format!("{name}:parallel");
+            loop {
+                match sh
+                    .limiter
+                    .lease(&pool, self.spec.max_parallel, LEASE_TTL)
+                    .await
+                {
+                    Ok(Some(lease)) => {
+                        admission.leases.push(lease);
+                        return Ok(());
+                    }
+                    Ok(None) if tokio::time::Instant::now() + LEASE_POLL < deadline => {
+                        tokio::time::sleep(LEASE_POLL).await
+                    }
+                    Ok(None) => return Err(Duration::from_secs(1)),
+                    Err(e) if self.redis_failed(sh, &e) => return Err(Duration::from_secs(1)),
+                    Err(_) => break,
+                }
+            }
+        }
+        let Some(sem) = &self.parallel else {
+            return Ok(());
+        };
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout_at(deadline, sem.clone().acquire_owned())
+                .await
+                .map_err(|_| Duration::from_secs(1))?
+                .map_err(|_| Duration::from_secs(1))?,
+        };
+        admission.permits.push(permit);
+        Ok(())
+    }
+}
+
+/// A shared slot lives this long unless renewed; a crashed instance's slots free up after it.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often a request waiting for a shared slot asks again.
+const LEASE_POLL: Duration = Duration::from_millis(25);
 
 /// OpenAI's six `x-ratelimit-*` headers for the tightest of the given limits.
 pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(&'static str, HeaderValue)> {

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub tokens_total: IntCounterVec,
     pub cost_usd_total: CounterVec,
     pub rate_limited_total: IntCounterVec,
+    pub shared_limiter_errors_total: IntCounter,
     pub fallbacks_total: IntCounterVec,
     pub cache_hits_total: IntCounter,
     pub cache_misses_total: IntCounter,
@@ -114,6 +115,10 @@ impl Metrics {
                 opts("rate_limited_total", "Requests refused or delayed by a limit, by scope."),
                 &["scope"]
             )),
+            shared_limiter_errors_total: reg!(IntCounter::with_opts(opts(
+                "shared_limiter_errors_total",
+                "Limit decisions Redis could not make (answered by [redis] on_failure)."
+            ))),
             fallbacks_total: reg!(IntCounterVec::new(
                 opts("fallbacks_total", "Attempts moved on to the next deployment."),
                 &["model"]

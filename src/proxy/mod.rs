@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadedConfig};
-use crate::limits::{LimitSet, LimitSpec};
+use crate::limits::{LimitSet, LimitSpec, OnRedisFailure, Shared};
 use crate::metering::{usage_pipeline, Metrics, UsageSink};
 use crate::registry::{Registry, Snapshot};
 use crate::store::Db;
@@ -41,6 +41,8 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Per-key limit state, by key id (kept while the key is in use).
     key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
+    /// Limits shared through Redis, when `[redis] url` is set.
+    shared: Option<Shared>,
     config_path: PathBuf,
     /// The config the current snapshot was built from (for keys written in the file).
     config: Mutex<Config>,
@@ -57,7 +59,12 @@ impl Gateway {
             }
             let report = self.db.sync_config(&loaded.config).await?;
             let rows = self.db.load_registry().await?;
-            let snapshot = Snapshot::build(&rows, &loaded.config, Some(&self.registry.load()));
+            let snapshot = Snapshot::build(
+                &rows,
+                &loaded.config,
+                Some(&self.registry.load()),
+                self.shared.as_ref(),
+            );
             tracing::info!(
                 providers = report.providers,
                 models = report.models,
@@ -85,6 +92,7 @@ impl Gateway {
             &rows,
             &*self.config.lock().await,
             Some(&self.registry.load()),
+            self.shared.as_ref(),
         );
         self.install(snapshot);
         Ok(())
@@ -118,14 +126,20 @@ impl Gateway {
         if caller.limits == LimitSpec::default() {
             return None;
         }
-        let set = self
-            .key_limits
-            .get_with_by_ref(id, || Arc::new(LimitSet::new("key", caller.limits)));
+        let make = || {
+            Arc::new(LimitSet::shared(
+                "key",
+                caller.limits,
+                format!("key:{id}"),
+                self.shared.as_ref(),
+            ))
+        };
+        let set = self.key_limits.get_with_by_ref(id, make);
         if set.spec == caller.limits {
             return Some(set);
         }
         // The key's limits were changed: start over with the new ones.
-        let fresh = Arc::new(LimitSet::new("key", caller.limits));
+        let fresh = make();
         self.key_limits.insert(id.clone(), fresh.clone());
         Some(fresh)
     }
@@ -206,8 +220,10 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     for s in &report.skipped {
         tracing::warn!("{s} is managed through the admin API; config.toml does not change it");
     }
+    let metrics = Arc::new(Metrics::new());
+    let shared = connect_shared(&config, &metrics).await?;
     let rows = db.load_registry().await?;
-    let snapshot = Snapshot::build(&rows, &config, None);
+    let snapshot = Snapshot::build(&rows, &config, None, shared.as_ref());
     for u in &snapshot.unavailable {
         tracing::info!(provider = %u.provider, reason = %u.reason, "provider not serving");
     }
@@ -220,7 +236,6 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         "registry loaded"
     );
 
-    let metrics = Arc::new(Metrics::new());
     let (usage, writer) = usage_pipeline(
         db.clone(),
         metrics.clone(),
@@ -249,6 +264,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
             .max_capacity(100_000)
             .time_to_idle(Duration::from_secs(600))
             .build(),
+        shared,
         config_path: loaded.path,
         config: Mutex::new(config.clone()),
     });
@@ -273,6 +289,36 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         writer,
         writer_stop,
     })
+}
+
+/// Connects to Redis for shared limits. If it cannot be reached at start, `fail_closed`
+/// refuses to start; `local` starts with each instance's share of the limits and says so.
+async fn connect_shared(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Shared>> {
+    let Some(redis) = &config.redis else {
+        return Ok(None);
+    };
+    let Some(url) = &redis.url else {
+        return Ok(None);
+    };
+    match crate::limits::shared::SharedLimiter::connect(url, &redis.key_prefix).await {
+        Ok(limiter) => {
+            tracing::info!(redis = %crate::store::redact_url(url), "limits are shared through Redis");
+            Ok(Some(Shared {
+                limiter,
+                on_failure: redis.on_failure,
+                instances: redis.instances.max(1),
+                errors: metrics.shared_limiter_errors_total.clone(),
+            }))
+        }
+        Err(e) if redis.on_failure == OnRedisFailure::FailClosed => {
+            anyhow::bail!("Redis for shared limits is unreachable and [redis] on_failure = \"fail_closed\": {e:#}")
+        }
+        Err(e) => {
+            metrics.shared_limiter_errors_total.inc();
+            tracing::error!(error = %e, instances = redis.instances, "Redis is unreachable: limits are enforced per instance (limit / instances) until restart");
+            Ok(None)
+        }
+    }
 }
 
 /// SO_REUSEPORT lets a new process bind the same port before the old one drains (zero

@@ -18,7 +18,7 @@ use http::{HeaderName, HeaderValue};
 use rust_decimal::Decimal;
 
 use crate::config::{Api, Config, ProviderTimeouts};
-use crate::limits::{LimitSet, LimitSpec};
+use crate::limits::{LimitSet, LimitSpec, Shared};
 use crate::metering::Prices;
 use crate::store::{ModelRow, ProviderRow, RegistryRows};
 
@@ -141,7 +141,12 @@ impl Snapshot {
     /// `config`, `env:` references from the environment.
     /// Limit and health state is carried over from `previous` for the providers and
     /// deployments that are still there (limits only while they are configured the same).
-    pub fn build(rows: &RegistryRows, config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+    pub fn build(
+        rows: &RegistryRows,
+        config: &Config,
+        previous: Option<&Snapshot>,
+        shared: Option<&Shared>,
+    ) -> Snapshot {
         let today = chrono::Utc::now().date_naive();
         let mut snap = Snapshot::default();
         let mut providers: HashMap<&str, Arc<Provider>> = HashMap::new();
@@ -163,7 +168,12 @@ impl Snapshot {
             };
             let limits = match old_limits.get(p.id.as_str()) {
                 Some(l) if l.spec == spec => Arc::clone(l),
-                _ => Arc::new(LimitSet::new("provider", spec)),
+                _ => Arc::new(LimitSet::shared(
+                    "provider",
+                    spec,
+                    format!("provider:{}", p.name),
+                    shared,
+                )),
             };
             match provider_from_row(p, config, limits) {
                 Ok(provider) => {
@@ -210,7 +220,7 @@ impl Snapshot {
                 ),
                 None => (
                     Arc::new(Health::new(config.circuit_breaker)),
-                    (spec != LimitSpec::default()).then(|| Arc::new(LimitSet::new("model", spec))),
+                    model_limits(m, spec, shared),
                 ),
             };
             let d = Arc::new(deployment_from_row(m, provider.clone(), limits, health));
@@ -298,6 +308,17 @@ fn setting_target(value: &str) -> Option<String> {
         .as_str()?;
     let model = v.get("model_id").or_else(|| v.get("modelId"))?.as_str()?;
     Some(format!("{provider}/{model}"))
+}
+
+fn model_limits(m: &ModelRow, spec: LimitSpec, shared: Option<&Shared>) -> Option<Arc<LimitSet>> {
+    (spec != LimitSpec::default()).then(|| {
+        Arc::new(LimitSet::shared(
+            "model",
+            spec,
+            format!("model:{}", m.id),
+            shared,
+        ))
+    })
 }
 
 /// `rate_limits` JSON: `{"requests_per_minute", "tokens_per_minute", "max_parallel_requests"}`

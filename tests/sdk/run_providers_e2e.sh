@@ -33,6 +33,7 @@ api_key = "g-e2e"
 name = "claude-chat"
 provider = "claude"
 model_id = "claude-mock"
+supports_vision = true
 cost_input_per_million = "3"
 cost_output_per_million = "15"
 [[models]]
@@ -46,6 +47,7 @@ cost_output_per_million = "0"
 name = "gemini-chat"
 provider = "google"
 model_id = "gemini-mock"
+supports_vision = true
 cost_input_per_million = "1"
 cost_output_per_million = "2"
 [[models]]
