@@ -637,7 +637,11 @@ async fn respond_stream(
                     continue;
                 };
                 held.extend_from_slice(&translator.push(chunk));
-                if let Some(kind) = translator.error_type() {
+                let error_event = memchr::memmem::find(&held, b"data: {\"error\"").is_some();
+                if let Some(kind) = translator
+                    .error_type()
+                    .or(error_event.then_some("error event"))
+                {
                     return Err(GatewayError::upstream(format!(
                         "Provider {provider} reported an error ({kind}) before its answer began."
                     )));

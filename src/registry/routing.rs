@@ -156,3 +156,139 @@ pub fn estimated_cost(d: &Deployment, needs: &Needs) -> Decimal {
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Api;
+    use crate::providers::testing::deployment;
+    use std::time::Duration;
+
+    /// A registry built for the test: four deployments with different prices, windows,
+    /// capabilities, latency and load.
+    fn registry() -> Vec<Arc<Deployment>> {
+        let make = |id: &str, input: &str, priority: i64, f: &dyn Fn(&mut Deployment)| {
+            let mut d = deployment(Api::Openai, id);
+            d.id = id.into();
+            d.prices.input = input.parse().unwrap();
+            d.prices.output = input.parse().unwrap();
+            d.priority = priority;
+            f(&mut d);
+            Arc::new(d)
+        };
+        vec![
+            make("big", "3", 1, &|d| d.context_window = Some(1_000_000)),
+            make("cheap", "0.1", 2, &|d| {
+                d.context_window = Some(8_000);
+                d.supports_vision = false;
+            }),
+            make("mid", "1", 3, &|d| d.supports_tools = false),
+            make("light", "2", 4, &|d| d.weight = 0),
+        ]
+    }
+
+    fn ids(plan: &[Arc<Deployment>]) -> Vec<&str> {
+        plan.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    fn needs(prompt: u64) -> Needs {
+        Needs {
+            prompt_tokens: prompt,
+            max_tokens: Some(100),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fallback_keeps_priority_order() {
+        assert_eq!(
+            ids(&plan(&registry(), Strategy::Fallback, &needs(10)).unwrap()),
+            ["big", "cheap", "mid", "light"]
+        );
+    }
+
+    #[test]
+    fn cheapest_orders_by_the_estimated_cost_of_this_request() {
+        assert_eq!(
+            ids(&plan(&registry(), Strategy::Cheapest, &needs(10)).unwrap()),
+            ["cheap", "mid", "light", "big"]
+        );
+    }
+
+    #[test]
+    fn capability_fit_comes_before_any_strategy() {
+        // too long for "cheap" (8k) and for the 200k default of the others, only "big" fits
+        assert_eq!(
+            ids(&plan(&registry(), Strategy::Cheapest, &needs(500_000)).unwrap()),
+            ["big"]
+        );
+        let images = Needs {
+            vision: true,
+            ..needs(10)
+        };
+        assert!(!ids(&plan(&registry(), Strategy::Cheapest, &images).unwrap()).contains(&"cheap"));
+        let tools = Needs {
+            tools: true,
+            ..needs(10)
+        };
+        assert!(!ids(&plan(&registry(), Strategy::Fallback, &tools).unwrap()).contains(&"mid"));
+        let too_long = plan(&registry(), Strategy::Fallback, &needs(5_000_000)).unwrap_err();
+        assert!(matches!(too_long, NoFit::ContextTooLong { .. }));
+    }
+
+    #[test]
+    fn lowest_latency_follows_the_observed_ewma() {
+        let reg = registry();
+        for (i, ms) in [(0, 900), (1, 50), (2, 300), (3, 120)] {
+            reg[i].health.record(true, Duration::from_millis(ms));
+        }
+        assert_eq!(
+            ids(&plan(&reg, Strategy::LowestLatency, &needs(10)).unwrap()),
+            ["cheap", "light", "mid", "big"]
+        );
+    }
+
+    #[test]
+    fn least_busy_prefers_fewest_in_flight() {
+        let reg = registry();
+        let _a = reg[0].health.start();
+        let _b = reg[0].health.start();
+        let _c = reg[1].health.start();
+        assert_eq!(
+            ids(&plan(&reg, Strategy::LeastBusy, &needs(10)).unwrap()),
+            ["mid", "light", "cheap", "big"]
+        );
+    }
+
+    #[test]
+    fn weighted_picks_in_proportion_and_never_first_picks_weight_zero() {
+        let reg = registry();
+        let mut first = std::collections::HashMap::new();
+        for _ in 0..3000 {
+            let p = plan(&reg, Strategy::Weighted, &needs(10)).unwrap();
+            *first.entry(p[0].id.clone()).or_insert(0) += 1;
+            assert_eq!(p.len(), 4, "every deployment stays available as a fallback");
+        }
+        assert!(
+            !first.contains_key("light"),
+            "weight 0 is never picked first"
+        );
+        for id in ["big", "cheap", "mid"] {
+            let n = first[id];
+            assert!((800..1200).contains(&n), "{id} first {n} times of 3000");
+        }
+    }
+
+    #[test]
+    fn open_circuits_are_skipped() {
+        let reg = registry();
+        let h = &reg[0].health;
+        for _ in 0..10 {
+            h.record(false, Duration::ZERO);
+        }
+        assert_eq!(
+            ids(&plan(&reg, Strategy::Fallback, &needs(10)).unwrap()),
+            ["cheap", "mid", "light"]
+        );
+    }
+}

@@ -11,8 +11,9 @@
 //!
 //! A few model ids misbehave on purpose, for tests and demos: `mock-status-NNN` answers with
 //! that HTTP status, `mock-hang` never answers, `mock-garbage` answers 200 with a non-JSON
-//! body, `mock-cut` stops a stream after two chunks without its end, and `mock-stream-error`
-//! reports an error inside the stream after two chunks.
+//! body, `mock-cut` stops a stream after two chunks without its end, `mock-stream-error`
+//! reports an error inside the stream after two chunks, and `mock-early-error` right after the
+//! role chunk, before any content.
 
 mod anthropic;
 mod gemini;
@@ -444,8 +445,9 @@ fn stream(
     }
     if model == "mock-cut" {
         events.truncate(2);
-    } else if model == "mock-stream-error" {
-        events.truncate(2);
+    } else if model == "mock-stream-error" || model == "mock-early-error" {
+        // after the first content chunk, or right after the role chunk (before any content)
+        events.truncate(if model == "mock-early-error" { 1 } else { 2 });
         let e = json!({"error": {"message": "mock error mid-stream", "type": "server_error", "param": null, "code": null}});
         events.push(Bytes::from(format!("data: {e}\n\n")));
     } else {
