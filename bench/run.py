@@ -117,25 +117,32 @@ def main():
         mock = subprocess.Popen([BIN, "mock-upstream", "--port", str(mock_port), "--chunk-ms", str(args.chunk_ms)],
                                 stderr=subprocess.DEVNULL)
         procs.append(mock)
-        config = os.path.join(tmp, "tollgate.toml")
-        with open(config, "w") as f:
-            f.write(f"""
+        env = dict(os.environ, RUST_LOG="warn")
+
+        def gateway(name, port, limits):
+            """A Tollgate with auth and metering on; `limits` adds provider limits that never
+            bind (so their bookkeeping is measured, not their refusals)."""
+            config = os.path.join(tmp, f"{name}.toml")
+            limit_lines = ("max_parallel_requests = 10000\nrequests_per_minute = 100000000\n"
+                           "tokens_per_minute = 1000000000\n" if limits else
+                           "max_parallel_requests = 0\nrequests_per_minute = 0\n")
+            with open(config, "w") as f:
+                f.write(f"""
 [server]
-listen = "127.0.0.1:{gw_port}"
+listen = "127.0.0.1:{port}"
 workers = 2
 [database]
-url = "sqlite://{tmp}/bench.db?mode=rwc"
+url = "sqlite://{tmp}/{name}.db?mode=rwc"
 [auth]
 require_api_key = true
 [usage]
-spool_path = "{tmp}/usage.spool"
+spool_path = "{tmp}/{name}.spool"
 [[providers]]
 name = "up"
 api = "openai"
 base_url = "http://127.0.0.1:{mock_port}/v1"
 api_key = "sk-bench"
-max_parallel_requests = 10000
-requests_per_minute = 100000000
+{limit_lines}
 [[models]]
 name = "bench-model"
 provider = "up"
@@ -143,11 +150,15 @@ model_id = "mock-chat"
 cost_input_per_million = "0.15"
 cost_output_per_million = "0.60"
 """)
-        env = dict(os.environ, RUST_LOG="warn")
-        key = subprocess.run([BIN, "--config", config, "keys", "create", "--name", "bench"], check=True,
-                             capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
-        gw = subprocess.Popen([BIN, "--config", config, "serve"], env=env)
-        procs.append(gw)
+            key = subprocess.run([BIN, "--config", config, "keys", "create", "--name", "bench"], check=True,
+                                 capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
+            proc = subprocess.Popen([BIN, "--config", config, "serve"], env=env)
+            procs.append(proc)
+            return proc, key
+
+        nolimits_port = free_port()
+        gw, key = gateway("tollgate", gw_port, True)
+        gw_free, key_free = gateway("nolimits", nolimits_port, False)
         with open(os.path.join(tmp, "nginx.conf"), "w") as f:
             f.write(f"""
 worker_processes 2;
@@ -173,7 +184,7 @@ http {{
         nginx = subprocess.Popen(["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-g", "daemon off;"],
                                  stderr=subprocess.DEVNULL)
         procs.append(nginx)
-        for p in (mock_port, gw_port, nginx_port):
+        for p in (mock_port, gw_port, nginx_port, nolimits_port):
             wait_port(p)
         time.sleep(0.3)
         targets = {
@@ -182,6 +193,8 @@ http {{
                       [nginx.pid] + children(nginx.pid)),
             "tollgate": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "bench-model",
                          [f"Authorization: Bearer {key}"], [gw.pid]),
+            "tollgate_nolimits": (f"http://127.0.0.1:{nolimits_port}/v1/chat/completions", "bench-model",
+                                  [f"Authorization: Bearer {key_free}"], [gw_free.pid]),
         }
         messages = [{"role": "user", "content": "Summarise the benchmark method in one short sentence please."}]
         bodies = {
@@ -195,7 +208,7 @@ http {{
                 url, model, headers, _ = targets[name]
                 oha(url, template.replace("{m}", model), headers, 2, args.concurrency)
             for rnd in range(args.rounds):
-                order = names[rnd % 3:] + names[:rnd % 3]
+                order = names[rnd % len(names):] + names[:rnd % len(names)]
                 for name in order:
                     url, model, headers, pids = targets[name]
                     before = cpu_ticks(pids)
@@ -206,7 +219,7 @@ http {{
                     print(f"{mode:9} round {rnd} {name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
                           f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
         fixed = {}
-        for name in names:
+        for name in ["direct", "nginx", "tollgate"]:
             url, model, headers, _ = targets[name]
             fixed[name] = oha(url, bodies["nonstream"].replace("{m}", model), headers, args.seconds, 50, rate=200)
             print(f"fixed 200/s {name:8} p50 {fixed[name]['p50_ms']:.2f} ms  p99 {fixed[name]['p99_ms']:.2f} ms", flush=True)
@@ -234,11 +247,13 @@ http {{
                              f"{m[name]['p99_ms']:.2f} | {cpu_s} | {m[name]['errors']} |")
             m["tollgate_vs_nginx_throughput"] = round(m["tollgate"]["rps"] / m["nginx"]["rps"], 3)
             m["tollgate_vs_direct_throughput"] = round(m["tollgate"]["rps"] / m["direct"]["rps"], 3)
+            m["limits_on_vs_off_throughput"] = round(m["tollgate"]["rps"] / m["tollgate_nolimits"]["rps"], 3)
             summary["modes"][mode] = m
         lines.append("")
         for mode in bodies:
             lines.append(f"- {mode}: Tollgate / nginx throughput = {summary['modes'][mode]['tollgate_vs_nginx_throughput']}, "
-                         f"Tollgate / direct = {summary['modes'][mode]['tollgate_vs_direct_throughput']}")
+                         f"Tollgate / direct = {summary['modes'][mode]['tollgate_vs_direct_throughput']}, "
+                         f"limits on / off = {summary['modes'][mode]['limits_on_vs_off_throughput']}")
         lines.append(f"- p99 at a fixed 200 req/s: direct {fixed['direct']['p99_ms']:.2f} ms, nginx "
                      f"{fixed['nginx']['p99_ms']:.2f} ms, Tollgate {fixed['tollgate']['p99_ms']:.2f} ms "
                      f"(+{fixed['tollgate']['p99_ms'] - fixed['direct']['p99_ms']:.2f} ms over direct)")
