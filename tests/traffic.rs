@@ -30,20 +30,16 @@ fn model(name: &str, model_id: &str, extra: &str) -> String {
 }
 
 async fn slow_mock(chunk_ms: u64, chunks: usize) -> (MockUpstream, std::net::SocketAddr) {
-    let mock = MockUpstream {
-        options: MockOptions {
-            chunk_ms,
-            chunks,
-            ..Default::default()
-        },
+    let options = MockOptions {
+        chunk_ms,
+        chunks,
         ..Default::default()
     };
-    let addr = mock
-        .clone()
-        .start("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    (mock, addr)
+    start_mock(MockUpstream {
+        options,
+        ..Default::default()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,10 +98,15 @@ impl Drop for TestDb {
 
 /// A mock upstream that records what it receives.
 pub async fn mock_upstream() -> (MockUpstream, SocketAddr) {
-    let mock = MockUpstream {
+    start_mock(MockUpstream {
         record: true,
         ..Default::default()
-    };
+    })
+    .await
+}
+
+/// Starts `mock` on a free loopback port.
+pub async fn start_mock(mock: MockUpstream) -> (MockUpstream, SocketAddr) {
     let addr = mock
         .clone()
         .start("127.0.0.1:0".parse().unwrap())
