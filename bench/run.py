@@ -119,7 +119,7 @@ def main():
         procs.append(mock)
         env = dict(os.environ, RUST_LOG="warn")
 
-        def gateway(name, port, limits):
+        def gateway(name, port, limits, api="openai"):
             """A Tollgate with auth and metering on; `limits` adds provider limits that never
             bind (so their bookkeeping is measured, not their refusals)."""
             config = os.path.join(tmp, f"{name}.toml")
@@ -139,8 +139,8 @@ require_api_key = true
 spool_path = "{tmp}/{name}.spool"
 [[providers]]
 name = "up"
-api = "openai"
-base_url = "http://127.0.0.1:{mock_port}/v1"
+api = "{api}"
+base_url = "http://127.0.0.1:{mock_port}{'/v1' if api == 'openai' else ''}"
 api_key = "sk-bench"
 {limit_lines}
 [[models]]
@@ -156,9 +156,12 @@ cost_output_per_million = "0.60"
             procs.append(proc)
             return proc, key
 
-        nolimits_port = free_port()
+        nolimits_port, anthropic_port, gemini_port = free_port(), free_port(), free_port()
         gw, key = gateway("tollgate", gw_port, True)
         gw_free, key_free = gateway("nolimits", nolimits_port, False)
+        # Translated streams (issue 3): the same gateway settings as "nolimits", other wire formats.
+        gw_anthropic, key_anthropic = gateway("anthropic", anthropic_port, False, api="anthropic")
+        gw_gemini, key_gemini = gateway("gemini", gemini_port, False, api="gemini")
         with open(os.path.join(tmp, "nginx.conf"), "w") as f:
             f.write(f"""
 worker_processes 2;
@@ -184,7 +187,7 @@ http {{
         nginx = subprocess.Popen(["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-g", "daemon off;"],
                                  stderr=subprocess.DEVNULL)
         procs.append(nginx)
-        for p in (mock_port, gw_port, nginx_port, nolimits_port):
+        for p in (mock_port, gw_port, nginx_port, nolimits_port, anthropic_port, gemini_port):
             wait_port(p)
         time.sleep(0.3)
         targets = {
@@ -195,15 +198,22 @@ http {{
                          [f"Authorization: Bearer {key}"], [gw.pid]),
             "tollgate_nolimits": (f"http://127.0.0.1:{nolimits_port}/v1/chat/completions", "bench-model",
                                   [f"Authorization: Bearer {key_free}"], [gw_free.pid]),
+            "anthropic": (f"http://127.0.0.1:{anthropic_port}/v1/chat/completions", "bench-model",
+                          [f"Authorization: Bearer {key_anthropic}"], [gw_anthropic.pid]),
+            "gemini": (f"http://127.0.0.1:{gemini_port}/v1/chat/completions", "bench-model",
+                       [f"Authorization: Bearer {key_gemini}"], [gw_gemini.pid]),
         }
+        # Translation is measured on streams only, where it does the most work.
+        names_by_mode = {"nonstream": ["direct", "nginx", "tollgate", "tollgate_nolimits"],
+                         "stream": ["direct", "nginx", "tollgate", "tollgate_nolimits", "anthropic", "gemini"]}
         messages = [{"role": "user", "content": "Summarise the benchmark method in one short sentence please."}]
         bodies = {
             "nonstream": json.dumps({"model": "{m}", "messages": messages, "max_tokens": 16}),
             "stream": json.dumps({"model": "{m}", "messages": messages, "max_tokens": 16, "stream": True}),
         }
         results = {}
-        names = list(targets)
         for mode, template in bodies.items():
+            names = names_by_mode[mode]
             for name in names:  # warm-up: pools, caches, page faults
                 url, model, headers, _ = targets[name]
                 oha(url, template.replace("{m}", model), headers, 2, args.concurrency)
@@ -236,7 +246,7 @@ http {{
         lines = ["| mode | target | req/s | p50 ms | p99 ms | CPU µs/req | errors |", "|---|---|---|---|---|---|---|"]
         for mode in bodies:
             m = {}
-            for name in names:
+            for name in names_by_mode[mode]:
                 rs = results[(mode, name)]
                 cpu = [r["cpu_us_per_req"] for r in rs if r["cpu_us_per_req"] is not None]
                 m[name] = {"rps": median([r["rps"] for r in rs]), "p50_ms": median([r["p50_ms"] for r in rs]),
@@ -248,12 +258,18 @@ http {{
             m["tollgate_vs_nginx_throughput"] = round(m["tollgate"]["rps"] / m["nginx"]["rps"], 3)
             m["tollgate_vs_direct_throughput"] = round(m["tollgate"]["rps"] / m["direct"]["rps"], 3)
             m["limits_on_vs_off_throughput"] = round(m["tollgate"]["rps"] / m["tollgate_nolimits"]["rps"], 3)
+            for api in ("anthropic", "gemini"):
+                if api in m:
+                    m[f"{api}_vs_passthrough_cpu"] = round(m[api]["cpu_us_per_req"] / m["tollgate_nolimits"]["cpu_us_per_req"], 3)
             summary["modes"][mode] = m
         lines.append("")
         for mode in bodies:
             lines.append(f"- {mode}: Tollgate / nginx throughput = {summary['modes'][mode]['tollgate_vs_nginx_throughput']}, "
                          f"Tollgate / direct = {summary['modes'][mode]['tollgate_vs_direct_throughput']}, "
                          f"limits on / off = {summary['modes'][mode]['limits_on_vs_off_throughput']}")
+        st = summary["modes"]["stream"]
+        lines.append(f"- translated streams, CPU per request vs the OpenAI pass-through: Anthropic "
+                     f"{st['anthropic_vs_passthrough_cpu']}x, Gemini {st['gemini_vs_passthrough_cpu']}x")
         lines.append(f"- p99 at a fixed 200 req/s: direct {fixed['direct']['p99_ms']:.2f} ms, nginx "
                      f"{fixed['nginx']['p99_ms']:.2f} ms, Tollgate {fixed['tollgate']['p99_ms']:.2f} ms "
                      f"(+{fixed['tollgate']['p99_ms'] - fixed['direct']['p99_ms']:.2f} ms over direct)")
