@@ -147,20 +147,19 @@ impl std::fmt::Debug for Admission {
     }
 }
 
+/// Reservations never settled (the attempt failed, the client left early) are given back.
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.settle(0);
+    }
+}
+
 impl Admission {
     /// Corrects the token reservations to what the request really used.
     pub fn settle(&mut self, actual_tokens: u64) {
         for (set, reserved) in self.reserved.drain(..) {
             set.settle_tokens(reserved, actual_tokens);
         }
-    }
-
-    /// Joins another admission (the key's and the deployment's are taken separately).
-    pub fn merge(&mut self, other: Admission) {
-        let mut other = other;
-        self.permits.append(&mut other.permits);
-        self.leases.append(&mut other.leases);
-        self.reserved.append(&mut other.reserved);
     }
 }
 

@@ -3,10 +3,14 @@
 //!
 //! 1. `authenticate`: gateway key, master key, or anonymous when keys are not required
 //! 2. `read_request`: body read once within `max_body_bytes`, parsed once, checked
-//! 3. `resolve`: public name / `provider/model_id` / route -> deployments, in order
-//! 4. `forward`: per deployment, the adapter builds the request and the pooled client sends
-//!    it; connect errors, timeouts, 429 and 5xx move on to the next deployment
-//! 5. `respond_*`: whole answer or stream back to the client, usage metered once
+//! 3. `needs_of` + `resolve`: what the request needs, and the deployments that fit it in the
+//!    order the route's strategy (or priority) says; the key's own limits
+//! 4. `forward`: per deployment, its limits admit the request (waiting up to the provider's
+//!    queue timeout), its circuit lets it through, the adapter builds the provider request and
+//!    the pooled client sends it; refusals, connect errors, timeouts, 429 and 5xx move on to
+//!    the next deployment
+//! 5. `respond_whole` / `respond_stream`: the answer back to the client (a stream is held
+//!    until its first content), usage metered once, limit reservations settled
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,6 +122,102 @@ async fn proxy(
     forward(gw, attempt, &plan, meter).await
 }
 
+async fn read_request(
+    gw: &Gateway,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    deadline: tokio::time::Instant,
+) -> Result<JsonObject, GatewayError> {
+    let limit = gw.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::body_too_large(limit));
+    }
+    let collected = tokio::time::timeout_at(deadline, read_limited(req.into_body(), limit))
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "The request body did not arrive in time.",
+            )
+        })?;
+    let bytes = match collected {
+        Ok(b) => b,
+        Err(ReadError::TooLarge) => return Err(GatewayError::body_too_large(limit)),
+        Err(ReadError::Broken) => {
+            return Err(GatewayError::invalid_request(
+                "The request body could not be read.",
+            ))
+        }
+    };
+    let body = JsonObject::parse(bytes).map_err(|e| {
+        GatewayError::invalid_request(format!(
+            "We could not parse the JSON body of your request ({e}). The body must be a JSON object."
+        ))
+    })?;
+    match body.kind("model") {
+        Some(Kind::String) if body.str("model").is_some_and(|m| !m.is_empty()) => {}
+        None | Some(Kind::Null) => {
+            return Err(GatewayError::invalid_param(
+                "model",
+                "You must provide a model parameter.",
+            ))
+        }
+        _ => {
+            return Err(GatewayError::invalid_param(
+                "model",
+                "`model` must be a non-empty string.",
+            ))
+        }
+    }
+    let (field, kinds): (&str, &[Kind]) = match endpoint {
+        Endpoint::ChatCompletions => ("messages", &[Kind::Array]),
+        Endpoint::Completions => ("prompt", &[Kind::String, Kind::Array]),
+        Endpoint::Embeddings => ("input", &[Kind::String, Kind::Array]),
+    };
+    match body.kind(field) {
+        Some(k) if kinds.contains(&k) => {}
+        None | Some(Kind::Null) => {
+            return Err(GatewayError::invalid_param(
+                field,
+                format!("Missing required parameter: '{field}'."),
+            ))
+        }
+        _ => {
+            return Err(GatewayError::invalid_param(
+                field,
+                format!("Invalid type for '{field}'."),
+            ))
+        }
+    }
+    if endpoint == Endpoint::ChatCompletions
+        && body.raw("messages").is_some_and(|m| {
+            m.iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .eq(b"[]".iter())
+        })
+    {
+        return Err(GatewayError::invalid_param(
+            "messages",
+            "'messages' must contain at least one message.",
+        ));
+    }
+    if !matches!(
+        body.kind("stream"),
+        None | Some(Kind::Bool) | Some(Kind::Null)
+    ) {
+        return Err(GatewayError::invalid_param(
+            "stream",
+            "`stream` must be a boolean.",
+        ));
+    }
+    Ok(body)
+}
+
 /// What a request needs from a model, read cheaply (byte scans, no extra parse).
 fn needs_of(endpoint: Endpoint, body: &JsonObject) -> Needs {
     let prompt = match endpoint {
@@ -219,6 +319,9 @@ async fn forward(
                 .with_label_values(&[&meter.model_name])
                 .inc();
         }
+        if !dep.health.try_begin() {
+            continue; // its half-open probe is out: wait for that one's verdict
+        }
         let provider = &dep.provider;
         let mut sets: Vec<&Arc<LimitSet>> = vec![&provider.limits];
         sets.extend(dep.limits.as_ref());
@@ -237,9 +340,6 @@ async fn forward(
                     continue;
                 }
             };
-        if !dep.health.try_begin() {
-            continue; // its half-open probe is out: wait for that one's verdict
-        }
         let prepared = providers::prepare(dep, attempt.endpoint, attempt.body)?;
         meter.attempts += 1;
         meter.deployment = Some(dep.clone());
@@ -312,6 +412,11 @@ async fn forward(
             }
             Ok(Ok(resp)) => {
                 let status = resp.status();
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    if let Some(wait) = retry_after(resp.headers()) {
+                        dep.health.pause(wait);
+                    }
+                }
                 let error = upstream_error(dep, resp).await;
                 if status == StatusCode::TOO_MANY_REQUESTS {
                     // Rate limiting is not ill health: try elsewhere, keep the circuit closed.
@@ -362,6 +467,17 @@ async fn forward(
     }))
 }
 
+/// A provider's `retry-after-ms` or `retry-after` (seconds; an HTTP date is not worth parsing
+/// for a pause of at most a minute).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let num = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    num("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| num("retry-after"))
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+}
+
 /// Records an attempt's outcome on its deployment and keeps `provider_up` current.
 fn note_health(gw: &Gateway, dep: &Deployment, ok: bool, latency: Duration) {
     if let Some(state) = dep.health.record(ok, latency) {
@@ -401,102 +517,6 @@ fn rate_limited(
         e = e.header(name, value);
     }
     e
-}
-
-async fn read_request(
-    gw: &Gateway,
-    endpoint: Endpoint,
-    req: Request<Incoming>,
-    deadline: tokio::time::Instant,
-) -> Result<JsonObject, GatewayError> {
-    let limit = gw.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(GatewayError::body_too_large(limit));
-    }
-    let collected = tokio::time::timeout_at(deadline, read_limited(req.into_body(), limit))
-        .await
-        .map_err(|_| {
-            GatewayError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                "The request body did not arrive in time.",
-            )
-        })?;
-    let bytes = match collected {
-        Ok(b) => b,
-        Err(ReadError::TooLarge) => return Err(GatewayError::body_too_large(limit)),
-        Err(ReadError::Broken) => {
-            return Err(GatewayError::invalid_request(
-                "The request body could not be read.",
-            ))
-        }
-    };
-    let body = JsonObject::parse(bytes).map_err(|e| {
-        GatewayError::invalid_request(format!(
-            "We could not parse the JSON body of your request ({e}). The body must be a JSON object."
-        ))
-    })?;
-    match body.kind("model") {
-        Some(Kind::String) if body.str("model").is_some_and(|m| !m.is_empty()) => {}
-        None | Some(Kind::Null) => {
-            return Err(GatewayError::invalid_param(
-                "model",
-                "You must provide a model parameter.",
-            ))
-        }
-        _ => {
-            return Err(GatewayError::invalid_param(
-                "model",
-                "`model` must be a non-empty string.",
-            ))
-        }
-    }
-    let (field, kinds): (&str, &[Kind]) = match endpoint {
-        Endpoint::ChatCompletions => ("messages", &[Kind::Array]),
-        Endpoint::Completions => ("prompt", &[Kind::String, Kind::Array]),
-        Endpoint::Embeddings => ("input", &[Kind::String, Kind::Array]),
-    };
-    match body.kind(field) {
-        Some(k) if kinds.contains(&k) => {}
-        None | Some(Kind::Null) => {
-            return Err(GatewayError::invalid_param(
-                field,
-                format!("Missing required parameter: '{field}'."),
-            ))
-        }
-        _ => {
-            return Err(GatewayError::invalid_param(
-                field,
-                format!("Invalid type for '{field}'."),
-            ))
-        }
-    }
-    if endpoint == Endpoint::ChatCompletions
-        && body.raw("messages").is_some_and(|m| {
-            m.iter()
-                .filter(|b| !b.is_ascii_whitespace())
-                .eq(b"[]".iter())
-        })
-    {
-        return Err(GatewayError::invalid_param(
-            "messages",
-            "'messages' must contain at least one message.",
-        ));
-    }
-    if !matches!(
-        body.kind("stream"),
-        None | Some(Kind::Bool) | Some(Kind::Null)
-    ) {
-        return Err(GatewayError::invalid_param(
-            "stream",
-            "`stream` must be a boolean.",
-        ));
-    }
-    Ok(body)
 }
 
 /// Turns a provider's error answer into ours. Provider 4xx bodies are relayed when they are

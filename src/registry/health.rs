@@ -67,6 +67,8 @@ pub struct Health {
     breaker: Mutex<Breaker>,
     latency_ewma_us: AtomicU64,
     in_flight: AtomicI64,
+    /// Until when (ms since `started`) the provider asked us to stay away (429 retry-after).
+    paused_until_ms: AtomicU64,
 }
 
 impl Health {
@@ -82,7 +84,20 @@ impl Health {
             }),
             latency_ewma_us: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
+            paused_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps requests away for `d` (a provider's `retry-after` on a 429): it is skipped, not
+    /// tried, until then. Rate limiting is not ill health, so the circuit is not touched.
+    pub fn pause(&self, d: Duration) {
+        let until = (self.started.elapsed() + d.min(Duration::from_secs(60))).as_millis() as u64;
+        self.paused_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn paused(&self) -> bool {
+        self.started.elapsed().as_millis() as u64 <= self.paused_until_ms.load(Ordering::Relaxed)
+            && self.paused_until_ms.load(Ordering::Relaxed) > 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
@@ -105,6 +120,9 @@ impl Health {
 
     /// Whether routing should consider this deployment (no side effect).
     pub fn admits(&self) -> bool {
+        if self.paused() {
+            return false;
+        }
         let b = self.lock();
         match b.state {
             CircuitState::Closed => true,
@@ -116,6 +134,9 @@ impl Health {
     /// Claims the right to send one attempt now. An open circuit past its cool-down lets
     /// exactly one probe through (half-open); everything else waits for the probe's result.
     pub fn try_begin(&self) -> bool {
+        if self.paused() {
+            return false;
+        }
         let mut b = self.lock();
         let now = Instant::now();
         match b.state {

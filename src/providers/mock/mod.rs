@@ -240,7 +240,15 @@ fn full(
 fn error(status: StatusCode, message: &str) -> Response<MockBody> {
     let body =
         json!({"error": {"message": message, "type": "mock_error", "param": null, "code": null}});
-    full(status, "application/json", body.to_string())
+    let mut resp = full(status, "application/json", body.to_string());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // as real providers do: come back in a second
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
+    resp
 }
 
 /// Answers one request to `path` (`/v1/chat/completions`, `/v1/messages`,
