@@ -106,6 +106,24 @@ impl DbRow {
     }
 }
 
+/// The SQLite form of a statement, rewritten once per distinct text: the usage writer runs
+/// the same few statements thousands of times a second.
+fn sqlite_sql(pg: &str) -> std::sync::Arc<str> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex};
+    static REWRITTEN: LazyLock<Mutex<HashMap<String, Arc<str>>>> = LazyLock::new(Default::default);
+    let mut cache = REWRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sql) = cache.get(pg) {
+        return sql.clone();
+    }
+    let sql: Arc<str> = sqlite_dialect(pg).into();
+    // Statements with lists of varying length would grow the cache without end: keep it small.
+    if cache.len() < 256 {
+        cache.insert(pg.to_owned(), sql.clone());
+    }
+    sql
+}
+
 /// Rewrites a PostgreSQL-syntax statement for SQLite (see the module comment).
 fn sqlite_dialect(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -211,7 +229,7 @@ impl Db {
     fn sql<'a>(&self, pg: &'a str) -> Cow<'a, str> {
         match self {
             Db::Postgres(_) => Cow::Borrowed(pg),
-            Db::Sqlite(_) => Cow::Owned(sqlite_dialect(pg)),
+            Db::Sqlite(_) => Cow::Owned(sqlite_sql(pg).to_string()),
         }
     }
 
@@ -263,7 +281,7 @@ impl Db {
             Db::Sqlite(p) => {
                 let mut tx = p.begin().await?;
                 for (sql, args) in stmts {
-                    let sql = sqlite_dialect(sql);
+                    let sql = sqlite_sql(sql);
                     let done = bind_sqlite(sqlx::query(&sql), args)
                         .execute(&mut *tx)
                         .await?;
