@@ -1338,13 +1338,7 @@ mod tests {
             include_usage,
         );
         let mut t = Translator::new(&d, &p);
-        let mut out = Vec::new();
-        let mut from = 0;
-        for &c in cuts.iter().chain([stream.len()].iter()) {
-            out.extend_from_slice(&t.push(&stream[from..c]));
-            from = c;
-        }
-        out.extend_from_slice(&t.finish());
+        let out = crate::providers::testing::feed(&mut t, stream, cuts);
         (out, t)
     }
 

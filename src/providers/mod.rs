@@ -232,6 +232,43 @@ pub(crate) mod testing {
         }
     }
 
+    /// A stream translator, for feeding recorded streams in pieces.
+    pub trait Translate {
+        fn push(&mut self, chunk: &[u8]) -> Bytes;
+        fn finish(&mut self) -> Bytes;
+    }
+
+    impl Translate for super::anthropic::Translator {
+        fn push(&mut self, chunk: &[u8]) -> Bytes {
+            super::anthropic::Translator::push(self, chunk)
+        }
+        fn finish(&mut self) -> Bytes {
+            super::anthropic::Translator::finish(self)
+        }
+    }
+
+    impl Translate for super::gemini::Translator {
+        fn push(&mut self, chunk: &[u8]) -> Bytes {
+            super::gemini::Translator::push(self, chunk)
+        }
+        fn finish(&mut self) -> Bytes {
+            super::gemini::Translator::finish(self)
+        }
+    }
+
+    /// Feeds `stream` cut at `cuts` (as the network may split it), then finishes; returns all
+    /// the translator wrote.
+    pub fn feed(t: &mut impl Translate, stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &c in cuts.iter().chain([stream.len()].iter()) {
+            out.extend_from_slice(&t.push(&stream[from..c]));
+            from = c;
+        }
+        out.extend_from_slice(&t.finish());
+        out
+    }
+
     /// A prepared chat request for `body`, streamed when the body says so.
     pub fn prepared_for(dep: &Deployment, body: &str, include_usage: bool) -> Prepared {
         let obj = JsonObject::parse(Bytes::copy_from_slice(body.as_bytes())).unwrap();
