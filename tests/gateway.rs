@@ -627,6 +627,17 @@ async fn config_sync_and_reload_follow_the_file(backend: Backend) {
         "removed from the file: inactive"
     );
     assert_eq!(post(&url, &chat("c"), &[]).await.status, StatusCode::OK);
+    // a system setting naming a deployment can be asked for by its key (seed 001's infra models)
+    store
+        .put_setting(
+            "infra_model_summarization",
+            &json!({"providerId": "up", "modelId": "c1"}),
+        )
+        .await
+        .unwrap();
+    gw.running.gateway.reload().await.unwrap();
+    let r = post(&url, &chat("infra_model_summarization"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
     // a broken file is refused and the registry keeps serving
     std::fs::write(&gw.config_path, "[[models]]\nname = \n").unwrap();

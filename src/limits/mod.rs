@@ -107,10 +107,6 @@ impl LimitSet {
         }
     }
 
-    pub fn is_unlimited(&self) -> bool {
-        self.spec == LimitSpec::default()
-    }
-
     /// Slots in use right now (for tests and least-busy routing).
     pub fn parallel_in_use(&self) -> u32 {
         let size = self

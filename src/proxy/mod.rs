@@ -85,19 +85,6 @@ impl Gateway {
         result
     }
 
-    /// Reloads the registry from the database only (after an admin change).
-    pub async fn refresh(&self) -> anyhow::Result<()> {
-        let rows = self.db.load_registry().await?;
-        let snapshot = Snapshot::build(
-            &rows,
-            &*self.config.lock().await,
-            Some(&self.registry.load()),
-            self.shared.as_ref(),
-        );
-        self.install(snapshot);
-        Ok(())
-    }
-
     fn install(&self, snapshot: Snapshot) {
         self.metrics
             .registry_deployments

@@ -525,7 +525,9 @@ mod tests {
             let same = match arg {
                 Arg::Text(None) | Arg::Int(None) => expected.is_null(),
                 Arg::Text(Some(t)) => {
-                    expected.as_str() == Some(t.as_str()) || expected.to_string() == *t
+                    expected.as_str() == Some(t.as_str())
+                        || serde_json::from_str::<serde_json::Value>(t).ok().as_ref()
+                            == Some(expected)
                 }
                 Arg::Int(Some(i)) => expected.as_i64() == Some(*i),
                 Arg::Bool(b) => expected.as_bool() == Some(*b),
