@@ -162,9 +162,6 @@ async fn slots_come_back_when_clients_hang_up_mid_stream() {
         let mut b = resp.into_body();
         b.frame().await.unwrap().unwrap(); // the first content arrived; now hang up
     }
-    let third = post(&url, &chat("m"), &[]).await;
-    // both slots are taken while those streams are open... until the clients are gone
-    assert!(third.status == StatusCode::TOO_MANY_REQUESTS || third.status == StatusCode::OK);
     drop(client);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
