@@ -109,7 +109,13 @@ async fn proxy(
     if let Some(k) = &key_limits {
         admission = limits::admit(&[k], needs.reserve(), tokio::time::Instant::now())
             .await
-            .map_err(|r| rate_limited(gw, &meter.model_name, &r, &[k]))?;
+            .map_err(|r| {
+                gw.metrics
+                    .rate_limited_total
+                    .with_label_values(&[r.scope])
+                    .inc();
+                rate_limited(&meter.model_name, &r, &[k])
+            })?;
     }
     let attempt = Attempt {
         endpoint,
@@ -457,7 +463,7 @@ async fn forward(
     }
     if let Some((refused, sets)) = refusals.iter().min_by_key(|(r, _)| r.retry_after) {
         let sets: Vec<&Arc<LimitSet>> = sets.iter().collect();
-        return Err(rate_limited(gw, &meter.model_name, refused, &sets));
+        return Err(rate_limited(&meter.model_name, refused, &sets));
     }
     Err(upstream_429.unwrap_or_else(|| {
         GatewayError::unavailable(format!(
@@ -487,18 +493,7 @@ fn note_health(gw: &Gateway, dep: &Deployment, ok: bool, latency: Duration) {
 }
 
 /// The 429 for a request our own limits refused, with OpenAI's headers.
-fn rate_limited(
-    gw: &Gateway,
-    model: &str,
-    refused: &Refused,
-    sets: &[&Arc<LimitSet>],
-) -> GatewayError {
-    if refused.scope == "key" {
-        gw.metrics
-            .rate_limited_total
-            .with_label_values(&["key"])
-            .inc();
-    }
+fn rate_limited(model: &str, refused: &Refused, sets: &[&Arc<LimitSet>]) -> GatewayError {
     let mut e = GatewayError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_exceeded",

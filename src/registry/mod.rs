@@ -283,10 +283,12 @@ impl Snapshot {
         snap.by_name = by_name
             .into_iter()
             .map(|(k, mut v)| {
-                let strategy = route_strategy.get(&k).copied().unwrap_or_default();
-                if strategy == Strategy::Fallback && !route_strategy.contains_key(&k) {
+                // Plain names are tried by priority; a route keeps its targets' order.
+                let strategy = route_strategy.get(&k).copied();
+                if strategy.is_none() {
                     v.sort_by_key(|d| d.priority);
                 }
+                let strategy = strategy.unwrap_or_default();
                 let resolved = Resolved {
                     deployments: Arc::from(v),
                     strategy,

@@ -14,7 +14,8 @@ use crate::metering::TokenUsage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
-    /// Priority order (lower first), as configured.
+    /// The configured order: priority (lower first) for a public name, the listed order of
+    /// a route's targets.
     #[default]
     Fallback,
     /// Lowest estimated cost of this request first.
@@ -116,7 +117,9 @@ pub fn plan(
 
 fn order(list: &mut [Arc<Deployment>], strategy: Strategy, needs: &Needs) {
     match strategy {
-        Strategy::Fallback => list.sort_by_key(|d| d.priority),
+        // The snapshot already holds them in order: priority for plain names, the
+        // route's own target order for routes.
+        Strategy::Fallback => {}
         Strategy::Cheapest => list.sort_by_cached_key(|d| (estimated_cost(d, needs), d.priority)),
         Strategy::LowestLatency => {
             list.sort_by_cached_key(|d| (d.health.latency_ewma_us(), d.priority))
@@ -197,6 +200,16 @@ mod tests {
             max_tokens: Some(100),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn fallback_keeps_the_configured_order() {
+        let mut reg = registry();
+        reg.reverse(); // a route may list its targets against their priorities
+        assert_eq!(
+            ids(&plan(&reg, Strategy::Fallback, &needs(10)).unwrap()),
+            ["light", "mid", "cheap", "big"]
+        );
     }
 
     #[test]
