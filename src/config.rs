@@ -133,7 +133,9 @@ impl Default for AuthConfig {
 pub struct UsageConfig {
     /// Records waiting for the batch writer; past this a record is spooled to disk.
     pub queue_capacity: usize,
+    /// Rows per write transaction at most.
     pub batch_size: usize,
+    /// How long the writer waits to fill a batch: the most a row waits before it is written.
     pub flush_interval_ms: u64,
     /// Where batches go while the database is unreachable; replayed when it is back.
     pub spool_path: PathBuf,

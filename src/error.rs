@@ -2,7 +2,7 @@
 //! the matching HTTP status, so every OpenAI SDK raises its usual exception class.
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -13,7 +13,7 @@ pub struct GatewayError {
     pub param: Option<String>,
     pub message: String,
     /// Extra response headers (retry-after and friends).
-    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Display for GatewayError {
@@ -52,7 +52,7 @@ impl GatewayError {
         self
     }
 
-    pub fn header(mut self, name: &'static str, value: HeaderValue) -> Self {
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
     }

@@ -11,7 +11,7 @@ pub mod shared;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use bucket::{Bucket, Exhausted};
@@ -327,7 +327,8 @@ const LEASE_TTL: Duration = Duration::from_secs(10);
 const LEASE_POLL: Duration = Duration::from_millis(25);
 
 /// OpenAI's six `x-ratelimit-*` headers for the tightest of the given limits.
-pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(&'static str, HeaderValue)> {
+/// Names are static (a parsed custom name would be allocated on every answer).
+pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(HeaderName, HeaderValue)> {
     let tightest = |pick: fn(&LimitSet) -> Option<&Bucket>| {
         sets.iter().filter_map(|s| pick(s)).min_by(|a, b| {
             let ra = a.remaining() as f64 / a.per_minute_limit() as f64;
@@ -335,29 +336,37 @@ pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(&'static str, HeaderV
             ra.total_cmp(&rb).then(a.remaining().cmp(&b.remaining()))
         })
     };
-    let mut out = Vec::new();
-    for (kind, bucket) in [
-        ("requests", tightest(|s| s.requests.as_ref())),
-        ("tokens", tightest(|s| s.tokens.as_ref())),
-    ] {
-        let Some(b) = bucket else { continue };
-        let (limit, remaining, reset) = match kind {
-            "requests" => (
+    let mut out = Vec::with_capacity(6);
+    for (bucket, [limit, remaining, reset]) in [
+        (
+            tightest(|s| s.requests.as_ref()),
+            [
                 "x-ratelimit-limit-requests",
                 "x-ratelimit-remaining-requests",
                 "x-ratelimit-reset-requests",
-            ),
-            _ => (
+            ],
+        ),
+        (
+            tightest(|s| s.tokens.as_ref()),
+            [
                 "x-ratelimit-limit-tokens",
                 "x-ratelimit-remaining-tokens",
                 "x-ratelimit-reset-tokens",
-            ),
-        };
-        out.push((limit, HeaderValue::from(b.per_minute_limit())));
-        out.push((remaining, HeaderValue::from(b.remaining())));
+            ],
+        ),
+    ] {
+        let Some(b) = bucket else { continue };
         let ms = b.time_to_full().as_millis();
         out.push((
-            reset,
+            HeaderName::from_static(limit),
+            HeaderValue::from(b.per_minute_limit()),
+        ));
+        out.push((
+            HeaderName::from_static(remaining),
+            HeaderValue::from(b.remaining()),
+        ));
+        out.push((
+            HeaderName::from_static(reset),
             HeaderValue::from_str(&format!("{ms}ms")).expect("ascii"),
         ));
     }
@@ -365,11 +374,17 @@ pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(&'static str, HeaderV
 }
 
 /// `retry-after` (whole seconds, rounded up) and `retry-after-ms` for a refusal.
-pub fn retry_headers(retry_after: Duration) -> [(&'static str, HeaderValue); 2] {
+pub fn retry_headers(retry_after: Duration) -> [(HeaderName, HeaderValue); 2] {
     let ms = retry_after.as_millis().max(1);
     [
-        ("retry-after", HeaderValue::from(ms.div_ceil(1000) as u64)),
-        ("retry-after-ms", HeaderValue::from(ms as u64)),
+        (
+            http::header::RETRY_AFTER,
+            HeaderValue::from(ms.div_ceil(1000) as u64),
+        ),
+        (
+            HeaderName::from_static("retry-after-ms"),
+            HeaderValue::from(ms as u64),
+        ),
     ]
 }
 

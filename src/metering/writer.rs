@@ -1,8 +1,10 @@
 //! The usage pipeline: a bounded queue in front of one batch writer.
 //!
 //! The request path calls `UsageSink::record`, which never waits: the record goes into the
-//! queue, or, when the queue is full, straight to the spool file. The writer takes whatever
-//! is queued (up to a batch), writes it in one transaction, and on a database error appends
+//! queue, or, when the queue is full, straight to the spool file. The writer gathers records
+//! until it has a full batch or the oldest has waited `flush_interval`, writes them in one
+//! transaction (few large transactions cost the database far less per row than many small
+//! ones: each commit rewrites the table's and indexes' touched pages), and on a database error appends
 //! the batch to the spool file, which it replays once the database answers again. A record
 //! is lost only if the spool file itself cannot be written, and that is counted.
 
@@ -29,6 +31,7 @@ pub struct UsageWriter {
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     batch_size: usize,
+    flush_interval: Duration,
 }
 
 struct Spool {
@@ -85,6 +88,7 @@ pub fn usage_pipeline(
     metrics: Arc<Metrics>,
     capacity: usize,
     batch_size: usize,
+    flush_interval: Duration,
     spool_path: PathBuf,
 ) -> (UsageSink, UsageWriter) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -104,6 +108,7 @@ pub fn usage_pipeline(
             spool,
             metrics,
             batch_size: batch_size.max(1),
+            flush_interval,
         },
     )
 }
@@ -132,26 +137,45 @@ impl UsageWriter {
         let mut batch = Vec::with_capacity(self.batch_size);
         let mut replay = tokio::time::interval(Duration::from_secs(5));
         replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let mut stopping = false;
+        while !stopping {
             tokio::select! {
                 n = self.rx.recv_many(&mut batch, self.batch_size) => {
                     if n == 0 {
                         break;
                     }
+                    stopping = self.fill(&mut batch, &mut stop).await;
                     self.write_batch(&mut batch).await;
                 }
                 _ = replay.tick() => self.replay_spool().await,
-                _ = &mut stop => {
-                    // Late records go to the spool from now on; take what is queued.
-                    self.rx.close();
-                    while self.rx.recv_many(&mut batch, self.batch_size).await > 0 {
-                        self.write_batch(&mut batch).await;
-                    }
-                    break;
-                }
+                _ = &mut stop => stopping = true,
             }
         }
+        // Late records go to the spool from now on; take what is queued.
+        self.rx.close();
+        while self.rx.recv_many(&mut batch, self.batch_size).await > 0 {
+            self.write_batch(&mut batch).await;
+        }
         self.replay_spool().await;
+    }
+
+    /// Adds records to a started batch until it is full or `flush_interval` has passed since
+    /// its first record. Returns true when `stop` fired meanwhile.
+    async fn fill(
+        &mut self,
+        batch: &mut Vec<UsageRecord>,
+        stop: &mut tokio::sync::oneshot::Receiver<()>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + self.flush_interval;
+        while batch.len() < self.batch_size {
+            let room = self.batch_size - batch.len();
+            tokio::select! {
+                n = self.rx.recv_many(batch, room) => if n == 0 { return false },
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = &mut *stop => return true,
+            }
+        }
+        false
     }
 
     async fn write_batch(&self, batch: &mut Vec<UsageRecord>) {
@@ -231,5 +255,88 @@ impl UsageWriter {
             tracing::error!(error = %e, "cannot remove the replayed usage spool");
         }
         tracing::info!(records = replayed, "replayed spooled usage records");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metering::{TokenUsage, UsageSource};
+
+    fn record(n: u32) -> UsageRecord {
+        UsageRecord {
+            id: crate::store::new_id(),
+            request_id: format!("req-{n}"),
+            created_at: chrono::Utc::now(),
+            llm_model_id: None,
+            provider_id: None,
+            project_id: None,
+            api_key_id: None,
+            model_name: "m".into(),
+            provider_name: String::new(),
+            project_name: String::new(),
+            endpoint: "chat.completions".into(),
+            stream: false,
+            status_code: 200,
+            error_type: None,
+            tokens: TokenUsage::default(),
+            raw_usage: None,
+            usage_source: UsageSource::None,
+            cache_hit: false,
+            cost_usd: Default::default(),
+            latency_ms: 1,
+            ttft_ms: None,
+            upstream_ms: None,
+            attempts: 1,
+        }
+    }
+
+    async fn rows(db: &Db) -> i64 {
+        let r = db
+            .fetch_all("SELECT COUNT(*) AS n FROM llm_usage_logs", &[])
+            .await
+            .unwrap();
+        r[0].int("n").unwrap()
+    }
+
+    /// A batch waits for company up to the flush interval, a full batch is written at once,
+    /// and stopping writes whatever is still waiting.
+    #[tokio::test]
+    async fn batches_fill_up_before_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("u.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        db.migrate().await.unwrap();
+        let (sink, writer) = usage_pipeline(
+            db.clone(),
+            Arc::new(Metrics::new()),
+            100,
+            3,
+            Duration::from_secs(30),
+            dir.path().join("spool"),
+        );
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(writer.run(stop_rx));
+
+        sink.record(record(1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rows(&db).await, 0, "one record waits for its batch");
+
+        sink.record(record(2));
+        sink.record(record(3));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while rows(&db).await < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            rows(&db).await,
+            3,
+            "a full batch is written without waiting"
+        );
+
+        sink.record(record(4));
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        assert_eq!(rows(&db).await, 4, "stopping writes what waited");
     }
 }

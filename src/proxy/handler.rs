@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -84,7 +84,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
     }
     response
 }
@@ -290,7 +292,7 @@ fn resolve(
             "Every deployment of `{model}` is failing right now (circuit open); try again shortly."
         ))
         .code("no_healthy_deployment")
-        .header("retry-after", HeaderValue::from_static("5")));
+        .header(http::header::RETRY_AFTER, HeaderValue::from_static("5")));
     }
     Ok(plan)
 }
@@ -549,7 +551,7 @@ async fn upstream_error(dep: &Deployment, resp: Response<UpstreamBody>) -> Gatew
         )),
         StatusCode::TOO_MANY_REQUESTS => GatewayError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded",
             format!("Provider {provider} is rate limiting requests.")).code("rate_limit_exceeded")
-            .header("retry-after", retry_after),
+            .header(http::header::RETRY_AFTER, retry_after),
         // Anthropic's "overloaded" status: a 503 to clients, and worth trying elsewhere.
         s if s.as_u16() == 529 => GatewayError::unavailable(format!(
             "Provider {provider} is overloaded{}.",
@@ -797,7 +799,7 @@ pub fn error_response(e: &GatewayError) -> Response<ClientBody> {
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (name, value) in &e.headers {
-        h.insert(*name, value.clone());
+        h.insert(name.clone(), value.clone());
     }
     resp
 }

@@ -228,6 +228,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         metrics.clone(),
         config.usage.queue_capacity,
         config.usage.batch_size,
+        Duration::from_millis(config.usage.flush_interval_ms),
         config.usage.spool_path.clone(),
     );
     let (writer_stop, writer_stop_rx) = oneshot::channel();

@@ -265,7 +265,7 @@ impl Db {
         stmts.push((disable, args));
 
         let affected = self
-            .transaction(&stmts)
+            .transaction(stmts)
             .await
             .context("config sync failed")?;
 

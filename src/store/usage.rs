@@ -71,7 +71,7 @@ impl Db {
                 stmts
             }
         };
-        self.transaction(&stmts).await?;
+        self.transaction(stmts).await?;
         Ok(())
     }
 
