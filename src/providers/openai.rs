@@ -9,6 +9,8 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
+use std::sync::LazyLock;
+
 use memchr::memmem;
 
 use super::{estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
@@ -130,11 +132,18 @@ pub fn read_response(
     Ok((body, usage))
 }
 
+/// `"usage"` is looked for in every answer and stream chunk: its searchers are built once
+/// (building one costs more than most searches).
+static USAGE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+static USAGE_REV: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
+
 /// The last `"usage": {...}` member of a JSON object, found by a byte scan. Inside a JSON
 /// string every quote is escaped, so a match preceded by `{` or `,` and followed by `:` is a
 /// real member name, never text.
 pub(crate) fn usage_in(json: &[u8]) -> Option<ReportedUsage> {
-    for at in memmem::rfind_iter(json, b"\"usage\"") {
+    for at in USAGE_REV.rfind_iter(json) {
         if !matches!(json[..at].trim_ascii_end().last(), Some(b',' | b'{')) {
             continue;
         }
@@ -196,7 +205,6 @@ pub struct PassThrough {
     strip_usage_chunk: bool,
     partial: BytesMut,
     usage: Option<ReportedUsage>,
-    usage_finder: memmem::Finder<'static>,
     /// What was forwarded while no usage has been seen (shared handles, no copies): read
     /// again only if the stream ends without usage, to count its tokens.
     forwarded: Vec<Bytes>,
@@ -205,24 +213,34 @@ pub struct PassThrough {
     request: Bytes,
 }
 
-const EVENT_ENDS: [&[u8]; 2] = [b"\n\n", b"\n\r\n"];
+// An SSE event ends at a blank line: "\n\n" or "\n\r\n". Found from each '\n' with memchr,
+// because a substring searcher is built per call and that cost more than the scan itself.
 
 /// Index just past the last event boundary in `buf` (0 when there is none).
 fn last_event_end(buf: &[u8]) -> usize {
-    EVENT_ENDS
-        .iter()
-        .filter_map(|sep| memmem::rfind(buf, sep).map(|i| i + sep.len()))
-        .max()
-        .unwrap_or(0)
+    let mut end = buf.len();
+    while let Some(p) = memchr::memrchr(b'\n', &buf[..end]) {
+        let before = &buf[..p];
+        if before.ends_with(b"\n") || before.ends_with(b"\n\r") {
+            return p + 1;
+        }
+        end = p;
+    }
+    0
 }
 
-/// Index just past the first event boundary at or after `from`.
+/// Index just past the first event boundary at or after `from` (the end of `buf` when none).
 fn next_event_end(buf: &[u8], from: usize) -> usize {
-    EVENT_ENDS
-        .iter()
-        .filter_map(|sep| memmem::find(&buf[from..], sep).map(|i| from + i + sep.len()))
-        .min()
-        .unwrap_or(buf.len())
+    let mut i = from;
+    while let Some(n) = memchr::memchr(b'\n', &buf[i..]) {
+        let at = i + n;
+        match buf.get(at + 1) {
+            Some(b'\n') => return at + 2,
+            Some(b'\r') if buf.get(at + 2) == Some(&b'\n') => return at + 3,
+            _ => i = at + 1,
+        }
+    }
+    buf.len()
 }
 
 /// The `data` of one complete SSE event (sse-parse does the field parsing).
@@ -258,7 +276,6 @@ impl PassThrough {
             strip_usage_chunk: !prepared.client_wants_usage,
             partial: BytesMut::new(),
             usage: None,
-            usage_finder: memmem::Finder::new(b"\"usage\"").into_owned(),
             forwarded: Vec::new(),
             model_id: dep.model_id.clone(),
             endpoint: prepared.endpoint,
@@ -316,7 +333,7 @@ impl PassThrough {
             self.partial.extend_from_slice(&data[end..]);
         }
         let complete = data.slice(..end);
-        if self.usage_finder.find(&complete).is_none() {
+        if USAGE.find(&complete).is_none() {
             return complete;
         }
         self.scan(complete)
@@ -327,7 +344,7 @@ impl PassThrough {
         let mut keep: Vec<std::ops::Range<usize>> = Vec::new();
         let mut kept_from = 0;
         let mut pos = 0;
-        while let Some(i) = self.usage_finder.find(&complete[pos..]) {
+        while let Some(i) = USAGE.find(&complete[pos..]) {
             let at = pos + i;
             let end = next_event_end(&complete, at);
             if !usage_object_follows(&complete[at + 7..end]) {
@@ -376,6 +393,20 @@ impl PassThrough {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_boundaries_are_blank_lines_of_either_kind() {
+        let buf = b"data: a\n\ndata: b\r\n\r\ndata: c\n";
+        assert_eq!(last_event_end(buf), 20, "just past the CRLF blank line");
+        assert_eq!(next_event_end(buf, 0), 9);
+        assert_eq!(next_event_end(buf, 9), 20);
+        assert_eq!(next_event_end(buf, 20), buf.len(), "no boundary: the end");
+        assert_eq!(last_event_end(b"data: partial\n"), 0);
+        assert_eq!(last_event_end(b"\n\n"), 2);
+        assert_eq!(last_event_end(b""), 0);
+        // "\r\n\r\n" ends with "\n\r\n"; a lone "\r\n" is no boundary.
+        assert_eq!(next_event_end(b"x\r\ny\r\n\r\nz", 0), 8);
+    }
     use crate::providers::testing::deployment;
 
     fn pass(strip_usage_chunk: bool) -> PassThrough {
