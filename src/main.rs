@@ -16,6 +16,18 @@ use tollgate::store::{Db, NewApiKey};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc maps its memory in large aligned regions; where transparent huge pages are set to
+/// `always` (common on Linux hosts) every region it touches becomes a 2 MiB page, which measured
+/// about 20 MB more resident memory under load and no speed gain. Turned off for this
+/// process only, before the runtime starts; pages already mapped keep their size.
+fn small_pages_only() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and reads or writes no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "An OpenAI-compatible LLM gateway")]
 struct Cli {
@@ -121,6 +133,7 @@ fn load_config(path: &std::path::Path) -> Result<LoadedConfig, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    small_pages_only();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::MockUpstream { .. } = command {
