@@ -3,7 +3,10 @@
 //! Each gateway owns its registry, so several gateways in one process (the tests) do not mix
 //! their numbers. Labels stay low-cardinality: provider, public model name, project, status.
 
-use prometheus::{CounterVec, GaugeVec};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use prometheus::{Counter, CounterVec, GaugeVec};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -56,6 +59,25 @@ pub struct Metrics {
     pub genai_token_usage: HistogramVec,
     pub genai_operation_duration: HistogramVec,
     pub genai_time_to_first_token: HistogramVec,
+    /// Per label combination, the children `observe` touches, found with one lookup.
+    series: RwLock<HashMap<String, Arc<Series>>>,
+}
+
+/// The metric children of one (operation, provider, model, project, status, error type),
+/// each made on first use so that exposition stays as without the cache. Looking them up
+/// here once replaces a dozen `with_label_values` calls a request, each hashing its labels.
+#[derive(Default)]
+struct Series {
+    requests: OnceLock<IntCounter>,
+    duration: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+    genai_ttft: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+    tokens: [OnceLock<IntCounter>; 5],
+    cost: OnceLock<Counter>,
+    genai_input: OnceLock<Histogram>,
+    genai_output: OnceLock<Histogram>,
+    genai_duration: OnceLock<Histogram>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -172,70 +194,128 @@ impl Metrics {
                     .buckets(GENAI_TTFT_BUCKETS.to_vec()),
                 &["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
             )),
+            series: RwLock::new(HashMap::new()),
             registry,
         }
+    }
+
+    fn series(&self, key: &str) -> Arc<Series> {
+        if let Some(s) = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return s.clone();
+        }
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Counts one finished request. `upstream_secs` is the time spent waiting on providers.
     pub fn observe(&self, rec: &UsageRecord) {
         let provider = rec.provider_name.as_str();
         let model = rec.model_name.as_str();
-        let status = rec.status_code.to_string();
-        self.requests_total
-            .with_label_values(&[provider, model, &status])
+        let project = rec.project_name.as_str();
+        let op = operation(&rec.endpoint);
+        let error = rec.error_type.as_deref().unwrap_or("");
+        let mut status = [0u8; 5];
+        let status = fmt_status(rec.status_code, &mut status);
+        let mut key = String::with_capacity(
+            op.len() + provider.len() + model.len() + project.len() + error.len() + 16,
+        );
+        for part in [op, provider, model, project, status, error] {
+            key.push_str(part);
+            key.push('\u{1f}');
+        }
+        let s = self.series(&key);
+        let child = |cell: &OnceLock<Histogram>, vec: &HistogramVec, labels: &[&str]| {
+            cell.get_or_init(|| vec.with_label_values(labels)).clone()
+        };
+
+        s.requests
+            .get_or_init(|| {
+                self.requests_total
+                    .with_label_values(&[provider, model, status])
+            })
             .inc();
         let total = rec.latency_ms as f64 / 1000.0;
-        self.request_duration_seconds
-            .with_label_values(&[provider, model])
-            .observe(total);
+        child(
+            &s.duration,
+            &self.request_duration_seconds,
+            &[provider, model],
+        )
+        .observe(total);
         if let Some(ttft) = rec.ttft_ms {
             let ttft = ttft as f64 / 1000.0;
-            self.time_to_first_token_seconds
-                .with_label_values(&[provider, model])
-                .observe(ttft);
-            self.genai_time_to_first_token
-                .with_label_values(&[operation(&rec.endpoint), provider, model])
-                .observe(ttft);
+            child(
+                &s.ttft,
+                &self.time_to_first_token_seconds,
+                &[provider, model],
+            )
+            .observe(ttft);
+            child(
+                &s.genai_ttft,
+                &self.genai_time_to_first_token,
+                &[op, provider, model],
+            )
+            .observe(ttft);
         }
         if let Some(up) = rec.upstream_ms {
             let up = up as f64 / 1000.0;
-            self.upstream_duration_seconds
-                .with_label_values(&[provider, model])
-                .observe(up);
+            child(
+                &s.upstream,
+                &self.upstream_duration_seconds,
+                &[provider, model],
+            )
+            .observe(up);
             self.gateway_overhead_seconds.observe((total - up).max(0.0));
         }
         let t = &rec.tokens;
-        let project = rec.project_name.as_str();
-        for (kind, n) in [
+        for (i, (kind, n)) in [
             ("input", t.input),
             ("cache_read", t.cache_read),
             ("cache_write", t.cache_write),
             ("output", t.output),
             ("reasoning", t.reasoning),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             if n > 0 {
-                self.tokens_total
-                    .with_label_values(&[provider, model, project, kind])
+                s.tokens[i]
+                    .get_or_init(|| {
+                        self.tokens_total
+                            .with_label_values(&[provider, model, project, kind])
+                    })
                     .inc_by(n);
             }
         }
         if !rec.cost_usd.is_zero() {
-            self.cost_usd_total
-                .with_label_values(&[provider, model, project])
+            s.cost
+                .get_or_init(|| {
+                    self.cost_usd_total
+                        .with_label_values(&[provider, model, project])
+                })
                 .inc_by(rec.cost_usd.to_f64().unwrap_or(0.0));
         }
-        let op = operation(&rec.endpoint);
         if rec.usage_source != super::UsageSource::None {
-            self.genai_token_usage
-                .with_label_values(&[op, provider, "input", model])
+            let usage = &self.genai_token_usage;
+            child(&s.genai_input, usage, &[op, provider, "input", model])
                 .observe(t.prompt_total() as f64);
-            self.genai_token_usage
-                .with_label_values(&[op, provider, "output", model])
+            child(&s.genai_output, usage, &[op, provider, "output", model])
                 .observe(t.output as f64);
         }
-        self.genai_operation_duration
-            .with_label_values(&[op, provider, model, rec.error_type.as_deref().unwrap_or("")])
-            .observe(total);
+        child(
+            &s.genai_duration,
+            &self.genai_operation_duration,
+            &[op, provider, model, error],
+        )
+        .observe(total);
     }
 
     /// The text exposition format Prometheus scrapes.
@@ -254,10 +334,74 @@ impl Default for Metrics {
     }
 }
 
+/// An HTTP status as text without allocating (statuses are three digits).
+fn fmt_status(code: u16, buf: &mut [u8; 5]) -> &str {
+    let mut n = code;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("digits are ASCII")
+}
+
 fn operation(endpoint: &str) -> &'static str {
     match endpoint {
         "embeddings" => "embeddings",
         "completions" => "text_completion",
         _ => "chat",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_format_as_their_digits() {
+        let mut buf = [0u8; 5];
+        assert_eq!(fmt_status(200, &mut buf), "200");
+        assert_eq!(fmt_status(7, &mut buf), "7");
+        assert_eq!(fmt_status(65535, &mut buf), "65535");
+    }
+
+    /// Cached children count into the same series as direct lookups, and a series that
+    /// was never used (no cache tokens here) is not exposed.
+    #[test]
+    fn cached_series_count_like_direct_lookups() {
+        let m = Metrics::new();
+        let rec: UsageRecord = serde_json::from_value(serde_json::json!({
+            "id": "1", "request_id": "r", "created_at": "2026-11-29T00:00:00Z",
+            "llm_model_id": null, "provider_id": null, "project_id": null, "api_key_id": null,
+            "model_name": "fast", "provider_name": "up", "project_name": "",
+            "endpoint": "chat.completions", "stream": false, "status_code": 200,
+            "error_type": null,
+            "tokens": {"input": 9, "cache_read": 0, "cache_write": 0, "output": 16, "reasoning": 0},
+            "raw_usage": null, "usage_source": "provider", "cache_hit": false,
+            "cost_usd": "0.0001", "latency_ms": 5, "ttft_ms": null, "upstream_ms": 4, "attempts": 1
+        }))
+        .unwrap();
+        m.observe(&rec);
+        m.observe(&rec);
+        assert_eq!(
+            m.requests_total
+                .with_label_values(&["up", "fast", "200"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            m.tokens_total
+                .with_label_values(&["up", "fast", "", "output"])
+                .get(),
+            32
+        );
+        let text = m.render();
+        assert!(!text.contains("kind=\"cache_read\""), "{text}");
+        assert!(text
+            .contains("tollgate_request_duration_seconds_count{model=\"fast\",provider=\"up\"} 2"));
     }
 }
