@@ -812,3 +812,39 @@ async fn usage_survives_a_database_outage() {
     assert_eq!(rows.len(), 3);
     assert!(!spool.exists() || std::fs::read_to_string(&spool).unwrap().is_empty());
 }
+
+/// Several instances writing the first rows of a new month race to create its partition;
+/// every one of them must still write its batch (not spool it as if the database failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_racing_for_a_new_months_partition_all_succeed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    db.connect().await.migrate().await.unwrap();
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        // One pool each, like separate gateway instances.
+        let store = db.connect().await;
+        let record: tollgate::metering::UsageRecord = serde_json::from_value(json!({
+            "id": tollgate::store::new_id(), "request_id": format!("r{i}"),
+            "created_at": "2031-03-15T12:00:00Z",
+            "llm_model_id": null, "provider_id": null, "project_id": null, "api_key_id": null,
+            "model_name": "m", "provider_name": "", "project_name": "",
+            "endpoint": "chat.completions", "stream": false, "status_code": 200, "error_type": null,
+            "tokens": {"input": 1, "cache_read": 0, "cache_write": 0, "output": 1, "reasoning": 0},
+            "raw_usage": null, "usage_source": "provider", "cache_hit": false,
+            "cost_usd": "0", "latency_ms": 1, "ttft_ms": null, "upstream_ms": null, "attempts": 1
+        }))
+        .unwrap();
+        writers.push(tokio::spawn(
+            async move { store.insert_usage(&[record]).await },
+        ));
+    }
+    for w in writers {
+        w.await.unwrap().expect("each batch is written");
+    }
+    let store = db.connect().await;
+    let rows = store
+        .fetch_all("SELECT COUNT(*) AS n FROM llm_usage_logs_y2031m03", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].int("n").unwrap(), 8);
+}

@@ -30,6 +30,14 @@ pub struct UsageReportRow {
     pub totals: UsageTotals,
 }
 
+/// PostgreSQL's duplicate_table, or unique_violation on its catalog (a concurrent CREATE).
+fn already_exists(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "42P07" || code == "23505")
+}
+
 fn hour_start(hour: i64) -> String {
     timestamp(
         Utc.timestamp_opt(hour * 3600, 0)
@@ -91,14 +99,23 @@ impl Db {
                 continue;
             }
             let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            self.execute(
-                &format!(
-                    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF llm_usage_logs
-                     FOR VALUES FROM ('{y}-{m:02}-01') TO ('{ny}-{nm:02}-01')"
-                ),
-                &[],
-            )
-            .await?;
+            let created = self
+                .execute(
+                    &format!(
+                        "CREATE TABLE IF NOT EXISTS {name} PARTITION OF llm_usage_logs
+                         FOR VALUES FROM ('{y}-{m:02}-01') TO ('{ny}-{nm:02}-01')"
+                    ),
+                    &[],
+                )
+                .await;
+            // Instances sharing the database race to make a new month's partition, and
+            // IF NOT EXISTS does not stop the loser failing on the catalog: that partition
+            // exists, which is all this needs.
+            if let Err(e) = created {
+                if !already_exists(&e) {
+                    return Err(e);
+                }
+            }
             PARTITIONS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
