@@ -848,3 +848,61 @@ async fn writers_racing_for_a_new_months_partition_all_succeed() {
         .unwrap();
     assert_eq!(rows[0].int("n").unwrap(), 8);
 }
+
+/// An SQLite database made before the usage table's key changed keeps its rows through the
+/// rebuild, and time-range queries then use the new key.
+#[tokio::test]
+async fn sqlite_usage_rows_survive_the_key_migration() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.connect().await;
+    let tollgate::store::Db::Sqlite(pool) = &store else {
+        unreachable!("an SQLite test database")
+    };
+    let first = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite/0001_init.sql"
+        ),
+        first.path().join("0001_init.sql"),
+    )
+    .unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(pool)
+        .await
+        .unwrap();
+    store
+        .execute(
+            "INSERT INTO llm_usage_logs (id, request_id, created_at, endpoint, status_code, output_tokens)
+             VALUES ('a', 'r1', '2026-11-01T00:00:00.000Z', 'chat.completions', 200, 7),
+                    ('b', 'r2', '2026-11-02T00:00:00.000Z', 'chat.completions', 200, 5)",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    store.migrate().await.unwrap();
+    let rows = store
+        .fetch_all(
+            "SELECT COUNT(*) AS n, SUM(output_tokens) AS t FROM llm_usage_logs
+             WHERE created_at >= '2026-11-02'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows[0].int("n").unwrap(), rows[0].int("t").unwrap()),
+        (1, 5)
+    );
+    let plan = store
+        .fetch_all(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM llm_usage_logs WHERE created_at >= '2026-11-02'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let detail = plan[0].text("detail").unwrap();
+    assert!(detail.contains("autoindex_llm_usage_logs"), "{detail}");
+}
