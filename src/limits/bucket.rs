@@ -12,6 +12,8 @@ use leaky_bucket::RateLimiter;
 pub struct Bucket {
     limiter: RateLimiter,
     per_minute: u64,
+    /// `per_minute` as a header value, made once: it goes out with every answer.
+    limit_header: http::HeaderValue,
     adjustment: AtomicI64,
 }
 
@@ -49,6 +51,7 @@ impl Bucket {
         Bucket {
             limiter,
             per_minute: n,
+            limit_header: http::HeaderValue::from(n),
             adjustment: AtomicI64::new(0),
         }
     }
@@ -57,15 +60,19 @@ impl Bucket {
         self.per_minute
     }
 
+    pub fn limit_header(&self) -> http::HeaderValue {
+        self.limit_header.clone()
+    }
+
     /// What is left right now (for the x-ratelimit-remaining-* headers).
     pub fn remaining(&self) -> u64 {
         let credit = self.adjustment.load(Ordering::Relaxed);
         (self.limiter.balance() as i64 + credit).clamp(0, self.per_minute as i64) as u64
     }
 
-    /// How long until the bucket is full again (x-ratelimit-reset-*).
-    pub fn time_to_full(&self) -> Duration {
-        self.time_for(self.per_minute.saturating_sub(self.remaining()))
+    /// How long until the bucket is full again from `remaining` (x-ratelimit-reset-*).
+    pub fn time_to_full(&self, remaining: u64) -> Duration {
+        self.time_for(self.per_minute.saturating_sub(remaining))
     }
 
     fn time_for(&self, tokens: u64) -> Duration {

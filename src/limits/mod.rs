@@ -326,47 +326,43 @@ const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often a request waiting for a shared slot asks again.
 const LEASE_POLL: Duration = Duration::from_millis(25);
 
+// Constants, so the names are checked once at compile time (`from_static` called at run time
+// validates the name again on every answer).
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
 /// OpenAI's six `x-ratelimit-*` headers for the tightest of the given limits.
-/// Names are static (a parsed custom name would be allocated on every answer).
 pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(HeaderName, HeaderValue)> {
+    // Each bucket is read once; the tightest has the smallest share of its limit left.
     let tightest = |pick: fn(&LimitSet) -> Option<&Bucket>| {
-        sets.iter().filter_map(|s| pick(s)).min_by(|a, b| {
-            let ra = a.remaining() as f64 / a.per_minute_limit() as f64;
-            let rb = b.remaining() as f64 / b.per_minute_limit() as f64;
-            ra.total_cmp(&rb).then(a.remaining().cmp(&b.remaining()))
-        })
+        sets.iter()
+            .filter_map(|s| pick(s))
+            .map(|b| (b, b.remaining()))
+            .min_by(|(a, ra), (b, rb)| {
+                let fa = *ra as f64 / a.per_minute_limit() as f64;
+                let fb = *rb as f64 / b.per_minute_limit() as f64;
+                fa.total_cmp(&fb).then(ra.cmp(rb))
+            })
     };
     let mut out = Vec::with_capacity(6);
     for (bucket, [limit, remaining, reset]) in [
-        (
-            tightest(|s| s.requests.as_ref()),
-            [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-        ),
-        (
-            tightest(|s| s.tokens.as_ref()),
-            [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-        ),
+        (tightest(|s| s.requests.as_ref()), REQUEST_HEADERS),
+        (tightest(|s| s.tokens.as_ref()), TOKEN_HEADERS),
     ] {
-        let Some(b) = bucket else { continue };
-        let ms = b.time_to_full().as_millis();
+        let Some((b, left)) = bucket else { continue };
+        let ms = b.time_to_full(left).as_millis();
+        out.push((limit, b.limit_header()));
+        out.push((remaining, HeaderValue::from(left)));
         out.push((
-            HeaderName::from_static(limit),
-            HeaderValue::from(b.per_minute_limit()),
-        ));
-        out.push((
-            HeaderName::from_static(remaining),
-            HeaderValue::from(b.remaining()),
-        ));
-        out.push((
-            HeaderName::from_static(reset),
+            reset,
             HeaderValue::from_str(&format!("{ms}ms")).expect("ascii"),
         ));
     }

@@ -34,6 +34,7 @@ use crate::registry::{routing, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Upstream error bodies are read only this far (they are small; a huge one is not relayed).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// A whole non-streamed answer may be at most this large.
@@ -86,7 +87,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response
             .headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), v);
+            .insert(X_REQUEST_ID, v);
     }
     response
 }
