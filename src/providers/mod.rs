@@ -206,6 +206,7 @@ pub(crate) mod testing {
                     http::HeaderName::from_static(header),
                     http::HeaderValue::from_static(value),
                 )),
+                host_header: None,
                 queue_timeout_ms: 0,
                 timeouts: Default::default(),
                 limits: Arc::new(crate::limits::LimitSet::new("provider", Default::default())),

@@ -85,9 +85,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID, v);
+        response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
 }

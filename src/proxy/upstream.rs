@@ -109,6 +109,9 @@ impl UpstreamClient {
         let mut builder = http::Request::post(req.uri.clone());
         if let Some(h) = builder.headers_mut() {
             h.clone_from(&req.headers);
+            if let Some(host) = &provider.host_header {
+                h.insert(http::header::HOST, host.clone());
+            }
         }
         let request = builder
             .body(Full::new(req.body.clone()))

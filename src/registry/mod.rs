@@ -32,6 +32,8 @@ pub struct Provider {
     pub api_version: Option<String>,
     /// The header carrying the provider's key, built once (marked sensitive: never logged).
     pub auth_header: Option<(HeaderName, HeaderValue)>,
+    /// The Host header for a plain-http base URL, made once (see `plain_http_host`).
+    pub host_header: Option<HeaderValue>,
     /// How long a request may wait for this provider's limits before moving on.
     pub queue_timeout_ms: u64,
     pub timeouts: ProviderTimeouts,
@@ -386,10 +388,27 @@ fn provider_from_row(
         base_url: p.base_url.trim_end_matches('/').to_owned(),
         api_version: p.api_version.clone(),
         auth_header,
+        host_header: plain_http_host(&p.base_url),
         queue_timeout_ms: p.queue_timeout_ms.max(0) as u64,
         timeouts: serde_json::from_str(&p.timeouts).unwrap_or_default(),
         limits,
     })
+}
+
+/// hyper-util's client formats the Host header on every request; for a plain-http provider it
+/// is made here once instead. Over TLS it is left to the client, which may speak HTTP/2 there
+/// (where the authority travels as `:authority`).
+fn plain_http_host(base_url: &str) -> Option<HeaderValue> {
+    let uri: http::Uri = base_url.parse().ok()?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 fn decimal(s: &str) -> Decimal {
@@ -463,5 +482,33 @@ impl Registry {
 
     pub fn swap(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_providers_get_their_host_header_made_once() {
+        let host = |url: &str| plain_http_host(url).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://127.0.0.1:18080/v1").as_deref(),
+            Some("127.0.0.1:18080")
+        );
+        assert_eq!(
+            host("http://vllm.internal/v1").as_deref(),
+            Some("vllm.internal")
+        );
+        assert_eq!(
+            host("http://vllm.internal:80/v1").as_deref(),
+            Some("vllm.internal")
+        );
+        assert_eq!(
+            host("http://user:pw@[::1]:8000").as_deref(),
+            Some("[::1]:8000")
+        );
+        assert_eq!(host("https://api.openai.com/v1"), None, "TLS may be HTTP/2");
+        assert_eq!(host("mock://mock"), None);
     }
 }
