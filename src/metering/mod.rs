@@ -33,25 +33,41 @@ impl TokenUsage {
     }
 
     /// Reads an OpenAI-shaped `usage` object (also what DeepSeek, xAI, Mistral, vLLM and the
-    /// mock send). Returns None when the object has no token counts at all.
-    pub fn from_openai(usage: &serde_json::Value) -> Option<TokenUsage> {
-        let n = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_u64());
-        let prompt = n(usage.get("prompt_tokens"));
-        let completion = n(usage.get("completion_tokens"));
+    /// mock send), given as its JSON text. Returns None when it has no token counts at all.
+    /// Read into a typed shape: this runs on every answer, and building a `Value` tree first
+    /// cost twice as much.
+    pub fn from_openai(usage: &str) -> Option<TokenUsage> {
+        #[derive(Deserialize)]
+        struct Usage {
+            prompt_tokens: Option<serde_json::Number>,
+            completion_tokens: Option<serde_json::Number>,
+            prompt_tokens_details: Option<PromptDetails>,
+            /// DeepSeek reports its cache hits under its own name.
+            prompt_cache_hit_tokens: Option<serde_json::Number>,
+            completion_tokens_details: Option<CompletionDetails>,
+        }
+        #[derive(Deserialize)]
+        struct PromptDetails {
+            cached_tokens: Option<serde_json::Number>,
+        }
+        #[derive(Deserialize)]
+        struct CompletionDetails {
+            reasoning_tokens: Option<serde_json::Number>,
+        }
+        let u: Usage = serde_json::from_str(usage).ok()?;
+        let n = |v: Option<serde_json::Number>| v.and_then(|v| v.as_u64());
+        let prompt = n(u.prompt_tokens);
+        let completion = n(u.completion_tokens);
         if prompt.is_none() && completion.is_none() {
             return None;
         }
         let prompt = prompt.unwrap_or(0);
-        let details = usage.get("prompt_tokens_details");
-        // DeepSeek reports its cache hits under its own name.
-        let cached = n(details.and_then(|d| d.get("cached_tokens")))
-            .or_else(|| n(usage.get("prompt_cache_hit_tokens")))
+        let cached = n(u.prompt_tokens_details.and_then(|d| d.cached_tokens))
+            .or_else(|| n(u.prompt_cache_hit_tokens))
             .unwrap_or(0)
             .min(prompt);
-        let reasoning = n(usage
-            .get("completion_tokens_details")
-            .and_then(|d| d.get("reasoning_tokens")))
-        .unwrap_or(0);
+        let reasoning =
+            n(u.completion_tokens_details.and_then(|d| d.reasoning_tokens)).unwrap_or(0);
         Some(TokenUsage {
             input: prompt - cached,
             cache_read: cached,
@@ -118,9 +134,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    macro_rules! json_text {
+        ($($t:tt)*) => {
+            json!($($t)*).to_string()
+        };
+    }
+
     #[test]
     fn openai_usage_splits_cached_prompt_tokens() {
-        let u = TokenUsage::from_openai(&json!({
+        let u = TokenUsage::from_openai(&json_text!({
             "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
             "prompt_tokens_details": {"cached_tokens": 1000},
             "completion_tokens_details": {"reasoning_tokens": 120}
@@ -141,7 +163,7 @@ mod tests {
 
     #[test]
     fn deepseek_cache_hits_count_as_cache_reads() {
-        let u = TokenUsage::from_openai(&json!({
+        let u = TokenUsage::from_openai(&json_text!({
             "prompt_tokens": 50, "completion_tokens": 5,
             "prompt_cache_hit_tokens": 32, "prompt_cache_miss_tokens": 18
         }))
@@ -151,6 +173,14 @@ mod tests {
 
     #[test]
     fn usage_without_counts_is_none() {
-        assert!(TokenUsage::from_openai(&json!({})).is_none());
+        assert!(TokenUsage::from_openai(&json_text!({})).is_none());
+        assert!(TokenUsage::from_openai("null").is_none());
+        // Odd values in optional places do not lose the counts.
+        let u = TokenUsage::from_openai(&json_text!({
+            "prompt_tokens": 7, "completion_tokens": 2, "prompt_tokens_details": null,
+            "completion_tokens_details": {"reasoning_tokens": null}
+        }))
+        .unwrap();
+        assert_eq!((u.input, u.output, u.reasoning), (7, 2, 0));
     }
 }

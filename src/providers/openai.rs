@@ -157,9 +157,8 @@ pub(crate) fn usage_in(json: &[u8]) -> Option<ReportedUsage> {
         let mut de = serde_json::Deserializer::from_slice(value);
         let raw =
             <&serde_json::value::RawValue as serde::Deserialize>::deserialize(&mut de).ok()?;
-        let parsed: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
         return Some(ReportedUsage {
-            tokens: TokenUsage::from_openai(&parsed)?,
+            tokens: TokenUsage::from_openai(raw.get())?,
             raw: raw.get().to_owned(),
             estimated: false,
         });
