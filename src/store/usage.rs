@@ -59,17 +59,19 @@ impl Db {
         if let Db::Postgres(_) = self {
             self.ensure_partitions(records).await?;
         }
-        let rows: Vec<LogRow> = records.iter().map(LogRow::from).collect();
         let sums: Vec<HourRow> = rollup(records);
         // A replayed spool batch may hold rows that did reach the database: keep the first.
         let (log_tail, hour_tail) = ("ON CONFLICT DO NOTHING", HOURLY_ADD);
         let stmts = match self {
-            Db::Postgres(_) => vec![
-                json_insert("llm_usage_logs", &LOG_COLUMNS, log_tail, &rows)?,
-                json_insert("llm_usage_hourly", &HOUR_COLUMNS, hour_tail, &sums)?,
-            ],
+            Db::Postgres(_) => {
+                let rows: Vec<LogRow> = records.iter().map(LogRow::from).collect();
+                vec![
+                    json_insert("llm_usage_logs", &LOG_COLUMNS, log_tail, &rows)?,
+                    json_insert("llm_usage_hourly", &HOUR_COLUMNS, hour_tail, &sums)?,
+                ]
+            }
             Db::Sqlite(_) => {
-                let mut stmts = values_inserts("llm_usage_logs", &LOG_COLUMNS, log_tail, &rows)?;
+                let mut stmts = values_inserts("llm_usage_logs", &LOG_COLUMNS, log_tail, records)?;
                 stmts.extend(values_inserts(
                     "llm_usage_hourly",
                     &HOUR_COLUMNS,
@@ -245,39 +247,42 @@ fn values_inserts<T: RowArgs>(
     Ok(out)
 }
 
-/// A row's values as parameters, in the order of its column list (the same order as its
-/// fields; a test checks the two agree). Written out because going through `serde_json::Value`
-/// cost more instructions per row than SQLite's own insert.
+/// A row's values as parameters, in the order of its column list (a test checks them against
+/// the PostgreSQL row shape). Written out because going through `serde_json::Value` cost more
+/// instructions per row than SQLite's own insert.
 trait RowArgs {
     fn args(&self) -> Vec<Arg>;
 }
 
-impl RowArgs for LogRow<'_> {
+/// SQLite takes the record's values directly (the JSON row shape is PostgreSQL's). Raw usage
+/// is stored as the text it is; PostgreSQL's jsonb needs it checked first.
+impl RowArgs for UsageRecord {
     fn args(&self) -> Vec<Arg> {
         let text = |v: Option<&str>| Arg::Text(v.map(str::to_owned));
         let int = |v: u64| Arg::Int(Some(v as i64));
+        let t = &self.tokens;
         vec![
-            text(Some(self.id)),
-            text(Some(self.request_id)),
-            text(Some(&self.created_at)),
-            text(self.llm_model_id),
-            text(self.provider_id),
-            text(self.project_id),
-            text(self.api_key_id),
-            text(Some(self.model_name)),
-            text(Some(self.endpoint)),
+            text(Some(&self.id)),
+            text(Some(&self.request_id)),
+            Arg::Text(Some(timestamp(self.created_at))),
+            text(self.llm_model_id.as_deref()),
+            text(self.provider_id.as_deref()),
+            text(self.project_id.as_deref()),
+            text(self.api_key_id.as_deref()),
+            text(Some(&self.model_name)),
+            text(Some(&self.endpoint)),
             Arg::Bool(self.stream),
             int(u64::from(self.status_code)),
-            text(self.error_type),
-            int(self.input_tokens),
-            int(self.cache_read_tokens),
-            int(self.cache_write_tokens),
-            int(self.output_tokens),
-            int(self.reasoning_tokens),
-            text(self.raw_usage.map(|r| r.get())),
-            text(Some(self.usage_source)),
+            text(self.error_type.as_deref()),
+            int(t.input),
+            int(t.cache_read),
+            int(t.cache_write),
+            int(t.output),
+            int(t.reasoning),
+            text(self.raw_usage.as_deref()),
+            text(Some(self.usage_source.as_str())),
             Arg::Bool(self.cache_hit),
-            text(Some(&self.cost_usd)),
+            Arg::Text(Some(self.cost_usd.to_string())),
             int(self.latency_ms),
             Arg::Int(self.ttft_ms.map(|v| v as i64)),
             Arg::Int(self.upstream_ms.map(|v| v as i64)),
@@ -535,7 +540,7 @@ mod tests {
             sorted, columns,
             "LogRow fields and LOG_COLUMNS name the same columns"
         );
-        let args = row.args();
+        let args = rec.args();
         assert_eq!(args.len(), LOG_COLUMNS.len());
         for ((name, _), arg) in LOG_COLUMNS.iter().zip(&args) {
             let expected = &json[*name];
