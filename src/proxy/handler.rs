@@ -34,6 +34,7 @@ use crate::registry::{routing, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
+/// A constant, so the name is checked at compile time rather than on every answer.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Upstream error bodies are read only this far (they are small; a huge one is not relayed).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
