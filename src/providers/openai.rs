@@ -6,11 +6,11 @@
 //! passed through as the provider sent them; a stream is forwarded chunk by chunk and only the
 //! events that can carry usage (found by a byte scan for `"usage"`) are parsed.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
-use std::sync::LazyLock;
-
 use memchr::memmem;
 
 use super::{estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
@@ -392,6 +392,7 @@ impl PassThrough {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::testing::deployment;
 
     #[test]
     fn event_boundaries_are_blank_lines_of_either_kind() {
@@ -406,7 +407,6 @@ mod tests {
         // "\r\n\r\n" ends with "\n\r\n"; a lone "\r\n" is no boundary.
         assert_eq!(next_event_end(b"x\r\ny\r\n\r\nz", 0), 8);
     }
-    use crate::providers::testing::deployment;
 
     fn pass(strip_usage_chunk: bool) -> PassThrough {
         let dep = deployment(Api::Openai, "gpt-4o-mini");

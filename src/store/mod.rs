@@ -270,9 +270,8 @@ impl Db {
     }
 
     /// Runs the statements in one transaction, all of them or none, and returns the number
-    /// of rows each one touched.
-    /// Runs the statements in one transaction. They are taken by value so that their text
-    /// parameters move into the driver instead of being copied (the usage writer binds many).
+    /// of rows each one touched. They are taken by value so that their text parameters move
+    /// into the driver instead of being copied (the usage writer binds many).
     pub async fn transaction(&self, stmts: Vec<(String, Vec<Arg>)>) -> anyhow::Result<Vec<u64>> {
         let mut affected = Vec::with_capacity(stmts.len());
         match self {
@@ -288,7 +287,7 @@ impl Db {
                 let mut tx = p.begin().await?;
                 for (sql, args) in stmts {
                     let sql = sqlite_sql(&sql);
-                    let done = bind_sqlite(sqlx::query(&sql), args.iter().cloned())
+                    let done = bind_sqlite(sqlx::query(&sql), args)
                         .execute(&mut *tx)
                         .await?;
                     affected.push(done.rows_affected());
