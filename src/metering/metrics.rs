@@ -223,8 +223,15 @@ impl Metrics {
         let project = rec.project_name.as_str();
         let op = operation(&rec.endpoint);
         let error = rec.error_type.as_deref().unwrap_or("");
-        let mut status = [0u8; 5];
-        let status = fmt_status(rec.status_code, &mut status);
+        let code = http::StatusCode::from_u16(rec.status_code);
+        let other;
+        let status = match &code {
+            Ok(code) => code.as_str(),
+            Err(_) => {
+                other = rec.status_code.to_string();
+                &other
+            }
+        };
         let mut key = String::with_capacity(
             op.len() + provider.len() + model.len() + project.len() + error.len() + 16,
         );
@@ -334,21 +341,6 @@ impl Default for Metrics {
     }
 }
 
-/// An HTTP status as text without allocating (statuses are three digits).
-fn fmt_status(code: u16, buf: &mut [u8; 5]) -> &str {
-    let mut n = code;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).expect("digits are ASCII")
-}
-
 fn operation(endpoint: &str) -> &'static str {
     match endpoint {
         "embeddings" => "embeddings",
@@ -361,30 +353,25 @@ fn operation(endpoint: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn statuses_format_as_their_digits() {
-        let mut buf = [0u8; 5];
-        assert_eq!(fmt_status(200, &mut buf), "200");
-        assert_eq!(fmt_status(7, &mut buf), "7");
-        assert_eq!(fmt_status(65535, &mut buf), "65535");
-    }
-
     /// Cached children count into the same series as direct lookups, and a series that
     /// was never used (no cache tokens here) is not exposed.
     #[test]
     fn cached_series_count_like_direct_lookups() {
         let m = Metrics::new();
-        let rec: UsageRecord = serde_json::from_value(serde_json::json!({
-            "id": "1", "request_id": "r", "created_at": "2026-11-29T00:00:00Z",
-            "llm_model_id": null, "provider_id": null, "project_id": null, "api_key_id": null,
-            "model_name": "fast", "provider_name": "up", "project_name": "",
-            "endpoint": "chat.completions", "stream": false, "status_code": 200,
-            "error_type": null,
-            "tokens": {"input": 9, "cache_read": 0, "cache_write": 0, "output": 16, "reasoning": 0},
-            "raw_usage": null, "usage_source": "provider", "cache_hit": false,
-            "cost_usd": "0.0001", "latency_ms": 5, "ttft_ms": null, "upstream_ms": 4, "attempts": 1
-        }))
-        .unwrap();
+        let rec = UsageRecord {
+            model_name: "fast".into(),
+            provider_name: "up".into(),
+            tokens: crate::metering::TokenUsage {
+                input: 9,
+                output: 16,
+                ..Default::default()
+            },
+            usage_source: crate::metering::UsageSource::Provider,
+            cost_usd: "0.0001".parse().unwrap(),
+            latency_ms: 5,
+            upstream_ms: Some(4),
+            ..crate::metering::sample_record()
+        };
         m.observe(&rec);
         m.observe(&rec);
         assert_eq!(

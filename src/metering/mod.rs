@@ -129,6 +129,36 @@ pub struct UsageRecord {
     pub attempts: u32,
 }
 
+/// A successful chat request's record, for unit tests to vary with `..sample_record()`.
+#[cfg(test)]
+pub(crate) fn sample_record() -> UsageRecord {
+    UsageRecord {
+        id: crate::store::new_id(),
+        request_id: "r".into(),
+        created_at: chrono::Utc::now(),
+        llm_model_id: None,
+        provider_id: None,
+        project_id: None,
+        api_key_id: None,
+        model_name: "m".into(),
+        provider_name: String::new(),
+        project_name: String::new(),
+        endpoint: "chat.completions".into(),
+        stream: false,
+        status_code: 200,
+        error_type: None,
+        tokens: TokenUsage::default(),
+        raw_usage: None,
+        usage_source: UsageSource::None,
+        cache_hit: false,
+        cost_usd: Decimal::ZERO,
+        latency_ms: 1,
+        ttft_ms: None,
+        upstream_ms: None,
+        attempts: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

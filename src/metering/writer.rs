@@ -261,33 +261,11 @@ impl UsageWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metering::{TokenUsage, UsageSource};
 
     fn record(n: u32) -> UsageRecord {
         UsageRecord {
-            id: crate::store::new_id(),
             request_id: format!("req-{n}"),
-            created_at: chrono::Utc::now(),
-            llm_model_id: None,
-            provider_id: None,
-            project_id: None,
-            api_key_id: None,
-            model_name: "m".into(),
-            provider_name: String::new(),
-            project_name: String::new(),
-            endpoint: "chat.completions".into(),
-            stream: false,
-            status_code: 200,
-            error_type: None,
-            tokens: TokenUsage::default(),
-            raw_usage: None,
-            usage_source: UsageSource::None,
-            cache_hit: false,
-            cost_usd: Default::default(),
-            latency_ms: 1,
-            ttft_ms: None,
-            upstream_ms: None,
-            attempts: 1,
+            ..crate::metering::sample_record()
         }
     }
 

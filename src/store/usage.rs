@@ -496,20 +496,9 @@ mod tests {
     #[test]
     fn row_parameters_follow_the_columns() {
         let rec = UsageRecord {
-            id: "i".into(),
-            request_id: "r".into(),
-            created_at: Utc::now(),
             llm_model_id: Some("m".into()),
-            provider_id: None,
-            project_id: None,
-            api_key_id: None,
             model_name: "n".into(),
-            provider_name: String::new(),
-            project_name: String::new(),
-            endpoint: "chat.completions".into(),
             stream: true,
-            status_code: 200,
-            error_type: None,
             tokens: crate::metering::TokenUsage {
                 input: 3,
                 output: 4,
@@ -517,12 +506,10 @@ mod tests {
             },
             raw_usage: Some("{\"prompt_tokens\":3}".into()),
             usage_source: crate::metering::UsageSource::Provider,
-            cache_hit: false,
             cost_usd: "0.5".parse().unwrap(),
             latency_ms: 9,
-            ttft_ms: None,
             upstream_ms: Some(7),
-            attempts: 1,
+            ..crate::metering::sample_record()
         };
         let row = LogRow::from(&rec);
         let json = serde_json::to_value(&row).unwrap();
