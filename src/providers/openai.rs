@@ -138,32 +138,36 @@ static USAGE: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
 static USAGE_REV: LazyLock<memmem::FinderRev<'static>> =
     LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
+static CHOICES_REV: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(b"\"choices\""));
 
-/// The last `"usage": {...}` member of a JSON object, found by a byte scan. Inside a JSON
-/// string every quote is escaped, so a match preceded by `{` or `,` and followed by `:` is a
-/// real member name, never text.
-pub(crate) fn usage_in(json: &[u8]) -> Option<ReportedUsage> {
-    for at in USAGE_REV.rfind_iter(json) {
+/// The value (and whatever follows it) of the last member called `name` (quotes included) in
+/// a JSON object, found by a byte scan. Inside a JSON string every quote is escaped, so a
+/// match preceded by `{` or `,` and followed by `:` is a real member name, never text.
+fn last_member<'a>(json: &'a [u8], name: &memmem::FinderRev<'static>) -> Option<&'a [u8]> {
+    let len = name.needle().len();
+    name.rfind_iter(json).find_map(|at| {
         if !matches!(json[..at].trim_ascii_end().last(), Some(b',' | b'{')) {
-            continue;
+            return None;
         }
-        let Some(value) = json[at + 7..].trim_ascii_start().strip_prefix(b":") else {
-            continue;
-        };
-        let value = value.trim_ascii_start();
-        if !value.starts_with(b"{") {
-            return None; // "usage": null
-        }
-        let mut de = serde_json::Deserializer::from_slice(value);
-        let raw =
-            <&serde_json::value::RawValue as serde::Deserialize>::deserialize(&mut de).ok()?;
-        return Some(ReportedUsage {
-            tokens: TokenUsage::from_openai(raw.get())?,
-            raw: raw.get().to_owned(),
-            estimated: false,
-        });
+        let value = json[at + len..].trim_ascii_start().strip_prefix(b":")?;
+        Some(value.trim_ascii_start())
+    })
+}
+
+/// The last `"usage": {...}` member of a JSON object.
+pub(crate) fn usage_in(json: &[u8]) -> Option<ReportedUsage> {
+    let value = last_member(json, &USAGE_REV)?;
+    if !value.starts_with(b"{") {
+        return None; // "usage": null
     }
-    None
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let raw = <&serde_json::value::RawValue as serde::Deserialize>::deserialize(&mut de).ok()?;
+    Some(ReportedUsage {
+        tokens: TokenUsage::from_openai(raw.get())?,
+        raw: raw.get().to_owned(),
+        estimated: false,
+    })
 }
 
 /// The generated text of OpenAI choices (whole messages or stream deltas): content, legacy
@@ -258,15 +262,12 @@ fn usage_object_follows(after_name: &[u8]) -> bool {
         .is_some_and(|v| v.trim_ascii_start().starts_with(b"{"))
 }
 
-/// The usage chunk is the one whose `choices` is empty.
-fn has_no_choices(event_data: String) -> bool {
-    JsonObject::parse(Bytes::from(event_data)).is_ok_and(|obj| {
-        obj.raw("choices").is_some_and(|c| {
-            c.iter()
-                .filter(|b| !b.is_ascii_whitespace())
-                .eq(b"[]".iter())
-        })
-    })
+/// The usage chunk is the one whose `choices` is empty. Found by the same member scan as
+/// the usage: parsing the whole event again cost more than everything else a stream does.
+fn has_no_choices(event_data: &[u8]) -> bool {
+    last_member(event_data, &CHOICES_REV)
+        .and_then(|v| v.strip_prefix(b"["))
+        .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"]"))
 }
 
 impl PassThrough {
@@ -331,36 +332,33 @@ impl PassThrough {
         if end < data.len() {
             self.partial.extend_from_slice(&data[end..]);
         }
-        let complete = data.slice(..end);
-        if USAGE.find(&complete).is_none() {
-            return complete;
-        }
-        self.scan(complete)
+        self.scan(data.slice(..end))
     }
 
-    /// The slow path: some event mentions usage.
+    /// Reads the usage from the events that carry one and cuts the usage chunk when asked to.
+    /// Most chunks mention no usage at all and come back as they are.
     fn scan(&mut self, complete: Bytes) -> Bytes {
+        let mut next = USAGE.find(&complete);
+        if next.is_none() {
+            return complete;
+        }
         let mut keep: Vec<std::ops::Range<usize>> = Vec::new();
         let mut kept_from = 0;
-        let mut pos = 0;
-        while let Some(i) = USAGE.find(&complete[pos..]) {
-            let at = pos + i;
+        while let Some(at) = next {
             let end = next_event_end(&complete, at);
-            if !usage_object_follows(&complete[at + 7..end]) {
-                // `"usage":null` rides on every chunk once usage is asked for: skip it cheaply.
-                pos = end;
-                continue;
-            }
-            let start = last_event_end(&complete[..at]);
-            let data = event_data(&complete[start..end]);
-            if let Some(u) = usage_in(data.as_bytes()) {
-                self.usage = Some(u);
-                if self.strip_usage_chunk && has_no_choices(data) {
-                    keep.push(kept_from..start);
-                    kept_from = end;
+            // `"usage":null` rides on every chunk once usage is asked for: skipped cheaply.
+            if usage_object_follows(&complete[at + 7..end]) {
+                let start = last_event_end(&complete[..at]);
+                let data = event_data(&complete[start..end]);
+                if let Some(u) = usage_in(data.as_bytes()) {
+                    self.usage = Some(u);
+                    if self.strip_usage_chunk && has_no_choices(data.as_bytes()) {
+                        keep.push(kept_from..start);
+                        kept_from = end;
+                    }
                 }
             }
-            pos = end;
+            next = USAGE.find(&complete[end..]).map(|i| end + i);
         }
         if keep.is_empty() {
             return complete;
@@ -489,6 +487,20 @@ mod tests {
         let (_, u) = read_response(&dep, &p, spaced).unwrap();
         assert_eq!(u.unwrap().tokens.input, 3);
         assert!(read_response(&dep, &p, Bytes::from_static(b"<html>")).is_err());
+    }
+
+    #[test]
+    fn the_usage_chunk_is_told_by_its_empty_choices_member() {
+        assert!(has_no_choices(br#"{"id":"c","choices":[],"usage":{}}"#));
+        assert!(has_no_choices(br#"{"id":"c", "choices" : [ ] }"#));
+        assert!(!has_no_choices(
+            br#"{"choices":[{"delta":{"content":"x"}}]}"#
+        ));
+        assert!(
+            !has_no_choices(br#"{"text":"\"choices\":[]"}"#),
+            "text, not a member"
+        );
+        assert!(!has_no_choices(br#"{"usage":{}}"#));
     }
 
     #[test]
