@@ -44,6 +44,8 @@ pub struct MockUpstream {
 
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Connections accepted: how a test sees whether the gateway reused its pooled ones.
+    pub connections: AtomicUsize,
     pub requests: AtomicUsize,
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
@@ -112,6 +114,7 @@ impl MockUpstream {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            this.counters.connections.fetch_add(1, Ordering::SeqCst);
             let this = this.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {

@@ -815,6 +815,50 @@ async fn usage_survives_a_database_outage() {
 
 /// Several instances writing the first rows of a new month race to create its partition;
 /// every one of them must still write its batch (not spool it as if the database failed).
+/// The client's stream ends with `data: [DONE]`, even while the provider keeps its body open
+/// after it; the provider's connection is still read to its end and pooled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_done_and_its_connection_goes_back_to_the_pool() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mock, addr) = start_mock(tollgate::mock_upstream::MockUpstream {
+        options: tollgate::providers::mock::MockOptions {
+            chunk_ms: 5,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let models = "[[models]]\nname = \"linger\"\nprovider = \"up\"\nmodel_id = \"mock-linger\"\n\
+                  [[models]]\nname = \"plain\"\nprovider = \"up\"\nmodel_id = \"mock-chat\"\n";
+    let gw = start_gateway(&db, &(upstream_provider(addr, "up", "k") + models)).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    let ask = |model: &str| json!({"model": model, "stream": true, "max_tokens": 4, "messages": [{"role": "user", "content": "a b"}]});
+
+    let started = Instant::now();
+    let r = post(&url, &ask("linger"), &[]).await;
+    let took = started.elapsed();
+    assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+    assert!(
+        took < Duration::from_secs(2),
+        "the stream ended at [DONE], not 3 s later with the provider's body: {took:?}"
+    );
+    // Once the provider's body has ended, its connection serves the next request.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(post(&url, &ask("plain"), &[]).await.status, StatusCode::OK);
+    assert_eq!(mock.counters.connections.load(Ordering::SeqCst), 1);
+
+    gw.running.stop().await;
+    let rows = usage_rows(&db.connect().await).await;
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!((row.status_code, row.error_type.as_deref()), (200, None));
+        assert_eq!((row.input_tokens, row.output_tokens), (2, 4));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_racing_for_a_new_months_partition_all_succeed() {
     let db = TestDb::new(Backend::Postgres).await;

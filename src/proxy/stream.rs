@@ -2,6 +2,12 @@
 //! client as they come, and the request's usage row is written exactly once, when the stream
 //! ends, breaks, times out, or the client goes away (the body is dropped, which also drops
 //! and so cancels the upstream request).
+//!
+//! `data: [DONE]` is the last event of an OpenAI stream, so the client's stream ends as soon
+//! as it went out: with it, in the same write. Waiting for the provider's body to end as well
+//! cost one more write and wake-up per stream, to send the five bytes that close the body.
+//! What the provider still sends after it (normally only its own closing chunk) is read in
+//! the background, so its connection goes back to the pool instead of being closed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use serde_json::json;
 use tokio::time::Sleep;
 
@@ -30,6 +37,16 @@ pub struct MeteredStream {
     first_byte: Option<Duration>,
     upstream_started: Instant,
     done: bool,
+    /// The client's stream ended at `data: [DONE]` before the provider's body did.
+    drain_upstream: bool,
+}
+
+/// How long the rest of a provider's body, after `data: [DONE]`, is waited for.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Whether translated bytes end with the stream's last event.
+fn ends_with_done(out: &[u8]) -> bool {
+    out.ends_with(b"data: [DONE]\n\n") || out.ends_with(b"data: [DONE]\r\n\r\n")
 }
 
 /// An error after the stream started cannot change the status any more: it is told to the
@@ -64,11 +81,20 @@ impl MeteredStream {
             first_byte: None,
             upstream_started,
             done: false,
+            drain_upstream: false,
         };
         if ended {
             stream.finish(None);
+        } else if stream.held.as_deref().is_some_and(ends_with_done) {
+            stream.finish_at_done();
         }
         stream
+    }
+
+    /// The client's stream is complete although the provider's body has not ended yet.
+    fn finish_at_done(&mut self) {
+        self.finish(None);
+        self.drain_upstream = true;
     }
 
     fn finish(&mut self, error_type: Option<&str>) {
@@ -115,6 +141,9 @@ impl Body for MeteredStream {
                     };
                     let out = this.translator.push(chunk);
                     if !out.is_empty() {
+                        if ends_with_done(&out) {
+                            this.finish_at_done();
+                        }
                         return this.data(out);
                     }
                 }
@@ -166,6 +195,15 @@ impl Drop for MeteredStream {
         if !self.done {
             // The client went away mid-stream: whatever usage arrived is still recorded.
             self.finish(Some("client_disconnected"));
+        }
+        if self.drain_upstream {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let mut rest = std::mem::take(&mut self.upstream);
+                runtime.spawn(async move {
+                    let drained = async { while let Some(Ok(_)) = rest.frame().await {} };
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, drained).await;
+                });
+            }
         }
     }
 }

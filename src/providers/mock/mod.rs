@@ -12,8 +12,9 @@
 //! A few model ids misbehave on purpose, for tests and demos: `mock-status-NNN` answers with
 //! that HTTP status, `mock-hang` never answers, `mock-garbage` answers 200 with a non-JSON
 //! body, `mock-cut` stops a stream after two chunks without its end, `mock-stream-error`
-//! reports an error inside the stream after two chunks, and `mock-early-error` right after the
-//! role chunk, before any content.
+//! reports an error inside the stream after two chunks, `mock-early-error` right after the
+//! role chunk, before any content, and `mock-linger` keeps its stream's body open for
+//! three seconds after `data: [DONE]`.
 
 mod anthropic;
 mod gemini;
@@ -22,6 +23,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{json, Value};
@@ -461,13 +463,28 @@ fn stream(
     } else {
         events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     }
+    if model == "mock-linger" {
+        return sse_response_lingering(events, opts, LINGER);
+    }
     sse_response(events, opts)
 }
 
+/// How long `mock-linger` keeps its body open after its last event.
+const LINGER: Duration = Duration::from_secs(3);
+
 /// A `text/event-stream` answer: one write when unpaced, else one event per `chunk_ms`.
 fn sse_response(events: Vec<Bytes>, opts: &MockOptions) -> Response<MockBody> {
+    sse_response_lingering(events, opts, Duration::ZERO)
+}
+
+/// The same, with the body ending only `linger` after the last event.
+fn sse_response_lingering(
+    events: Vec<Bytes>,
+    opts: &MockOptions,
+    linger: Duration,
+) -> Response<MockBody> {
     let delay = Duration::from_millis(opts.chunk_ms);
-    let body: MockBody = if delay.is_zero() {
+    let body: MockBody = if delay.is_zero() && linger.is_zero() {
         // Unpaced: one write, as a fast local server would flush it.
         let all: Vec<u8> = events.concat();
         Full::new(Bytes::from(all))
@@ -478,13 +495,15 @@ fn sse_response(events: Vec<Bytes>, opts: &MockOptions) -> Response<MockBody> {
             (events.into_iter(), true),
             move |(mut it, first)| async move {
                 let next = it.next()?;
-                if !first {
+                if !first && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 Some((Ok::<_, BoxError>(http_body::Frame::data(next)), (it, false)))
             },
         );
-        StreamBody::new(frames).boxed_unsync()
+        let end = futures_util::stream::once(tokio::time::sleep(linger))
+            .filter_map(|()| std::future::ready(None));
+        StreamBody::new(frames.chain(end)).boxed_unsync()
     };
     Response::builder()
         .status(StatusCode::OK)
