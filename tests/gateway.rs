@@ -894,7 +894,8 @@ async fn writers_racing_for_a_new_months_partition_all_succeed() {
 }
 
 /// An SQLite database made before the usage table's key changed keeps its rows through the
-/// rebuild, and time-range queries then use the new key.
+/// rebuilds, time-range queries then use the new key, and the usage_source rule still holds
+/// without a temporary B-tree per inserted row.
 #[tokio::test]
 async fn sqlite_usage_rows_survive_the_key_migration() {
     let db = TestDb::new(Backend::Sqlite).await;
@@ -949,4 +950,23 @@ async fn sqlite_usage_rows_survive_the_key_migration() {
         .unwrap();
     let detail = plan[0].text("detail").unwrap();
     assert!(detail.contains("autoindex_llm_usage_logs"), "{detail}");
+
+    let insert = |source: &str| {
+        format!(
+            "INSERT INTO llm_usage_logs (id, request_id, created_at, endpoint, status_code, usage_source)
+             VALUES ('{source}', 'r', '2026-11-03T00:00:00.000Z', 'chat.completions', 200, '{source}')"
+        )
+    };
+    assert!(store.execute(&insert("estimated"), &[]).await.is_ok());
+    assert!(store.execute(&insert("bogus"), &[]).await.is_err());
+    let program = store
+        .fetch_all(&format!("EXPLAIN {}", insert("none")), &[])
+        .await
+        .unwrap();
+    assert!(
+        program
+            .iter()
+            .all(|op| op.text("opcode").unwrap() != "OpenEphemeral"),
+        "the CHECK is evaluated without a temporary table"
+    );
 }
