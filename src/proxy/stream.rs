@@ -83,10 +83,17 @@ impl MeteredStream {
             done: false,
             drain_upstream: false,
         };
-        if ended {
-            stream.finish(None);
-        } else if stream.held.as_deref().is_some_and(ends_with_done) {
-            stream.finish_at_done();
+        let complete = stream.held.as_deref().is_some_and(ends_with_done);
+        if ended || complete {
+            // The held bytes go out with the response: that is the first byte's time.
+            if stream.held.is_some() {
+                stream.first_byte = Some(stream.meter.started.elapsed());
+            }
+            if ended {
+                stream.finish(None);
+            } else {
+                stream.finish_at_done();
+            }
         }
         stream
     }
