@@ -218,7 +218,12 @@ http {{
                 url, model, headers, _ = targets[name]
                 oha(url, template.replace("{m}", model), headers, 2, args.concurrency)
             for rnd in range(args.rounds):
-                order = names[rnd % len(names):] + names[:rnd % len(names)]
+                # nginx and Tollgate run back to back, first one then the other, so each round
+                # gives one ratio measured within seconds (the machine's speed drifts over
+                # tens of seconds); the other targets follow in rotation.
+                pair = ["nginx", "tollgate"] if rnd % 2 == 0 else ["tollgate", "nginx"]
+                rest = [n for n in names if n not in pair]
+                order = pair + rest[rnd % len(rest):] + rest[:rnd % len(rest)]
                 for name in order:
                     url, model, headers, pids = targets[name]
                     before = cpu_ticks(pids)
@@ -256,6 +261,9 @@ http {{
                 lines.append(f"| {mode} | {name} | {m[name]['rps']:.0f} | {m[name]['p50_ms']:.2f} | "
                              f"{m[name]['p99_ms']:.2f} | {cpu_s} | {m[name]['errors']} |")
             m["tollgate_vs_nginx_throughput"] = round(m["tollgate"]["rps"] / m["nginx"]["rps"], 3)
+            paired = [t["rps"] / n["rps"] for t, n in zip(results[(mode, "tollgate")], results[(mode, "nginx")])]
+            m["tollgate_vs_nginx_paired"] = [round(r, 3) for r in paired]
+            m["tollgate_vs_nginx_paired_median"] = round(median(paired), 3)
             m["tollgate_vs_direct_throughput"] = round(m["tollgate"]["rps"] / m["direct"]["rps"], 3)
             m["limits_on_vs_off_throughput"] = round(m["tollgate"]["rps"] / m["tollgate_nolimits"]["rps"], 3)
             for api in ("anthropic", "gemini"):
@@ -264,9 +272,12 @@ http {{
             summary["modes"][mode] = m
         lines.append("")
         for mode in bodies:
-            lines.append(f"- {mode}: Tollgate / nginx throughput = {summary['modes'][mode]['tollgate_vs_nginx_throughput']}, "
-                         f"Tollgate / direct = {summary['modes'][mode]['tollgate_vs_direct_throughput']}, "
-                         f"limits on / off = {summary['modes'][mode]['limits_on_vs_off_throughput']}")
+            mm = summary["modes"][mode]
+            lines.append(f"- {mode}: Tollgate / nginx throughput = {mm['tollgate_vs_nginx_throughput']} "
+                         f"(ratio of medians); per round, back to back: {mm['tollgate_vs_nginx_paired']}, "
+                         f"median {mm['tollgate_vs_nginx_paired_median']}")
+            lines.append(f"- {mode}: Tollgate / direct = {mm['tollgate_vs_direct_throughput']}, "
+                         f"limits on / off = {mm['limits_on_vs_off_throughput']}")
         st = summary["modes"]["stream"]
         lines.append(f"- translated streams, CPU per request vs the OpenAI pass-through: Anthropic "
                      f"{st['anthropic_vs_passthrough_cpu']}x, Gemini {st['gemini_vs_passthrough_cpu']}x")
