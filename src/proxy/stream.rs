@@ -71,6 +71,8 @@ impl MeteredStream {
         deadline: tokio::time::Instant,
         upstream_started: Instant,
     ) -> MeteredStream {
+        // Held bytes go out as the response starts: that is the first byte's time.
+        let first_byte = (!held.is_empty()).then(|| meter.started.elapsed());
         let mut stream = MeteredStream {
             upstream,
             translator,
@@ -78,22 +80,15 @@ impl MeteredStream {
             guards: Some(guards),
             held: (!held.is_empty()).then_some(held),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            first_byte: None,
+            first_byte,
             upstream_started,
             done: false,
             drain_upstream: false,
         };
-        let complete = stream.held.as_deref().is_some_and(ends_with_done);
-        if ended || complete {
-            // The held bytes go out with the response: that is the first byte's time.
-            if stream.held.is_some() {
-                stream.first_byte = Some(stream.meter.started.elapsed());
-            }
-            if ended {
-                stream.finish(None);
-            } else {
-                stream.finish_at_done();
-            }
+        if ended {
+            stream.finish(None);
+        } else if stream.held.as_deref().is_some_and(ends_with_done) {
+            stream.finish_at_done();
         }
         stream
     }
@@ -148,10 +143,12 @@ impl Body for MeteredStream {
                     };
                     let out = this.translator.push(chunk);
                     if !out.is_empty() {
-                        if ends_with_done(&out) {
+                        let last = ends_with_done(&out);
+                        let frame = this.data(out);
+                        if last {
                             this.finish_at_done();
                         }
-                        return this.data(out);
+                        return frame;
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
