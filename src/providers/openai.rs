@@ -50,14 +50,17 @@ pub fn prepare(
     let mut replace: Vec<(&str, Option<&[u8]>)> = vec![("model", Some(&model))];
     if stream {
         // Always ask for usage upstream; remember whether the client asked too.
-        let mut opts: serde_json::Map<String, serde_json::Value> = body
-            .get("stream_options")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        client_wants_usage = opts.get("include_usage") == Some(&serde_json::Value::Bool(true));
-        opts.insert("include_usage".into(), true.into());
-        stream_options = serde_json::to_vec(&opts).expect("maps serialise");
+        let given: Option<serde_json::Map<String, serde_json::Value>> =
+            body.get("stream_options").ok().flatten();
+        stream_options = match given {
+            None => br#"{"include_usage":true}"#.to_vec(),
+            Some(mut opts) => {
+                client_wants_usage =
+                    opts.get("include_usage") == Some(&serde_json::Value::Bool(true));
+                opts.insert("include_usage".into(), true.into());
+                serde_json::to_vec(&opts).expect("maps serialise")
+            }
+        };
         replace.push(("stream_options", Some(&stream_options)));
     }
     let defaults: Vec<(String, Vec<u8>)> = dep

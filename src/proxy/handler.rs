@@ -12,7 +12,7 @@
 //! 5. `respond_whole` / `respond_stream`: the answer back to the client (a stream is held
 //!    until its first content), usage metered once, limit reservations settled
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTE
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use memchr::memmem::Finder;
 use serde_json::json;
 
 use super::meter::{Guards, InFlight, RequestMeter};
@@ -654,7 +655,7 @@ async fn respond_stream(
                     continue;
                 };
                 held.extend_from_slice(&translator.push(chunk));
-                let error_event = memchr::memmem::find(&held, b"data: {\"error\"").is_some();
+                let error_event = ERROR_EVENT.find(&held).is_some();
                 if let Some(kind) = translator
                     .error_type()
                     .or(error_event.then_some("error event"))
@@ -686,18 +687,29 @@ async fn respond_stream(
     Ok(resp)
 }
 
+/// The searchers for what the first stream bytes are checked for, built once: building one
+/// cost more than the search.
+static ERROR_EVENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data: {\"error\""));
+static TEXT_VALUES: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
+    [
+        b"\"content\":\"".as_slice(),
+        b"\"text\":\"",
+        b"\"finish_reason\":\"",
+    ]
+    .map(Finder::new)
+});
+static MARKERS: LazyLock<[Finder<'static>; 2]> =
+    LazyLock::new(|| [b"\"tool_calls\"".as_slice(), b"[DONE]"].map(Finder::new));
+
 /// Whether translated (OpenAI-format) stream bytes hold content: text, a tool call, a finish
 /// reason, or the end. The role-only first chunk (`"content":""`) does not count.
 fn has_content(out: &[u8]) -> bool {
-    use memchr::memmem::find_iter;
-    let non_empty_after = |pat: &[u8]| {
-        find_iter(out, pat).any(|i| out.get(i + pat.len()).is_some_and(|&b| b != b'"'))
+    let non_empty_after = |f: &Finder| {
+        let len = f.needle().len();
+        f.find_iter(out)
+            .any(|i| out.get(i + len).is_some_and(|&b| b != b'"'))
     };
-    non_empty_after(b"\"content\":\"")
-        || non_empty_after(b"\"text\":\"")
-        || non_empty_after(b"\"finish_reason\":\"")
-        || memchr::memmem::find(out, b"\"tool_calls\"").is_some()
-        || memchr::memmem::find(out, b"[DONE]").is_some()
+    TEXT_VALUES.iter().any(non_empty_after) || MARKERS.iter().any(|f| f.find(out).is_some())
 }
 
 async fn readyz(gw: &Gateway) -> Response<ClientBody> {
