@@ -361,12 +361,16 @@ pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(HeaderName, HeaderVal
         let ms = b.time_to_full(left).as_millis();
         out.push((limit, b.limit_header()));
         out.push((remaining, HeaderValue::from(left)));
-        out.push((
-            reset,
-            HeaderValue::from_str(&format!("{ms}ms")).expect("ascii"),
-        ));
+        out.push((reset, millis(ms)));
     }
     out
+}
+
+/// `{ms}ms`, written without the formatting machinery (two of these go with every answer).
+fn millis(ms: u128) -> HeaderValue {
+    let mut text = bytes::BytesMut::from(itoa::Buffer::new().format(ms).as_bytes());
+    text.extend_from_slice(b"ms");
+    HeaderValue::from_maybe_shared(text.freeze()).expect("digits are a valid header value")
 }
 
 /// `retry-after` (whole seconds, rounded up) and `retry-after-ms` for a refusal.
@@ -470,6 +474,12 @@ mod tests {
         };
         assert_eq!(get("x-ratelimit-limit-requests").as_deref(), Some("10"));
         assert_eq!(get("x-ratelimit-remaining-requests").as_deref(), Some("10"));
+        assert_eq!(
+            get("x-ratelimit-reset-requests").as_deref(),
+            Some("0ms"),
+            "full"
+        );
+        assert_eq!(millis(61_250), "61250ms");
         assert!(get("x-ratelimit-limit-tokens").is_none());
         let r = retry_headers(Duration::from_millis(1500));
         assert_eq!(r[0].1, "2");

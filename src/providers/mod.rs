@@ -50,6 +50,16 @@ impl Endpoint {
         }
     }
 
+    /// How many endpoints there are, and this one's place among them (for per-endpoint caches).
+    pub const COUNT: usize = 3;
+    pub fn index(self) -> usize {
+        match self {
+            Endpoint::ChatCompletions => 0,
+            Endpoint::Completions => 1,
+            Endpoint::Embeddings => 2,
+        }
+    }
+
     pub fn can_stream(self) -> bool {
         !matches!(self, Endpoint::Embeddings)
     }
@@ -230,6 +240,7 @@ pub(crate) mod testing {
             created_unix: 0,
             limits: None,
             health: Arc::new(crate::registry::Health::new(Default::default())),
+            upstream_uris: Default::default(),
         }
     }
 

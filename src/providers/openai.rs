@@ -25,23 +25,15 @@ pub fn prepare(
     body: &JsonObject,
 ) -> Result<Prepared, GatewayError> {
     let provider = &dep.provider;
-    let uri = match provider.api {
-        Api::Azure => format!(
-            "{}/openai/deployments/{}{}?api-version={}",
-            provider.base_url,
-            dep.model_id,
-            endpoint.path(),
-            provider.api_version.as_deref().unwrap_or_default()
-        ),
-        Api::Mock => format!("mock://{}{}", provider.name, endpoint.path()),
-        _ => format!("{}{}", provider.base_url, endpoint.path()),
+    let uri = match dep.upstream_uris[endpoint.index()].get() {
+        Some(uri) => uri.clone(),
+        None => {
+            let uri = upstream_uri(dep, endpoint)?;
+            dep.upstream_uris[endpoint.index()]
+                .get_or_init(|| uri)
+                .clone()
+        }
     };
-    let uri: http::Uri = uri.parse().map_err(|_| {
-        GatewayError::internal(format!(
-            "provider {} has a base_url that does not form a valid URL",
-            provider.name
-        ))
-    })?;
 
     let model = serde_json::to_vec(&dep.model_id).expect("strings serialise");
     let stream = endpoint.can_stream() && body.bool("stream") == Some(true);
@@ -96,6 +88,27 @@ pub fn prepare(
         client_wants_usage,
         endpoint,
         client_body: body.bytes().clone(),
+    })
+}
+
+fn upstream_uri(dep: &Deployment, endpoint: Endpoint) -> Result<http::Uri, GatewayError> {
+    let provider = &dep.provider;
+    let uri = match provider.api {
+        Api::Azure => format!(
+            "{}/openai/deployments/{}{}?api-version={}",
+            provider.base_url,
+            dep.model_id,
+            endpoint.path(),
+            provider.api_version.as_deref().unwrap_or_default()
+        ),
+        Api::Mock => format!("mock://{}{}", provider.name, endpoint.path()),
+        _ => format!("{}{}", provider.base_url, endpoint.path()),
+    };
+    uri.parse().map_err(|_| {
+        GatewayError::internal(format!(
+            "provider {} has a base_url that does not form a valid URL",
+            provider.name
+        ))
     })
 }
 

@@ -75,6 +75,9 @@ pub struct Deployment {
     pub limits: Option<Arc<LimitSet>>,
     /// Breaker, latency and load; kept across reloads.
     pub health: Arc<Health>,
+    /// The OpenAI-format upstream URL per endpoint, made on first use: formatting and parsing
+    /// it was 1.5k instructions a request.
+    pub upstream_uris: [std::sync::OnceLock<http::Uri>; crate::providers::Endpoint::COUNT],
 }
 
 impl Deployment {
@@ -461,6 +464,7 @@ fn deployment_from_row(
         created_unix,
         limits,
         health,
+        upstream_uris: Default::default(),
     }
 }
 
