@@ -859,6 +859,59 @@ async fn a_stream_ends_at_done_and_its_connection_goes_back_to_the_pool() {
     }
 }
 
+/// A provider that closes each connection after one answer (without saying so, as some
+/// servers do on their idle timeout): the next request goes on a new connection, never to the
+/// client as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_closing_its_kept_alive_connections_costs_no_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // One request (headers and the small JSON body arrive together), one answer.
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let body = r#"{"id":"x","object":"chat.completion","model":"m1","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                // and then the connection is closed, with no `connection: close` said
+            });
+        }
+    });
+    let extra = upstream_provider(addr, "up", "k")
+        + "[[models]]\nname = \"m\"\nprovider = \"up\"\nmodel_id = \"m1\"\n";
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, &extra).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for i in 0..5 {
+        let r = post(
+            &url,
+            &json!({"model": "m", "messages": [{"role": "user", "content": "a b"}]}),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert_eq!(r.json()["choices"][0]["message"]["content"], "hi");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        5,
+        "one connection per answer"
+    );
+    gw.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_racing_for_a_new_months_partition_all_succeed() {
     let db = TestDb::new(Backend::Postgres).await;

@@ -217,6 +217,7 @@ pub(crate) mod testing {
                     http::HeaderValue::from_static(value),
                 )),
                 host_header: None,
+                http1: None,
                 queue_timeout_ms: 0,
                 timeouts: Default::default(),
                 limits: Arc::new(crate::limits::LimitSet::new("provider", Default::default())),

@@ -1,6 +1,7 @@
 //! The data plane: the gateway's shared state, its start-up and shutdown, and the HTTP server.
 
 mod handler;
+pub mod http1_pool;
 mod meter;
 mod stream;
 mod upstream;

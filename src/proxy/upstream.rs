@@ -1,5 +1,6 @@
-//! The pooled upstream HTTP client (HTTP/1.1 and HTTP/2 by ALPN, rustls), plus the in-process
-//! path for `api = "mock"` providers.
+//! The pooled upstream HTTP client (HTTP/1.1 and HTTP/2 by ALPN, rustls) for TLS providers, a
+//! leaner HTTP/1.1 pool for plain-http ones (`http1_pool`), plus the in-process path for
+//! `api = "mock"` providers.
 
 use std::time::Duration;
 
@@ -116,6 +117,10 @@ impl UpstreamClient {
         let request = builder
             .body(Full::new(req.body.clone()))
             .map_err(|e| SendError::Other(e.to_string()))?;
+        if let Some(pool) = &provider.http1 {
+            let connect = provider.timeouts.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
+            return pool.send(request, Duration::from_millis(connect)).await;
+        }
         match self
             .client(provider.timeouts.connect_ms)
             .request(request)
@@ -135,7 +140,7 @@ impl Default for UpstreamClient {
 }
 
 /// hyper's client error says little on its own; its sources say what went wrong.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -34,6 +34,8 @@ pub struct Provider {
     pub auth_header: Option<(HeaderName, HeaderValue)>,
     /// The Host header for a plain-http base URL, made once (see `plain_http_host`).
     pub host_header: Option<HeaderValue>,
+    /// Kept-alive connections, for a plain-http base URL (TLS ones use the shared client).
+    pub http1: Option<Arc<crate::proxy::http1_pool::Http1Pool>>,
     /// How long a request may wait for this provider's limits before moving on.
     pub queue_timeout_ms: u64,
     pub timeouts: ProviderTimeouts,
@@ -384,6 +386,7 @@ fn provider_from_row(
             Some((name, value))
         }
     };
+    let host_header = plain_http_host(&p.base_url);
     Ok(Provider {
         id: p.id.clone(),
         name: p.name.clone(),
@@ -391,7 +394,8 @@ fn provider_from_row(
         base_url: p.base_url.trim_end_matches('/').to_owned(),
         api_version: p.api_version.clone(),
         auth_header,
-        host_header: plain_http_host(&p.base_url),
+        http1: host_header.is_some().then(Default::default),
+        host_header,
         queue_timeout_ms: p.queue_timeout_ms.max(0) as u64,
         timeouts: serde_json::from_str(&p.timeouts).unwrap_or_default(),
         limits,
