@@ -12,7 +12,8 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::uri::Authority;
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -47,22 +48,20 @@ impl Http1Pool {
         mut req: Request<Full<Bytes>>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let (host, port) = match req.uri().host() {
-            Some(host) => (host.to_owned(), req.uri().port_u16().unwrap_or(80)),
-            None => return Err(SendError::Other("the provider URL has no host".into())),
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err(SendError::Other("the provider URL has no host".into()));
         };
         // On the wire an HTTP/1.1 request names only its path (the Host header has the rest).
         let origin = req
             .uri()
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| SendError::Other(e.to_string()))?;
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
         *req.uri_mut() = origin;
         loop {
             let (mut sender, reused) = match self.checkout().await {
                 Some(sender) => (sender, true),
-                None => (connect(&host, port, connect_timeout).await?, false),
+                None => (connect(&authority, connect_timeout).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -116,11 +115,14 @@ impl Http1Pool {
 }
 
 async fn connect(
-    host: &str,
-    port: u16,
+    authority: &Authority,
     timeout: Duration,
 ) -> Result<SendRequest<Full<Bytes>>, SendError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']'); // IPv6 literal
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']'); // IPv6 literal
+    let port = authority.port_u16().unwrap_or(80);
     let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
         Err(_) => return Err(SendError::Connect("connect timed out".into())),
         Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
