@@ -402,9 +402,9 @@ fn provider_from_row(
     })
 }
 
-/// hyper-util's client formats the Host header on every request; for a plain-http provider it
-/// is made here once instead. Over TLS it is left to the client, which may speak HTTP/2 there
-/// (where the authority travels as `:authority`).
+/// The Host header of a plain-http provider, made once. Its connections (`http1_pool`) are
+/// hyper's bare HTTP/1.1 ones, which send only the headers given. Over TLS the shared client
+/// sets it, as it may speak HTTP/2 there (where the authority travels as `:authority`).
 fn plain_http_host(base_url: &str) -> Option<HeaderValue> {
     let uri: http::Uri = base_url.parse().ok()?;
     if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
