@@ -864,6 +864,19 @@ async fn a_stream_ends_at_done_and_its_connection_goes_back_to_the_pool() {
 /// client as an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_closing_its_kept_alive_connections_costs_no_request() {
+    assert_one_connection_per_answer(false).await;
+}
+
+/// The same race caught later: the provider reads the next request on the kept-alive
+/// connection and closes it without a word. That request goes again on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_provider_dropped_on_a_kept_alive_connection_goes_again() {
+    assert_one_connection_per_answer(true).await;
+}
+
+/// Five requests to a provider that answers once per connection; `read_the_next` makes it
+/// read a second request before it closes.
+async fn assert_one_connection_per_answer(read_the_next: bool) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -885,6 +898,9 @@ async fn a_provider_closing_its_kept_alive_connections_costs_no_request() {
                     body.len()
                 );
                 let _ = socket.write_all(answer.as_bytes()).await;
+                if read_the_next {
+                    let _ = socket.read(&mut buf).await;
+                }
                 // and then the connection is closed, with no `connection: close` said
             });
         }

@@ -41,25 +41,33 @@ struct Idle {
 }
 
 impl Http1Pool {
-    /// Sends `req` (its URI absolute, with host and port) on an idle connection, or a new one,
-    /// and returns once the response headers arrived.
+    /// Sends the request `make` builds (its URI absolute, with host and port) on an idle
+    /// connection, or a new one, and returns once the response headers arrived. `make` is
+    /// called again only to send the request a second time (see below).
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Full<Bytes>>,
+        make: impl Fn() -> Request<Full<Bytes>>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut req = make();
         let Some(authority) = req.uri().authority().cloned() else {
             return Err(SendError::Other("the provider URL has no host".into()));
         };
         // On the wire an HTTP/1.1 request names only its path (the Host header has the rest).
-        let origin = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
-        *req.uri_mut() = origin;
+        let on_the_wire = |mut req: Request<Full<Bytes>>| {
+            let origin = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .map_or_else(|| Uri::from_static("/"), Uri::from);
+            *req.uri_mut() = origin;
+            req
+        };
+        req = on_the_wire(req);
+        let mut resent = false;
         loop {
-            let (mut sender, reused) = match self.checkout().await {
+            let idle = if resent { None } else { self.checkout().await };
+            let (mut sender, reused) = match idle {
                 Some(sender) => (sender, true),
                 None => (connect(&authority, connect_timeout).await?, false),
             };
@@ -79,6 +87,14 @@ impl Http1Pool {
                     // A kept-alive connection the provider had closed: the request never left,
                     // so it goes again on a new connection.
                     Some(unsent) if reused => req = unsent,
+                    // The provider closed a kept-alive connection as the request went out and
+                    // answered nothing: it closed an idle connection, it did not take the
+                    // request (Go's HTTP client resends in this case too). Once, on a new
+                    // connection.
+                    None if reused && !resent && e.error().is_incomplete_message() => {
+                        req = on_the_wire(make());
+                        resent = true;
+                    }
                     _ => return Err(SendError::Other(error_chain(e.error()))),
                 },
             }

@@ -107,20 +107,22 @@ impl UpstreamClient {
             let resp = mock::respond(req.uri.path(), req.body.clone(), &self.mock).await;
             return Ok(resp);
         }
-        let mut builder = http::Request::post(req.uri.clone());
-        if let Some(h) = builder.headers_mut() {
+        let build = || {
+            let mut request = http::Request::new(Full::new(req.body.clone()));
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = req.uri.clone();
+            let h = request.headers_mut();
             h.clone_from(&req.headers);
             if let Some(host) = &provider.host_header {
                 h.insert(http::header::HOST, host.clone());
             }
-        }
-        let request = builder
-            .body(Full::new(req.body.clone()))
-            .map_err(|e| SendError::Other(e.to_string()))?;
+            request
+        };
         if let Some(pool) = &provider.http1 {
             let connect = provider.timeouts.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
-            return pool.send(request, Duration::from_millis(connect)).await;
+            return pool.send(build, Duration::from_millis(connect)).await;
         }
+        let request = build();
         match self
             .client(provider.timeouts.connect_ms)
             .request(request)
