@@ -62,26 +62,23 @@ impl Db {
         let sums: Vec<HourRow> = rollup(records);
         // A replayed spool batch may hold rows that did reach the database: keep the first.
         let (log_tail, hour_tail) = ("ON CONFLICT DO NOTHING", HOURLY_ADD);
-        let stmts = match self {
+        match self {
             Db::Postgres(_) => {
                 let rows: Vec<LogRow> = records.iter().map(LogRow::from).collect();
-                vec![
+                self.transaction(vec![
                     json_insert("llm_usage_logs", &LOG_COLUMNS, log_tail, &rows)?,
                     json_insert("llm_usage_hourly", &HOUR_COLUMNS, hour_tail, &sums)?,
-                ]
+                ])
+                .await?;
             }
-            Db::Sqlite(_) => {
-                let mut stmts = values_inserts("llm_usage_logs", &LOG_COLUMNS, log_tail, records)?;
-                stmts.extend(values_inserts(
-                    "llm_usage_hourly",
-                    &HOUR_COLUMNS,
-                    hour_tail,
-                    &sums,
-                )?);
-                stmts
+            Db::Sqlite(pool) => {
+                let rows: Vec<LogParams> = records.iter().map(LogParams::new).collect();
+                let mut tx = pool.begin().await?;
+                insert_values(&mut tx, "llm_usage_logs", &LOG_COLUMNS, log_tail, &rows).await?;
+                insert_values(&mut tx, "llm_usage_hourly", &HOUR_COLUMNS, hour_tail, &sums).await?;
+                tx.commit().await?;
             }
-        };
-        self.transaction(stmts).await?;
+        }
         Ok(())
     }
 
@@ -213,12 +210,15 @@ fn json_insert<T: serde::Serialize>(
 
 /// SQLite: `INSERT INTO table (cols) VALUES (...), (...)` in chunks of a fixed size (so only
 /// two statement texts exist: the full chunk and one row) plus single rows for the rest.
-fn values_inserts<T: RowArgs>(
+/// The values are bound borrowed from the rows: copying each text into an owned parameter
+/// first cost more than SQLite's own copy of it.
+async fn insert_values<T: RowParams>(
+    conn: &mut sqlx::SqliteConnection,
     table: &str,
     cols: &[(&str, &str)],
     tail: &str,
     rows: &[T],
-) -> anyhow::Result<Vec<(String, Vec<Arg>)>> {
+) -> anyhow::Result<()> {
     let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
     // Plain `?` parameters: numbered ones make every bind look its name up in a list as long
     // as the statement (quadratic in the parameters; it dominated the profile).
@@ -232,83 +232,119 @@ fn values_inserts<T: RowArgs>(
         )
     };
     let (full, single) = (sql(SQLITE_ROWS_PER_INSERT), sql(1));
-    let mut out = Vec::new();
     let whole = rows.len() / SQLITE_ROWS_PER_INSERT * SQLITE_ROWS_PER_INSERT;
-    for chunk in rows[..whole].chunks(SQLITE_ROWS_PER_INSERT) {
-        let mut args = Vec::with_capacity(chunk.len() * cols.len());
+    let statements = rows[..whole]
+        .chunks(SQLITE_ROWS_PER_INSERT)
+        .map(|chunk| (full.as_str(), chunk))
+        .chain(rows[whole..].chunks(1).map(|row| (single.as_str(), row)));
+    for (sql, chunk) in statements {
+        let mut query = sqlx::query(sql);
         for row in chunk {
-            args.extend(row.args());
+            for param in row.params() {
+                query = match param {
+                    Param::Text(v) => query.bind(v),
+                    Param::Int(v) => query.bind(v),
+                    Param::Bool(v) => query.bind(v),
+                };
+            }
         }
-        out.push((full.clone(), args));
+        query.execute(&mut *conn).await?;
     }
-    for row in &rows[whole..] {
-        out.push((single.clone(), row.args()));
-    }
-    Ok(out)
+    Ok(())
+}
+
+/// One SQLite parameter, borrowed from the row it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Param<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Bool(bool),
 }
 
 /// A row's values as parameters, in the order of its column list (a test checks them against
 /// the PostgreSQL row shape). Written out because going through `serde_json::Value` cost more
 /// instructions per row than SQLite's own insert.
-trait RowArgs {
-    fn args(&self) -> Vec<Arg>;
+trait RowParams {
+    fn params(&self) -> impl Iterator<Item = Param<'_>>;
 }
 
-/// SQLite takes the record's values directly (the JSON row shape is PostgreSQL's). Raw usage
-/// is stored as the text it is; PostgreSQL's jsonb needs it checked first.
-impl RowArgs for UsageRecord {
-    fn args(&self) -> Vec<Arg> {
-        let text = |v: Option<&str>| Arg::Text(v.map(str::to_owned));
-        let int = |v: u64| Arg::Int(Some(v as i64));
-        let t = &self.tokens;
-        vec![
-            text(Some(&self.id)),
-            text(Some(&self.request_id)),
-            Arg::Text(Some(timestamp(self.created_at))),
-            text(self.llm_model_id.as_deref()),
-            text(self.provider_id.as_deref()),
-            text(self.project_id.as_deref()),
-            text(self.api_key_id.as_deref()),
-            text(Some(&self.model_name)),
-            text(Some(&self.endpoint)),
-            Arg::Bool(self.stream),
-            int(u64::from(self.status_code)),
-            text(self.error_type.as_deref()),
+/// A usage record with the two values SQLite stores as text that the record does not hold
+/// as text. Raw usage is stored as the text it is; PostgreSQL's jsonb needs it checked first.
+struct LogParams<'a> {
+    record: &'a UsageRecord,
+    created_at: String,
+    cost_usd: String,
+}
+
+impl<'a> LogParams<'a> {
+    fn new(record: &'a UsageRecord) -> Self {
+        LogParams {
+            record,
+            created_at: timestamp(record.created_at),
+            cost_usd: record.cost_usd.to_string(),
+        }
+    }
+}
+
+impl RowParams for LogParams<'_> {
+    fn params(&self) -> impl Iterator<Item = Param<'_>> {
+        let r = self.record;
+        let text = Param::Text;
+        let int = |v: u64| Param::Int(Some(v as i64));
+        let t = &r.tokens;
+        [
+            text(Some(&r.id)),
+            text(Some(&r.request_id)),
+            text(Some(&self.created_at)),
+            text(r.llm_model_id.as_deref()),
+            text(r.provider_id.as_deref()),
+            text(r.project_id.as_deref()),
+            text(r.api_key_id.as_deref()),
+            text(Some(&r.model_name)),
+            text(Some(&r.endpoint)),
+            Param::Bool(r.stream),
+            int(u64::from(r.status_code)),
+            text(r.error_type.as_deref()),
             int(t.input),
             int(t.cache_read),
             int(t.cache_write),
             int(t.output),
             int(t.reasoning),
-            text(self.raw_usage.as_deref()),
-            text(Some(self.usage_source.as_str())),
-            Arg::Bool(self.cache_hit),
-            Arg::Text(Some(self.cost_usd.to_string())),
-            int(self.latency_ms),
-            Arg::Int(self.ttft_ms.map(|v| v as i64)),
-            Arg::Int(self.upstream_ms.map(|v| v as i64)),
-            int(u64::from(self.attempts)),
+            text(r.raw_usage.as_deref()),
+            text(Some(r.usage_source.as_str())),
+            Param::Bool(r.cache_hit),
+            text(Some(&self.cost_usd)),
+            int(r.latency_ms),
+            Param::Int(r.ttft_ms.map(|v| v as i64)),
+            Param::Int(r.upstream_ms.map(|v| v as i64)),
+            int(u64::from(r.attempts)),
         ]
+        .into_iter()
     }
 }
 
-impl RowArgs for HourRow {
-    fn args(&self) -> Vec<Arg> {
-        let text = |v: &String| Arg::Text(Some(v.clone()));
-        vec![
+impl RowParams for HourRow {
+    fn params(&self) -> impl Iterator<Item = Param<'_>> {
+        fn text(v: &str) -> Param<'_> {
+            Param::Text(Some(v))
+        }
+        let int = |v: i64| Param::Int(Some(v));
+        [
             text(&self.hour),
             text(&self.provider_id),
             text(&self.llm_model_id),
             text(&self.project_id),
             text(&self.api_key_id),
-            self.requests.into(),
-            self.errors.into(),
-            self.input_tokens.into(),
-            self.cache_read_tokens.into(),
-            self.cache_write_tokens.into(),
-            self.output_tokens.into(),
-            self.reasoning_tokens.into(),
-            self.cost_usd_e10.into(),
+            int(self.requests),
+            int(self.errors),
+            int(self.input_tokens),
+            int(self.cache_read_tokens),
+            int(self.cache_write_tokens),
+            int(self.output_tokens),
+            int(self.reasoning_tokens),
+            int(self.cost_usd_e10),
         ]
+        .into_iter()
     }
 }
 
@@ -527,28 +563,31 @@ mod tests {
             sorted, columns,
             "LogRow fields and LOG_COLUMNS name the same columns"
         );
-        let args = rec.args();
-        assert_eq!(args.len(), LOG_COLUMNS.len());
-        for ((name, _), arg) in LOG_COLUMNS.iter().zip(&args) {
+        let log = LogParams::new(&rec);
+        let params: Vec<Param> = log.params().collect();
+        assert_eq!(params.len(), LOG_COLUMNS.len());
+        for ((name, _), param) in LOG_COLUMNS.iter().zip(&params) {
             let expected = &json[*name];
-            let same = match arg {
-                Arg::Text(None) | Arg::Int(None) => expected.is_null(),
-                Arg::Text(Some(t)) => {
-                    expected.as_str() == Some(t.as_str())
+            let same = match *param {
+                Param::Text(None) | Param::Int(None) => expected.is_null(),
+                Param::Text(Some(t)) => {
+                    expected.as_str() == Some(t)
                         || serde_json::from_str::<serde_json::Value>(t).ok().as_ref()
                             == Some(expected)
                 }
-                Arg::Int(Some(i)) => expected.as_i64() == Some(*i),
-                Arg::Bool(b) => expected.as_bool() == Some(*b),
+                Param::Int(Some(i)) => expected.as_i64() == Some(i),
+                Param::Bool(b) => expected.as_bool() == Some(b),
             };
-            assert!(same, "column {name}: {arg:?} vs {expected}");
+            assert!(same, "column {name}: {param:?} vs {expected}");
         }
         let hour = &rollup(std::slice::from_ref(&rec))[0];
         let json = serde_json::to_value(hour).unwrap();
-        for ((name, _), arg) in HOUR_COLUMNS.iter().zip(hour.args()) {
-            let same = match arg {
-                Arg::Text(Some(t)) => json[*name].as_str() == Some(t.as_str()),
-                Arg::Int(Some(i)) => json[*name].as_i64() == Some(i),
+        let params: Vec<Param> = hour.params().collect();
+        assert_eq!(params.len(), HOUR_COLUMNS.len());
+        for ((name, _), param) in HOUR_COLUMNS.iter().zip(params) {
+            let same = match param {
+                Param::Text(Some(t)) => json[*name].as_str() == Some(t),
+                Param::Int(Some(i)) => json[*name].as_i64() == Some(i),
                 _ => false,
             };
             assert!(same, "hourly column {name}");
