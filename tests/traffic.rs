@@ -203,6 +203,40 @@ async fn slots_come_back_when_clients_hang_up_mid_stream() {
     assert_eq!(gone, 2, "a disconnect still writes its usage row");
 }
 
+/// A client that gives up while the provider is still working (an SDK timeout, a closed tab)
+/// leaves a usage row too: the provider may well bill the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_before_the_answer_still_leaves_a_usage_row() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (_mock, addr) = mock_upstream().await;
+    let extra = provider(addr, "") + &model("m", "mock-hang", "");
+    let gw = start_gateway(&db, &extra).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for stream in [false, true] {
+        let body =
+            json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "x"}]});
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(300), post(&url, &body, &[])).await;
+        assert!(gave_up.is_err(), "the provider never answers");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rows = loop {
+        let rows = usage_rows(&db.connect().await).await;
+        if rows.len() == 2 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rows.len(), 2, "one row per request");
+    for row in &rows {
+        assert_eq!(
+            (row.status_code, row.error_type.as_deref()),
+            (499, Some("client_disconnected"))
+        );
+    }
+    gw.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_failure_before_content_falls_back() {
     let db = TestDb::new(Backend::Sqlite).await;

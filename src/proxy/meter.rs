@@ -101,6 +101,16 @@ impl RequestMeter {
     }
 }
 
+/// A meter dropped before it recorded belongs to a request whose client went away before the
+/// answer began (hyper drops the request's future when its connection closes). The provider
+/// may already be working on it, so it gets its row too: 499, as nginx logs a client that
+/// closed its request.
+impl Drop for RequestMeter {
+    fn drop(&mut self) {
+        self.record(499, Some("client_disconnected"), None, None);
+    }
+}
+
 /// Counts a request in `tollgate_in_flight{provider}` for as long as it is alive.
 pub struct InFlight(prometheus::IntGauge);
 
