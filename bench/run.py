@@ -4,7 +4,8 @@
 Starts `tollgate mock-upstream`, Tollgate (auth on, metering on) and nginx (`proxy_pass` to the
 same mock, its own config and pid file), then drives each with oha on loopback, rotating the
 order every round, and prints requests/s, p50/p99, CPU per request and peak RSS. Also p99 at a
-fixed 200 requests/s. Every run is bounded in time. Never run it while something compiles.
+fixed 200 requests/s, and whether every request a Tollgate answered has its usage row. Every run
+is bounded in time. Never run it while something compiles.
 """
 
 import argparse
@@ -95,7 +96,23 @@ def oha(url, body, headers, seconds, concurrency, rate=None):
         "p99_ms": (lat.get("p99") or 0) * 1000,
         "ok": ok,
         "errors": bad,
+        "answered": sum(codes.values()),
+        "cut": sum(v for k, v in r.get("errorDistribution", {}).items() if "deadline" in k),
     }
+
+
+def usage_rows(db):
+    import sqlite3
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT count(*) FROM llm_usage_logs").fetchone()[0]
+
+
+def metric(port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def main():
@@ -212,11 +229,20 @@ http {{
             "stream": json.dumps({"model": "{m}", "messages": messages, "max_tokens": 16, "stream": True}),
         }
         results = {}
+        sent = {}  # per target: [answered, cut off by oha's deadline]
+
+        def load(name, body, seconds, concurrency, rate=None):
+            url, model, headers, _ = targets[name]
+            r = oha(url, body.replace("{m}", model), headers, seconds, concurrency, rate)
+            counts = sent.setdefault(name, [0, 0])
+            counts[0] += r["answered"]
+            counts[1] += r["cut"]
+            return r
+
         for mode, template in bodies.items():
             names = names_by_mode[mode]
             for name in names:  # warm-up: pools, caches, page faults
-                url, model, headers, _ = targets[name]
-                oha(url, template.replace("{m}", model), headers, 2, args.concurrency)
+                load(name, template, 2, args.concurrency)
             for rnd in range(args.rounds):
                 # nginx and Tollgate run back to back, first one then the other, so each round
                 # gives one ratio measured within seconds (the machine's speed drifts over
@@ -225,9 +251,9 @@ http {{
                 rest = [n for n in names if n not in pair]
                 order = pair + rest[rnd % len(rest):] + rest[:rnd % len(rest)]
                 for name in order:
-                    url, model, headers, pids = targets[name]
+                    pids = targets[name][3]
                     before = cpu_ticks(pids)
-                    r = oha(url, template.replace("{m}", model), headers, args.seconds, args.concurrency)
+                    r = load(name, template, args.seconds, args.concurrency)
                     used = (cpu_ticks(pids) - before) / TICK
                     r["cpu_us_per_req"] = used * 1e6 / max(r["ok"], 1) if pids else None
                     results.setdefault((mode, name), []).append(r)
@@ -235,11 +261,27 @@ http {{
                           f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
         fixed = {}
         for name in ["direct", "nginx", "tollgate"]:
-            url, model, headers, _ = targets[name]
-            fixed[name] = oha(url, bodies["nonstream"].replace("{m}", model), headers, args.seconds, 50, rate=200)
+            fixed[name] = load(name, bodies["nonstream"], args.seconds, 50, rate=200)
             print(f"fixed 200/s {name:8} p50 {fixed[name]['p50_ms']:.2f} ms  p99 {fixed[name]['p99_ms']:.2f} ms", flush=True)
         rss = peak_rss_mib([gw.pid])
         nginx_rss = peak_rss_mib([nginx.pid] + children(nginx.pid))
+        # Exact accounting under load: every request a gateway saw has its usage row once the
+        # gateway has stopped (a stop writes what is queued). Requests oha cut off at its
+        # deadline may or may not have reached the gateway, so they bound the count from above.
+        gateways = {"tollgate": (gw, gw_port), "tollgate_nolimits": (gw_free, nolimits_port),
+                    "anthropic": (gw_anthropic, anthropic_port), "gemini": (gw_gemini, gemini_port)}
+        spooled = {n: metric(port, "tollgate_usage_log_spooled_total") for n, (_, port) in gateways.items()}
+        dropped = {n: metric(port, "tollgate_usage_log_dropped_total") for n, (_, port) in gateways.items()}
+        for proc, _ in gateways.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in gateways.values():
+            proc.wait(timeout=30)
+        accounting = {}
+        for name in gateways:
+            db = os.path.join(tmp, f"{'nolimits' if name == 'tollgate_nolimits' else name}.db")
+            answered, cut = sent[name]
+            accounting[name] = {"rows": usage_rows(db), "answered": answered, "cut_off": cut,
+                                "spooled": spooled[name], "dropped": dropped[name]}
 
         def median(xs):
             xs = sorted(xs)
@@ -247,7 +289,8 @@ http {{
 
         summary = {"rounds": args.rounds, "seconds": args.seconds, "concurrency": args.concurrency,
                    "chunk_ms": args.chunk_ms, "tollgate_peak_rss_mib": round(rss, 1),
-                   "nginx_peak_rss_mib": round(nginx_rss, 1), "modes": {}, "fixed_200rps": fixed}
+                   "nginx_peak_rss_mib": round(nginx_rss, 1), "modes": {}, "fixed_200rps": fixed,
+                   "usage_accounting": accounting}
         lines = ["| mode | target | req/s | p50 ms | p99 ms | CPU µs/req | errors |", "|---|---|---|---|---|---|---|"]
         for mode in bodies:
             m = {}
@@ -285,6 +328,11 @@ http {{
                      f"{fixed['nginx']['p99_ms']:.2f} ms, Tollgate {fixed['tollgate']['p99_ms']:.2f} ms "
                      f"(+{fixed['tollgate']['p99_ms'] - fixed['direct']['p99_ms']:.2f} ms over direct)")
         lines.append(f"- peak RSS: Tollgate {rss:.1f} MiB, nginx (master + 2 workers) {nginx_rss:.1f} MiB")
+        for name, a in accounting.items():
+            exact = a["answered"] <= a["rows"] <= a["answered"] + a["cut_off"] and a["dropped"] == 0
+            lines.append(f"- usage rows, {name}: {a['rows']} for {a['answered']} answered requests "
+                         f"(+{a['cut_off']} cut off by oha's deadline), spooled {a['spooled']:.0f}, "
+                         f"dropped {a['dropped']:.0f}: {'every request metered' if exact else 'MISMATCH'}")
         table = "\n".join(lines)
         print("\n" + table)
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
