@@ -17,7 +17,7 @@ use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{handshake, SendRequest};
+use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -147,7 +147,11 @@ async fn connect(
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-    let (sender, connection) = handshake(TokioIo::new(stream))
+    // Head and body in one buffer, one write: cheaper than a vectored write for the small
+    // requests a gateway sends (measured with the server side, see proxy::serve).
+    let (sender, connection) = Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| SendError::Connect(error_chain(&e)))?;
     tokio::spawn(async move {

@@ -337,6 +337,10 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
+        // Answers are small (a completion, an SSE chunk): copying the body behind the head and
+        // writing once measured 1.5k instructions and ~1 µs of CPU a request less than a
+        // vectored write of the two.
+        .writev(false)
         // A client that never finishes its headers must not hold a connection forever.
         .header_read_timeout(Duration::from_secs(30));
     let graceful = GracefulShutdown::new();
