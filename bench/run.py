@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,6 @@ def oha(url, body, headers, seconds, concurrency, rate=None):
 
 
 def usage_rows(db):
-    import sqlite3
     with sqlite3.connect(db) as c:
         return c.execute("SELECT count(*) FROM llm_usage_logs").fetchone()[0]
 

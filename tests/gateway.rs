@@ -813,8 +813,6 @@ async fn usage_survives_a_database_outage() {
     assert!(!spool.exists() || std::fs::read_to_string(&spool).unwrap().is_empty());
 }
 
-/// Several instances writing the first rows of a new month race to create its partition;
-/// every one of them must still write its batch (not spool it as if the database failed).
 /// The client's stream ends with `data: [DONE]`, even while the provider keeps its body open
 /// after it; the provider's connection is still read to its end and pooled again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -928,6 +926,8 @@ async fn assert_one_connection_per_answer(read_the_next: bool) {
     gw.running.stop().await;
 }
 
+/// Several instances writing the first rows of a new month race to create its partition;
+/// every one of them must still write its batch (not spool it as if the database failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_racing_for_a_new_months_partition_all_succeed() {
     let db = TestDb::new(Backend::Postgres).await;

@@ -363,7 +363,7 @@ impl PassThrough {
         while let Some(at) = next {
             let end = next_event_end(&complete, at);
             // `"usage":null` rides on every chunk once usage is asked for: skipped cheaply.
-            if usage_object_follows(&complete[at + 7..end]) {
+            if usage_object_follows(&complete[at + USAGE.needle().len()..end]) {
                 let start = last_event_end(&complete[..at]);
                 let data = event_data(&complete[start..end]);
                 if let Some(u) = usage_in(data.as_bytes()) {

@@ -210,8 +210,8 @@ fn json_insert<T: serde::Serialize>(
 
 /// SQLite: `INSERT INTO table (cols) VALUES (...), (...)` in chunks of a fixed size (so only
 /// two statement texts exist: the full chunk and one row) plus single rows for the rest.
-/// The values are bound borrowed from the rows: copying each text into an owned parameter
-/// first cost more than SQLite's own copy of it.
+/// The values are bound borrowed from the rows. sqlx still makes its own copy of each text
+/// to hand it to its SQLite thread; this spares the copy into an owned parameter before it.
 async fn insert_values<T: RowParams>(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
