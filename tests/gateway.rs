@@ -947,9 +947,9 @@ async fn writers_racing_for_a_new_months_partition_all_succeed() {
             "cost_usd": "0", "latency_ms": 1, "ttft_ms": null, "upstream_ms": null, "attempts": 1
         }))
         .unwrap();
-        writers.push(tokio::spawn(
-            async move { store.insert_usage(&[record]).await },
-        ));
+        writers.push(tokio::spawn(async move {
+            store.insert_usage(std::sync::Arc::new([record])).await
+        }));
     }
     for w in writers {
         w.await.unwrap().expect("each batch is written");

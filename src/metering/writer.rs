@@ -180,19 +180,19 @@ impl UsageWriter {
 
     async fn write_batch(&self, batch: &mut Vec<UsageRecord>) {
         self.metrics.usage_log_queue_depth.sub(batch.len() as i64);
-        self.write_or_spool(batch).await;
-        batch.clear();
+        let full = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
+        self.write_or_spool(full.into()).await;
     }
 
-    async fn write_or_spool(&self, batch: &[UsageRecord]) {
-        match self.db.insert_usage(batch).await {
+    async fn write_or_spool(&self, batch: Arc<[UsageRecord]>) {
+        match self.db.insert_usage(batch.clone()).await {
             Ok(()) => self
                 .metrics
                 .usage_log_written_total
                 .inc_by(batch.len() as u64),
             Err(e) => {
                 tracing::warn!(error = %e, records = batch.len(), "usage write failed, spooling to disk");
-                match self.spool.append(batch, true) {
+                match self.spool.append(&batch, true) {
                     Ok(()) => self
                         .metrics
                         .usage_log_spooled_total
@@ -249,7 +249,7 @@ impl UsageWriter {
                 break;
             }
             replayed += batch.len();
-            self.write_or_spool(&batch).await;
+            self.write_or_spool(batch.into()).await;
         }
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::error!(error = %e, "cannot remove the replayed usage spool");
