@@ -115,6 +115,40 @@ def metric(port, name):
     return 0.0
 
 
+def write_config(tmp, name, port, mock_port, limits, api="openai"):
+    """The config of one benchmarked Tollgate: gateway keys required, metering to SQLite in
+    `tmp`, one provider at the mock; `limits` adds provider limits that never bind."""
+    config = os.path.join(tmp, f"{name}.toml")
+    limit_lines = ("max_parallel_requests = 10000\nrequests_per_minute = 100000000\n"
+                   "tokens_per_minute = 1000000000\n" if limits else
+                   "max_parallel_requests = 0\nrequests_per_minute = 0\n")
+    with open(config, "w") as f:
+        f.write(f"""
+[server]
+listen = "127.0.0.1:{port}"
+workers = 2
+[database]
+url = "sqlite://{tmp}/{name}.db?mode=rwc"
+[auth]
+require_api_key = true
+[usage]
+spool_path = "{tmp}/{name}.spool"
+[[providers]]
+name = "up"
+api = "{api}"
+base_url = "http://127.0.0.1:{mock_port}{'/v1' if api == 'openai' else ''}"
+api_key = "sk-bench"
+{limit_lines}
+[[models]]
+name = "bench-model"
+provider = "up"
+model_id = "mock-chat"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+""")
+    return config
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -139,34 +173,7 @@ def main():
         def gateway(name, port, limits, api="openai"):
             """A Tollgate with auth and metering on; `limits` adds provider limits that never
             bind (so their bookkeeping is measured, not their refusals)."""
-            config = os.path.join(tmp, f"{name}.toml")
-            limit_lines = ("max_parallel_requests = 10000\nrequests_per_minute = 100000000\n"
-                           "tokens_per_minute = 1000000000\n" if limits else
-                           "max_parallel_requests = 0\nrequests_per_minute = 0\n")
-            with open(config, "w") as f:
-                f.write(f"""
-[server]
-listen = "127.0.0.1:{port}"
-workers = 2
-[database]
-url = "sqlite://{tmp}/{name}.db?mode=rwc"
-[auth]
-require_api_key = true
-[usage]
-spool_path = "{tmp}/{name}.spool"
-[[providers]]
-name = "up"
-api = "{api}"
-base_url = "http://127.0.0.1:{mock_port}{'/v1' if api == 'openai' else ''}"
-api_key = "sk-bench"
-{limit_lines}
-[[models]]
-name = "bench-model"
-provider = "up"
-model_id = "mock-chat"
-cost_input_per_million = "0.15"
-cost_output_per_million = "0.60"
-""")
+            config = write_config(tmp, name, port, mock_port, limits, api)
             key = subprocess.run([BIN, "--config", config, "keys", "create", "--name", "bench"], check=True,
                                  capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
             proc = subprocess.Popen([BIN, "--config", config, "serve"], env=env)
