@@ -317,4 +317,52 @@ mod tests {
         task.await.unwrap();
         assert_eq!(rows(&db).await, 4, "stopping writes what waited");
     }
+
+    /// A batch SQLite refuses (here a foreign key to no model) goes to the spool whole, and
+    /// the connection it was tried on goes back to the pool fit for the next batch.
+    #[tokio::test]
+    async fn a_refused_sqlite_batch_is_spooled_and_the_next_one_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("u.db").display());
+        // One connection: the good batch must use the one the refused batch used.
+        let db = Db::connect(&url, 1).await.unwrap();
+        db.migrate().await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let spool = dir.path().join("spool");
+        let (sink, writer) = usage_pipeline(
+            db.clone(),
+            metrics.clone(),
+            100,
+            1,
+            Duration::from_secs(30),
+            spool.clone(),
+        );
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(writer.run(stop_rx));
+
+        sink.record(UsageRecord {
+            llm_model_id: Some("no-such-model".into()),
+            ..record(1)
+        });
+        sink.record(record(2));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while rows(&db).await < 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(()).unwrap();
+        task.await.unwrap();
+
+        let kept = db
+            .fetch_all("SELECT request_id FROM llm_usage_logs", &[])
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].text("request_id").unwrap(), "req-2");
+        let spooled = std::fs::read_to_string(&spool).unwrap();
+        assert_eq!(spooled.lines().count(), 1, "{spooled}");
+        assert!(spooled.contains("\"req-1\""), "{spooled}");
+        // Each failed replay spools it again (how often depends on the replay timer).
+        assert!(metrics.usage_log_spooled_total.get() >= 1);
+        assert_eq!(metrics.usage_log_dropped_total.get(), 0);
+    }
 }

@@ -50,7 +50,7 @@ impl Db {
     /// Writes the records and adds them to the hourly roll-up in one transaction.
     /// PostgreSQL takes each table's batch as one JSON array parameter expanded by
     /// `jsonb_to_recordset`: one statement text, prepared once, one round trip per batch.
-    /// SQLite runs one prepared row statement per row, see `write_sqlite`.
+    /// SQLite runs a prepared single-row statement per table, see `write_sqlite`.
     pub async fn insert_usage(&self, records: Arc<[UsageRecord]>) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
