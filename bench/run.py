@@ -171,8 +171,7 @@ def main():
         env = dict(os.environ, RUST_LOG="warn")
 
         def gateway(name, port, limits, api="openai"):
-            """A Tollgate with auth and metering on; `limits` adds provider limits that never
-            bind (so their bookkeeping is measured, not their refusals)."""
+            """Starts a Tollgate on its own config (see `write_config`); returns it and its key."""
             config = write_config(tmp, name, port, mock_port, limits, api)
             key = subprocess.run([BIN, "--config", config, "keys", "create", "--name", "bench"], check=True,
                                  capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
