@@ -277,55 +277,30 @@ mod tests {
         r[0].int("n").unwrap()
     }
 
-    /// A batch waits for company up to the flush interval, a full batch is written at once,
-    /// and stopping writes whatever is still waiting.
-    #[tokio::test]
-    async fn batches_fill_up_before_they_are_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("u.db").display());
-        let db = Db::connect(&url, 2).await.unwrap();
-        db.migrate().await.unwrap();
-        let (sink, writer) = usage_pipeline(
-            db.clone(),
-            Arc::new(Metrics::new()),
-            100,
-            3,
-            Duration::from_secs(30),
-            dir.path().join("spool"),
-        );
-        let (stop, stop_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(writer.run(stop_rx));
-
-        sink.record(record(1));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(rows(&db).await, 0, "one record waits for its batch");
-
-        sink.record(record(2));
-        sink.record(record(3));
+    /// Waits up to 5 s for the table to hold `n` rows.
+    async fn wait_for_rows(db: &Db, n: i64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while rows(&db).await < 3 && tokio::time::Instant::now() < deadline {
+        while rows(db).await < n && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(
-            rows(&db).await,
-            3,
-            "a full batch is written without waiting"
-        );
-
-        sink.record(record(4));
-        stop.send(()).unwrap();
-        task.await.unwrap();
-        assert_eq!(rows(&db).await, 4, "stopping writes what waited");
     }
 
-    /// A batch SQLite refuses (here a foreign key to no model) goes to the spool whole, and
-    /// the connection it was tried on goes back to the pool fit for the next batch.
-    #[tokio::test]
-    async fn a_refused_sqlite_batch_is_spooled_and_the_next_one_written() {
+    /// A running writer over a fresh SQLite database. Its flush interval is long enough that
+    /// only a full batch or a stop writes.
+    struct Running {
+        _dir: tempfile::TempDir,
+        db: Db,
+        metrics: Arc<Metrics>,
+        spool: PathBuf,
+        sink: UsageSink,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(connections: u32, batch_size: usize) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("u.db").display());
-        // One connection: the good batch must use the one the refused batch used.
-        let db = Db::connect(&url, 1).await.unwrap();
+        let db = Db::connect(&url, connections).await.unwrap();
         db.migrate().await.unwrap();
         let metrics = Arc::new(Metrics::new());
         let spool = dir.path().join("spool");
@@ -333,36 +308,73 @@ mod tests {
             db.clone(),
             metrics.clone(),
             100,
-            1,
+            batch_size,
             Duration::from_secs(30),
             spool.clone(),
         );
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(writer.run(stop_rx));
+        Running {
+            _dir: dir,
+            db,
+            metrics,
+            spool,
+            sink,
+            stop,
+            task,
+        }
+    }
 
-        sink.record(UsageRecord {
+    /// A batch waits for company up to the flush interval, a full batch is written at once,
+    /// and stopping writes whatever is still waiting.
+    #[tokio::test]
+    async fn batches_fill_up_before_they_are_written() {
+        let w = start(2, 3).await;
+        w.sink.record(record(1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rows(&w.db).await, 0, "one record waits for its batch");
+
+        w.sink.record(record(2));
+        w.sink.record(record(3));
+        wait_for_rows(&w.db, 3).await;
+        assert_eq!(
+            rows(&w.db).await,
+            3,
+            "a full batch is written without waiting"
+        );
+
+        w.sink.record(record(4));
+        w.stop.send(()).unwrap();
+        w.task.await.unwrap();
+        assert_eq!(rows(&w.db).await, 4, "stopping writes what waited");
+    }
+
+    /// A batch SQLite refuses (here a foreign key to no model) goes to the spool whole, and
+    /// the connection it was tried on goes back to the pool fit for the next batch.
+    #[tokio::test]
+    async fn a_refused_sqlite_batch_is_spooled_and_the_next_one_written() {
+        // One connection: the good batch must use the one the refused batch used.
+        let w = start(1, 1).await;
+        w.sink.record(UsageRecord {
             llm_model_id: Some("no-such-model".into()),
             ..record(1)
         });
-        sink.record(record(2));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while rows(&db).await < 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stop.send(()).unwrap();
-        task.await.unwrap();
+        w.sink.record(record(2));
+        wait_for_rows(&w.db, 1).await;
+        w.stop.send(()).unwrap();
+        w.task.await.unwrap();
 
-        let kept = db
-            .fetch_all("SELECT request_id FROM llm_usage_logs", &[])
-            .await
-            .unwrap();
+        let kept =
+            w.db.fetch_all("SELECT request_id FROM llm_usage_logs", &[])
+                .await
+                .unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].text("request_id").unwrap(), "req-2");
-        let spooled = std::fs::read_to_string(&spool).unwrap();
+        let spooled = std::fs::read_to_string(&w.spool).unwrap();
         assert_eq!(spooled.lines().count(), 1, "{spooled}");
         assert!(spooled.contains("\"req-1\""), "{spooled}");
         // Each failed replay spools it again (how often depends on the replay timer).
-        assert!(metrics.usage_log_spooled_total.get() >= 1);
-        assert_eq!(metrics.usage_log_dropped_total.get(), 0);
+        assert!(w.metrics.usage_log_spooled_total.get() >= 1);
+        assert_eq!(w.metrics.usage_log_dropped_total.get(), 0);
     }
 }
