@@ -166,12 +166,15 @@ impl UsageWriter {
         batch: &mut Vec<UsageRecord>,
         stop: &mut tokio::sync::oneshot::Receiver<()>,
     ) -> bool {
-        let deadline = tokio::time::Instant::now() + self.flush_interval;
+        // One timer for the whole batch: the loop wakes for every record under load, and a
+        // timer made per wake-up was registered and cancelled each time.
+        let deadline = tokio::time::sleep(self.flush_interval);
+        tokio::pin!(deadline);
         while batch.len() < self.batch_size {
             let room = self.batch_size - batch.len();
             tokio::select! {
                 n = self.rx.recv_many(batch, room) => if n == 0 { return false },
-                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = &mut deadline => return false,
                 _ = &mut *stop => return true,
             }
         }
