@@ -186,9 +186,10 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                // A multi-row INSERT keeps a statement journal so it can undo itself; in a
-                // file that cost two write syscalls per page touched (most of the writer's
-                // system time), in memory it is a copy.
+                // A statement that may change several rows and then fail (the config sync's
+                // UPDATEs; not the usage writer's single-row INSERTs) keeps a statement
+                // journal to undo itself: in a file that cost two write syscalls per page
+                // touched, in memory it is a copy.
                 .pragma("temp_store", "memory")
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
