@@ -20,16 +20,14 @@ import tempfile
 import threading
 import time
 
-from run import BIN, TICK, cpu_ticks, free_port, oha, wait_port, write_config
+from run import BIN, TICK, cpu_ticks, free_port, oha, start_gateway, wait_port, write_config
 
 
 def serve(binary, tmp, name, port, mock_port, env):
     """Starts one Tollgate (the `tollgate` target of bench/run.py: limits on); returns it and
     its gateway key."""
     config = write_config(tmp, name, port, mock_port, limits=True)
-    key = subprocess.run([binary, "--config", config, "keys", "create", "--name", "bench"], check=True,
-                         capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
-    proc = subprocess.Popen([binary, "--config", config, "serve"], env=env, stderr=subprocess.DEVNULL)
+    proc, key = start_gateway(binary, config, env, stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, key
 

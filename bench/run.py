@@ -149,6 +149,14 @@ cost_output_per_million = "0.60"
     return config
 
 
+def start_gateway(binary, config, env, stderr=None):
+    """Creates a gateway key for `config` and starts `binary` serving it; returns the process
+    and the key."""
+    key = subprocess.run([binary, "--config", config, "keys", "create", "--name", "bench"], check=True,
+                         capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
+    return subprocess.Popen([binary, "--config", config, "serve"], env=env, stderr=stderr), key
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -172,10 +180,7 @@ def main():
 
         def gateway(name, port, limits, api="openai"):
             """Starts a Tollgate on its own config (see `write_config`); returns it and its key."""
-            config = write_config(tmp, name, port, mock_port, limits, api)
-            key = subprocess.run([BIN, "--config", config, "keys", "create", "--name", "bench"], check=True,
-                                 capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
-            proc = subprocess.Popen([BIN, "--config", config, "serve"], env=env)
+            proc, key = start_gateway(BIN, write_config(tmp, name, port, mock_port, limits, api), env)
             procs.append(proc)
             return proc, key
 
