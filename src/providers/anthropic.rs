@@ -1097,6 +1097,8 @@ mod tests {
             false,
         );
         assert_eq!(read_response(&dep, &p, b"<html>").unwrap_err().status, 502);
+        let error = br#"{"type":"error","error":{"type":"overloaded_error","message":"x"}}"#;
+        assert_eq!(read_response(&dep, &p, error).unwrap_err().status, 502);
         let (_, usage) = read(
             r#"{"id":"m","content":[{"type":"text","text":"hello world"}],"stop_reason":"end_turn"}"#,
         );
