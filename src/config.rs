@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub listen: String,
     pub request_timeout_secs: u64,
     pub max_body_bytes: usize,
+    /// The largest whole (non-streamed) answer read from a provider; larger ones give 502.
+    pub max_response_bytes: usize,
     /// Serving without gateway keys on a non-loopback address must be asked for explicitly.
     pub allow_open_on_public_address: bool,
     /// `text` (human) or `json` (one object per line, for log shippers).
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             request_timeout_secs: 600,
             max_body_bytes: 32 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
             allow_open_on_public_address: false,
             log_format: "text".into(),
             workers: 0,
@@ -447,12 +450,13 @@ impl Config {
                 ),
             );
         }
-        if self.server.max_body_bytes == 0 {
-            issue(
-                None,
-                "server.max_body_bytes".into(),
-                "must be greater than 0".into(),
-            );
+        for (key, value) in [
+            ("server.max_body_bytes", self.server.max_body_bytes),
+            ("server.max_response_bytes", self.server.max_response_bytes),
+        ] {
+            if value == 0 {
+                issue(None, key.into(), "must be greater than 0".into());
+            }
         }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {
             issue(

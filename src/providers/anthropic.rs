@@ -18,7 +18,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::chat::{self, ChunkWriter, Content, Part, ToolChoice};
-use super::{estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
+use super::estimate::{self, OutputSample};
+use super::{
+    Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest, MAX_EVENT_BYTES,
+    MAX_STREAM_INDEX,
+};
 use crate::error::GatewayError;
 use crate::metering::TokenUsage;
 use crate::registry::Deployment;
@@ -370,6 +374,9 @@ struct Message {
     stop_reason: Option<String>,
     #[serde(default)]
     usage: Option<Value>,
+    /// Set on an error answered with status 200 (`{"type":"error","error":{...}}`).
+    #[serde(default)]
+    error: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +406,11 @@ pub fn read_response(
     body: &[u8],
 ) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
     let msg: Message = serde_json::from_slice(body).map_err(|_| malformed())?;
+    if msg.error.as_ref().is_some_and(|e| !e.is_null()) {
+        return Err(GatewayError::upstream(
+            "The provider answered with an error instead of a message.",
+        ));
+    }
     let mut choice = chat::Choice::default();
     for block in msg.content {
         match block {
@@ -568,7 +580,7 @@ pub struct Translator {
     saw_usage: bool,
     client_wants_usage: bool,
     /// The text and arguments sent so far, counted only if the stream ends without usage.
-    sent_text: String,
+    sent_text: OutputSample,
     model_id: String,
     request: Bytes,
     error_type: Option<&'static str>,
@@ -577,7 +589,7 @@ pub struct Translator {
 impl Translator {
     pub fn new(dep: &Deployment, prepared: &Prepared) -> Translator {
         Translator {
-            parser: sse_parse::SseParser::new(),
+            parser: sse_parse::SseParser::new().max_buffer(MAX_EVENT_BYTES),
             phase: Phase::Start,
             writer: ChunkWriter::new("", 0, &dep.model_id),
             blocks: Vec::new(),
@@ -585,7 +597,7 @@ impl Translator {
             usage: Usage::default(),
             saw_usage: false,
             client_wants_usage: prepared.client_wants_usage,
-            sent_text: String::new(),
+            sent_text: OutputSample::default(),
             model_id: dep.model_id.clone(),
             request: prepared.client_body.clone(),
             error_type: None,
@@ -610,7 +622,18 @@ impl Translator {
             }
             self.event(&ev.data, &mut out);
         }
+        if self.parser.overflows() > 0 && !matches!(self.phase, Phase::Done | Phase::Failed) {
+            chat::event_too_large(&mut out);
+            self.phase = Phase::Failed;
+            self.error_type = Some("upstream_event_too_large");
+        }
         Bytes::from(out)
+    }
+
+    /// Bytes this stream holds for counting (the SSE parser's own buffer is capped at
+    /// `MAX_EVENT_BYTES`).
+    pub fn retained_bytes(&self) -> usize {
+        self.sent_text.retained_bytes() + self.blocks.capacity() * std::mem::size_of::<BlockKind>()
     }
 
     fn event(&mut self, data: &str, out: &mut Vec<u8>) {
@@ -648,7 +671,7 @@ impl Translator {
                 let kind = match block.kind.as_str() {
                     "text" => {
                         if !block.text.is_empty() {
-                            self.sent_text.push_str(&block.text);
+                            self.sent_text.push(&block.text);
                             self.writer.content(out, 0, &block.text);
                         }
                         BlockKind::Text
@@ -666,6 +689,9 @@ impl Translator {
                     _ => BlockKind::Ignored, // thinking, server tools
                 };
                 let index = event.index;
+                if index >= MAX_STREAM_INDEX {
+                    return;
+                }
                 if self.blocks.len() <= index {
                     self.blocks.resize(index + 1, BlockKind::Ignored);
                 }
@@ -679,7 +705,7 @@ impl Translator {
                     (Some(BlockKind::Text), Some("text_delta")) => {
                         let text = delta.text.unwrap_or_default();
                         if !text.is_empty() {
-                            self.sent_text.push_str(&text);
+                            self.sent_text.push(&text);
                             self.writer.content(out, 0, &text);
                         }
                     }
@@ -693,7 +719,7 @@ impl Translator {
                         let partial = delta.partial_json.unwrap_or_default();
                         if !partial.is_empty() {
                             *sent_arguments = true;
-                            self.sent_text.push_str(&partial);
+                            self.sent_text.push(&partial);
                             self.writer.tool_arguments(out, 0, *ordinal, &partial);
                         }
                     }
@@ -773,11 +799,11 @@ impl Translator {
             return None; // nothing was generated
         }
         let partial = self.usage.input_tokens.is_some().then_some(&reported);
-        Some(estimate::estimate(
+        Some(estimate::estimate_counted(
             &self.model_id,
             Endpoint::ChatCompletions,
             &self.request,
-            &self.sent_text,
+            self.sent_text.tokens(&self.model_id),
             partial,
         ))
     }
@@ -1071,6 +1097,8 @@ mod tests {
             false,
         );
         assert_eq!(read_response(&dep, &p, b"<html>").unwrap_err().status, 502);
+        let error = br#"{"type":"error","error":{"type":"overloaded_error","message":"x"}}"#;
+        assert_eq!(read_response(&dep, &p, error).unwrap_err().status, 502);
         let (_, usage) = read(
             r#"{"id":"m","content":[{"type":"text","text":"hello world"}],"stop_reason":"end_turn"}"#,
         );
@@ -1241,5 +1269,40 @@ mod tests {
         );
         let (out, _) = run(s.as_bytes(), false, &[]);
         assert!(collect(&out).done);
+    }
+
+    /// A long answer and a huge block index cost bounded memory; an event that never ends
+    /// is cut with an error event.
+    #[test]
+    fn long_streams_and_endless_events_are_bounded() {
+        let dep = deployment(Api::Anthropic, "claude-x");
+        let p = prepared_for(
+            &dep,
+            r#"{"model":"c","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            false,
+        );
+        let mut t = Translator::new(&dep, &p);
+        let start = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":5}}}\n\n",
+            "data: {\"type\":\"content_block_start\",\"index\":4000000000,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        );
+        t.push(start.as_bytes());
+        let delta = format!(
+            "data: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\n",
+            "hello world ".repeat(1000)
+        );
+        for _ in 0..(20_000_000 / delta.len()) {
+            assert!(!t.push(delta.as_bytes()).is_empty());
+        }
+        assert!(t.retained_bytes() <= 2 * estimate::OUTPUT_SAMPLE_BYTES);
+        assert!(t.usage().unwrap().tokens.output > 3_000_000);
+        let mut out = t.push(b"data: {\"type\":\"content_block_delta\",").to_vec();
+        for _ in 0..(MAX_EVENT_BYTES / 65536 + 2) {
+            out.extend_from_slice(&t.push(&[b'x'; 65536]));
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("upstream_event_too_large"), "{out}");
+        assert_eq!(t.error_type(), Some("upstream_event_too_large"));
     }
 }

@@ -464,6 +464,69 @@ pub fn error_event(out: &mut Vec<u8>, kind: &str, code: &str, message: &str) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// A whole answer (`chat.completion` or `text_completion`) as the stream that carries it: one
+/// chunk whose deltas are the whole messages, the usage chunk when the client asked for it,
+/// and `[DONE]`. None when the body is not an answer (no choices).
+pub fn completion_as_stream(body: &[u8], with_usage: bool) -> Option<Bytes> {
+    let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let choices = answer.get_mut("choices")?.as_array_mut()?;
+    if choices.is_empty() {
+        return None;
+    }
+    for choice in choices.iter_mut() {
+        let choice = choice.as_object_mut()?;
+        if let Some(mut message) = choice.remove("message") {
+            // Tool calls in a delta say their place in the list.
+            let calls = message.get_mut("tool_calls").and_then(Value::as_array_mut);
+            for (i, call) in calls.into_iter().flatten().enumerate() {
+                if let Some(call) = call.as_object_mut() {
+                    call.entry("index").or_insert(i.into());
+                }
+            }
+            choice.insert("delta".into(), message);
+        }
+    }
+    if answer.get("object").and_then(Value::as_str) == Some("chat.completion") {
+        answer.insert("object".into(), "chat.completion.chunk".into());
+    }
+    let usage = answer.remove("usage").filter(Value::is_object);
+    let mut out = Vec::new();
+    let mut event = |v: &Value| {
+        out.extend_from_slice(b"data: ");
+        serde_json::to_writer(&mut out, v).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b"\n\n");
+    };
+    if let (true, Some(usage)) = (with_usage, usage) {
+        let mut usage_chunk: serde_json::Map<String, Value> = ["id", "object", "created", "model"]
+            .iter()
+            .filter_map(|k| Some((k.to_string(), answer.get(*k)?.clone())))
+            .collect();
+        usage_chunk.insert("choices".into(), json!([]));
+        usage_chunk.insert("usage".into(), usage);
+        event(&Value::Object(answer));
+        event(&Value::Object(usage_chunk));
+    } else {
+        event(&Value::Object(answer));
+    }
+    done(&mut out);
+    Some(Bytes::from(out))
+}
+
+/// The error event that ends a stream whose provider sent an event over `MAX_EVENT_BYTES`.
+pub fn event_too_large(out: &mut Vec<u8>) {
+    error_event(
+        out,
+        "server_error",
+        "upstream_event_too_large",
+        &format!(
+            "The provider sent a stream event larger than the gateway's limit of {} bytes.",
+            super::MAX_EVENT_BYTES
+        ),
+    );
+}
+
 #[cfg(test)]
 pub mod testing {
     //! Reads a client-side OpenAI stream back into the whole answer it describes, the way an
@@ -656,6 +719,44 @@ mod tests {
             "f"
         );
         assert!(v.get("usage").is_none());
+    }
+
+    #[test]
+    fn a_whole_answer_becomes_the_stream_that_carries_it() {
+        let c = Completion {
+            id: "x".into(),
+            model: "m".into(),
+            created: 1,
+            choices: vec![Choice {
+                content: "hello".into(),
+                tool_calls: vec![ToolCall {
+                    id: "call_1".into(),
+                    name: "f".into(),
+                    arguments: "{\"a\":1}".into(),
+                }],
+                finish_reason: "tool_calls",
+            }],
+            usage: Some(TokenUsage {
+                input: 4,
+                output: 2,
+                ..Default::default()
+            }),
+        };
+        let whole = c.to_json();
+        let want = testing::choices_of(&serde_json::from_slice(&whole).unwrap());
+        let with_usage = testing::collect(&completion_as_stream(&whole, true).unwrap());
+        assert_eq!(with_usage.choices, want);
+        assert!(with_usage.done);
+        assert_eq!(with_usage.usage.unwrap()["completion_tokens"], 2);
+        let without = testing::collect(&completion_as_stream(&whole, false).unwrap());
+        assert_eq!((without.choices, without.usage_chunks), (want, 0));
+        for not_an_answer in [
+            &br#"{"error":{"message":"x"}}"#[..],
+            br#"{"choices":[]}"#,
+            b"<html>",
+        ] {
+            assert!(completion_as_stream(not_an_answer, true).is_none());
+        }
     }
 
     #[test]

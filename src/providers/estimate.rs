@@ -129,6 +129,18 @@ pub fn estimate(
     output_text: &str,
     partial: Option<&ReportedUsage>,
 ) -> ReportedUsage {
+    let output = count_text(model_id, output_text);
+    estimate_counted(model_id, endpoint, request, output, partial)
+}
+
+/// `estimate` for an answer whose output tokens are already counted.
+pub fn estimate_counted(
+    model_id: &str,
+    endpoint: Endpoint,
+    request: &[u8],
+    output_tokens: u64,
+    partial: Option<&ReportedUsage>,
+) -> ReportedUsage {
     let mut tokens = match partial {
         Some(p) if p.tokens.prompt_total() > 0 => p.tokens,
         _ => TokenUsage {
@@ -136,11 +148,60 @@ pub fn estimate(
             ..TokenUsage::default()
         },
     };
-    tokens.output = tokens.output.max(count_text(model_id, output_text));
+    tokens.output = tokens.output.max(output_tokens);
     ReportedUsage {
         tokens,
         raw: raw(model_id, &tokens, partial.map(|p| p.raw.as_str())),
         estimated: true,
+    }
+}
+
+/// How much of a stream's generated text is kept to count its tokens by, should the provider
+/// report none: enough for a close count, small enough that a huge answer costs no memory.
+pub const OUTPUT_SAMPLE_BYTES: usize = 256 * 1024;
+
+/// Scales a count made on the first `sample_bytes` of an answer to the whole of it, at the
+/// sample's tokens per byte.
+pub fn scale_to_whole(sample_tokens: u64, sample_bytes: usize, more_bytes: u64) -> u64 {
+    if more_bytes == 0 || sample_bytes == 0 {
+        return sample_tokens;
+    }
+    let more = u128::from(sample_tokens) * u128::from(more_bytes) / sample_bytes as u128;
+    sample_tokens.saturating_add(u64::try_from(more).unwrap_or(u64::MAX))
+}
+
+/// A stream's generated text as far as it is kept for counting: the first
+/// `OUTPUT_SAMPLE_BYTES`, and the length of the rest.
+#[derive(Debug, Default)]
+pub struct OutputSample {
+    text: String,
+    more_bytes: u64,
+}
+
+impl OutputSample {
+    pub fn push(&mut self, s: &str) {
+        let room = OUTPUT_SAMPLE_BYTES.saturating_sub(self.text.len());
+        let mut cut = room.min(s.len());
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&s[..cut]);
+        self.more_bytes += (s.len() - cut) as u64;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.more_bytes == 0
+    }
+
+    /// The answer's tokens: the sample counted, the rest scaled from it.
+    pub fn tokens(&self, model_id: &str) -> u64 {
+        let sample = count_text(model_id, &self.text);
+        scale_to_whole(sample, self.text.len(), self.more_bytes)
+    }
+
+    /// Bytes held in memory.
+    pub fn retained_bytes(&self) -> usize {
+        self.text.capacity()
     }
 }
 
@@ -196,5 +257,31 @@ mod tests {
         assert!(u.raw.contains("provider_partial"));
         let none = estimate("claude", Endpoint::ChatCompletions, b"not json", "", None);
         assert_eq!(none.tokens, TokenUsage::default());
+    }
+
+    #[test]
+    fn a_long_output_is_counted_from_a_bounded_sample() {
+        let mut sample = OutputSample::default();
+        let word = "hello world ";
+        for _ in 0..(4 * OUTPUT_SAMPLE_BYTES / word.len()) {
+            sample.push(word);
+        }
+        assert!(sample.retained_bytes() <= 2 * OUTPUT_SAMPLE_BYTES);
+        // "hello world " is 2 tokens plus a space that joins the next word: 2 per repeat
+        let repeats = (4 * OUTPUT_SAMPLE_BYTES / word.len()) as u64;
+        let counted = sample.tokens("gpt-4o");
+        assert!(
+            counted.abs_diff(2 * repeats) <= repeats / 100,
+            "{counted} vs {}",
+            2 * repeats
+        );
+        // a multi-byte character is never split at the sample's edge
+        let mut s = OutputSample::default();
+        s.push(&"a".repeat(OUTPUT_SAMPLE_BYTES - 1));
+        s.push("é");
+        assert_eq!(s.text.len(), OUTPUT_SAMPLE_BYTES - 1);
+        assert_eq!(s.more_bytes, 2);
+        assert_eq!(scale_to_whole(10, 100, 300), 40);
+        assert_eq!(scale_to_whole(10, 0, 300), 10);
     }
 }

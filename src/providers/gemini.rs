@@ -22,7 +22,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::chat::{self, ChunkWriter, Content, Part, ToolChoice};
-use super::{estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
+use super::estimate::{self, OutputSample};
+use super::{
+    Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest, MAX_EVENT_BYTES,
+    MAX_STREAM_INDEX,
+};
 use crate::error::GatewayError;
 use crate::metering::TokenUsage;
 use crate::registry::Deployment;
@@ -567,8 +571,16 @@ pub fn read_response(
     }
     let resp: Response = serde_json::from_slice(body).map_err(|_| malformed())?;
     let mut choices: Vec<chat::Choice> = Vec::new();
+    if resp.error.is_some() {
+        return Err(GatewayError::upstream(
+            "The provider answered with an error instead of a response.",
+        ));
+    }
     for (pos, cand) in resp.candidates.iter().enumerate() {
         let i = cand.index.unwrap_or(pos);
+        if i >= MAX_STREAM_INDEX {
+            return Err(malformed());
+        }
         if choices.len() <= i {
             choices.resize_with(i + 1, chat::Choice::default);
         }
@@ -772,7 +784,7 @@ pub struct Translator {
     /// The last usageMetadata (Gemini repeats it, growing, on many events).
     usage: Option<UsageMetadata>,
     client_wants_usage: bool,
-    sent_text: String,
+    sent_text: OutputSample,
     model_id: String,
     request: Bytes,
     error_type: Option<&'static str>,
@@ -781,13 +793,13 @@ pub struct Translator {
 impl Translator {
     pub fn new(dep: &Deployment, prepared: &Prepared) -> Translator {
         Translator {
-            parser: sse_parse::SseParser::new(),
+            parser: sse_parse::SseParser::new().max_buffer(MAX_EVENT_BYTES),
             phase: Phase::Streaming,
             writer: None,
             candidates: Vec::new(),
             usage: None,
             client_wants_usage: prepared.client_wants_usage,
-            sent_text: String::new(),
+            sent_text: OutputSample::default(),
             model_id: model_path(dep).to_owned(),
             request: prepared.client_body.clone(),
             error_type: None,
@@ -827,6 +839,18 @@ impl Translator {
             }
             self.event(&ev.data, out);
         }
+        if self.parser.overflows() > 0 && self.phase == Phase::Streaming {
+            chat::event_too_large(out);
+            self.phase = Phase::Failed;
+            self.error_type = Some("upstream_event_too_large");
+        }
+    }
+
+    /// Bytes this stream holds for counting and per choice (the SSE parser's own buffer is
+    /// capped at `MAX_EVENT_BYTES`).
+    pub fn retained_bytes(&self) -> usize {
+        self.sent_text.retained_bytes()
+            + self.candidates.capacity() * std::mem::size_of::<CandidateState>()
     }
 
     fn event(&mut self, data: &str, out: &mut Vec<u8>) {
@@ -883,6 +907,9 @@ impl Translator {
         }
         for (pos, cand) in resp.candidates.into_iter().enumerate() {
             let i = cand.index.unwrap_or(pos);
+            if i >= MAX_STREAM_INDEX {
+                continue;
+            }
             if self.candidates.len() <= i {
                 self.candidates.resize(i + 1, CandidateState::default());
             }
@@ -897,7 +924,7 @@ impl Translator {
             for part in cand.content.into_iter().flat_map(|c| c.parts) {
                 if let Some(call) = part.function_call {
                     let args = args_json(call.args.as_ref());
-                    self.sent_text.push_str(&args);
+                    self.sent_text.push(&args);
                     writer.tool_call(
                         out,
                         i,
@@ -909,7 +936,7 @@ impl Translator {
                     state.tool_calls += 1;
                 } else if let (Some(text), None | Some(false)) = (part.text, part.thought) {
                     if !text.is_empty() {
-                        self.sent_text.push_str(&text);
+                        self.sent_text.push(&text);
                         writer.content(out, i, &text);
                     }
                 }
@@ -934,11 +961,11 @@ impl Translator {
             (None, _) if self.writer.is_none() => None, // nothing arrived
             (partial, _) => {
                 let partial = partial.map(|u| u.reported());
-                Some(estimate::estimate(
+                Some(estimate::estimate_counted(
                     &self.model_id,
                     Endpoint::ChatCompletions,
                     &self.request,
-                    &self.sent_text,
+                    self.sent_text.tokens(&self.model_id),
                     partial.as_ref(),
                 ))
             }
@@ -1437,5 +1464,40 @@ mod tests {
             (c.choices[1].content.as_str(), c.choices[1].finish_reason),
             ("B", "length")
         );
+    }
+
+    /// A long answer and a huge candidate index cost bounded memory; an event that never
+    /// ends is cut with an error event.
+    #[test]
+    fn long_streams_and_endless_events_are_bounded() {
+        let d = dep();
+        let p = prepared_for(
+            &d,
+            r#"{"model":"g","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            false,
+        );
+        let mut t = Translator::new(&d, &p);
+        t.push(b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]},\"index\":4000000000}]}\n\n");
+        let event = format!(
+            "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{}\"}}]}},\"index\":0}}]}}\n\n",
+            "hello world ".repeat(1000)
+        );
+        for _ in 0..(20_000_000 / event.len()) {
+            assert!(!t.push(event.as_bytes()).is_empty());
+        }
+        assert!(t.retained_bytes() <= 2 * estimate::OUTPUT_SAMPLE_BYTES);
+        assert!(t.usage().unwrap().tokens.output > 3_000_000);
+        let mut out = t.push(b"data: {\"candidates\":").to_vec();
+        for _ in 0..(MAX_EVENT_BYTES / 65536 + 2) {
+            out.extend_from_slice(&t.push(&[b'x'; 65536]));
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("upstream_event_too_large"), "{out}");
+        assert_eq!(t.error_type(), Some("upstream_event_too_large"));
+        // a whole answer with such an index is refused, not allocated for
+        let whole = br#"{"candidates":[{"content":{"parts":[{"text":"x"}]},"index":4000000000}]}"#;
+        assert_eq!(read_response(&d, &p, whole).unwrap_err().status, 502);
+        let error = br#"{"error":{"code":500,"message":"boom","status":"INTERNAL"}}"#;
+        assert_eq!(read_response(&d, &p, error).unwrap_err().status, 502);
     }
 }

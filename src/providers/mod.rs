@@ -121,6 +121,15 @@ pub fn read_response(
     }
 }
 
+/// The largest single stream event a provider may send (a line of `data:` without its blank
+/// line is buffered until it ends). One larger ends the stream with an error event: the
+/// gateway does not buffer without bound for a provider that never ends an event.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most choices (Gemini candidates) or content blocks (Anthropic) a stream may address:
+/// state is kept per index, so an index from the provider is checked before it is used.
+pub const MAX_STREAM_INDEX: usize = 1024;
+
 /// Turns upstream stream chunks into client stream chunks and picks up usage on the way.
 pub enum StreamTranslator {
     OpenAi(openai::PassThrough),
@@ -169,11 +178,11 @@ impl StreamTranslator {
         }
     }
 
-    /// Set when the provider reported an error inside the stream (told to the client as an
-    /// error event).
+    /// Set when the provider reported an error inside the stream, or the stream broke a
+    /// limit (told to the client as an error event; the stream ends there).
     pub fn error_type(&self) -> Option<&'static str> {
         match self {
-            StreamTranslator::OpenAi(_) => None,
+            StreamTranslator::OpenAi(t) => t.error_type(),
             StreamTranslator::Anthropic(t) => t.error_type(),
             StreamTranslator::Gemini(t) => t.error_type(),
         }

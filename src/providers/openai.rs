@@ -13,7 +13,9 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
 use memchr::memmem;
 
-use super::{estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest};
+use super::{
+    chat, estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest, MAX_EVENT_BYTES,
+};
 use crate::config::Api;
 use crate::error::GatewayError;
 use crate::metering::TokenUsage;
@@ -217,16 +219,22 @@ fn answer_text(choices: &serde_json::Value) -> String {
 }
 
 /// Forwards an OpenAI-format SSE stream. Complete events pass through untouched; an event is
-/// parsed only when the byte scan finds `"usage"` in it. When the client did not ask for the
-/// usage chunk, that chunk (the one with `"choices":[]`) is cut out again. Only a trailing
-/// partial event is held back, until the rest of it arrives.
+/// parsed only when the byte scan finds a `"usage"` member in it that is not `null`. When the
+/// client did not ask for the usage chunk, that chunk (the one with `"choices":[]`) is cut out
+/// again. Only a trailing partial event is held back, until the rest of it arrives; one
+/// larger than `MAX_EVENT_BYTES` ends the stream with an error event.
 pub struct PassThrough {
     strip_usage_chunk: bool,
     partial: BytesMut,
     usage: Option<ReportedUsage>,
-    /// What was forwarded while no usage has been seen (shared handles, no copies): read
-    /// again only if the stream ends without usage, to count its tokens.
-    forwarded: Vec<Bytes>,
+    /// The start of what was forwarded while no usage has been seen (shared handles, no
+    /// copies), at most `OUTPUT_SAMPLE_BYTES`: read again only if the stream ends without
+    /// usage, to count its tokens. What came after it is only measured.
+    sample: Vec<Bytes>,
+    sample_bytes: usize,
+    more_bytes: u64,
+    /// Set when the stream was ended by the gateway (an event over the size limit).
+    failed: Option<&'static str>,
     model_id: String,
     endpoint: Endpoint,
     request: Bytes,
@@ -270,12 +278,17 @@ pub(crate) fn event_data(event: &[u8]) -> String {
     parser.next_event().map(|e| e.data).unwrap_or_default()
 }
 
-/// True when the bytes after a `"usage"` name hold `: {`, an object (not `null`).
-fn usage_object_follows(after_name: &[u8]) -> bool {
-    after_name
-        .trim_ascii_start()
-        .strip_prefix(b":")
-        .is_some_and(|v| v.trim_ascii_start().starts_with(b"{"))
+/// Whether a `"usage"` the byte scan found can be passed over without parsing its event: it
+/// was a string value, not a member name (`,` `}` `]` follow), or the member is `null` on the
+/// same line, as on every chunk once usage is asked for. Anything else (an object, a value
+/// on the next `data:` line) is parsed.
+fn usage_is_absent(after_name: &[u8]) -> bool {
+    let rest = after_name.trim_ascii_start();
+    match rest.first() {
+        Some(b',' | b'}' | b']') => true,
+        Some(b':') => rest[1..].trim_ascii_start().starts_with(b"null"),
+        _ => false,
+    }
 }
 
 /// The usage chunk is the one whose `choices` is empty. Found by the same member scan as
@@ -292,7 +305,10 @@ impl PassThrough {
             strip_usage_chunk: !prepared.client_wants_usage,
             partial: BytesMut::new(),
             usage: None,
-            forwarded: Vec::new(),
+            sample: Vec::new(),
+            sample_bytes: 0,
+            more_bytes: 0,
+            failed: None,
             model_id: dep.model_id.clone(),
             endpoint: prepared.endpoint,
             request: prepared.client_body.clone(),
@@ -300,17 +316,17 @@ impl PassThrough {
     }
 
     /// The provider's usage; when the stream brought none, an estimate from the request and
-    /// the forwarded chunks.
+    /// the forwarded chunks (counted on the kept sample, scaled to the bytes forwarded).
     pub fn usage(&self) -> Option<ReportedUsage> {
         if let Some(u) = &self.usage {
             return Some(u.clone());
         }
-        if self.forwarded.is_empty() {
+        if self.sample_bytes == 0 && self.more_bytes == 0 {
             return None;
         }
         let mut parser = sse_parse::SseParser::new();
         let mut output = String::new();
-        for chunk in &self.forwarded {
+        for chunk in &self.sample {
             parser.feed(chunk);
             while let Some(ev) = parser.next_event() {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
@@ -318,37 +334,94 @@ impl PassThrough {
                 }
             }
         }
-        Some(estimate::estimate(
+        let counted = estimate::count_text(&self.model_id, &output);
+        let output_tokens = estimate::scale_to_whole(counted, self.sample_bytes, self.more_bytes);
+        Some(estimate::estimate_counted(
             &self.model_id,
             self.endpoint,
             &self.request,
-            &output,
+            output_tokens,
             None,
         ))
     }
 
+    /// Set when the gateway ended the stream with an error event.
+    pub fn error_type(&self) -> Option<&'static str> {
+        self.failed
+    }
+
+    /// Bytes this stream holds: the partial event and the sample kept for counting.
+    pub fn retained_bytes(&self) -> usize {
+        self.partial.capacity() + self.sample_bytes
+    }
+
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
         let out = self.forward(chunk);
-        if self.usage.is_none() {
-            self.forwarded.push(out.clone());
-        } else if !self.forwarded.is_empty() {
-            self.forwarded = Vec::new();
-        }
+        self.keep_for_count(&out);
         out
     }
 
+    /// Keeps the start of the answer for counting while no usage has been seen.
+    fn keep_for_count(&mut self, out: &Bytes) {
+        if self.usage.is_some() {
+            if !self.sample.is_empty() {
+                self.sample = Vec::new();
+            }
+            return;
+        }
+        let room = estimate::OUTPUT_SAMPLE_BYTES - self.sample_bytes;
+        let kept = if out.len() <= room {
+            out.len()
+        } else {
+            last_event_end(&out[..room])
+        };
+        if kept > 0 {
+            self.sample.push(out.slice(..kept));
+            self.sample_bytes += kept;
+        }
+        self.more_bytes += (out.len() - kept) as u64;
+    }
+
     fn forward(&mut self, chunk: Bytes) -> Bytes {
+        if self.failed.is_some() {
+            return Bytes::new();
+        }
         let data = if self.partial.is_empty() {
             chunk
         } else {
+            // A boundary that ends in the new bytes starts at most two bytes before them:
+            // the bytes held already were searched.
+            let searched = self.partial.len().saturating_sub(2);
             self.partial.extend_from_slice(&chunk);
+            if last_event_end(&self.partial[searched..]) == 0 {
+                return self.check_partial();
+            }
             self.partial.split().freeze()
         };
         let end = last_event_end(&data);
         if end < data.len() {
             self.partial.extend_from_slice(&data[end..]);
         }
-        self.scan(data.slice(..end))
+        let out = self.scan(data.slice(..end));
+        if self.partial.len() > MAX_EVENT_BYTES {
+            let mut out = BytesMut::from(&out[..]);
+            out.extend_from_slice(&self.check_partial());
+            return out.freeze();
+        }
+        out
+    }
+
+    /// An event still incomplete past `MAX_EVENT_BYTES` ends the stream: it is dropped and the
+    /// client is told with an error event.
+    fn check_partial(&mut self) -> Bytes {
+        if self.partial.len() <= MAX_EVENT_BYTES {
+            return Bytes::new();
+        }
+        self.partial = BytesMut::new();
+        self.failed = Some("upstream_event_too_large");
+        let mut out = Vec::new();
+        chat::event_too_large(&mut out);
+        Bytes::from(out)
     }
 
     /// Reads the usage from the events that carry one and cuts the usage chunk when asked to.
@@ -362,8 +435,7 @@ impl PassThrough {
         let mut kept_from = 0;
         while let Some(at) = next {
             let end = next_event_end(&complete, at);
-            // `"usage":null` rides on every chunk once usage is asked for: skipped cheaply.
-            if usage_object_follows(&complete[at + USAGE.needle().len()..end]) {
+            if !usage_is_absent(&complete[at + USAGE.needle().len()..end]) {
                 let start = last_event_end(&complete[..at]);
                 let data = event_data(&complete[start..end]);
                 if let Some(u) = usage_in(data.as_bytes()) {
@@ -396,9 +468,7 @@ impl PassThrough {
         let mut rest = BytesMut::from(&rest[..]);
         rest.extend_from_slice(b"\n\n");
         let out = self.scan(rest.freeze());
-        if self.usage.is_none() {
-            self.forwarded.push(out.clone());
-        }
+        self.keep_for_count(&out);
         out
     }
 }
@@ -542,7 +612,87 @@ mod tests {
         let mut t = pass(true);
         run(&mut t, &[STREAM.as_bytes()]);
         assert!(!t.usage().unwrap().estimated);
-        assert!(t.forwarded.is_empty());
+        assert!(t.sample.is_empty());
+    }
+
+    #[test]
+    fn usage_is_read_however_its_event_is_written() {
+        let role =
+            "data: {\"choices\": [{\"delta\": {\"role\": \"assistant\"}}], \"usage\": null}\n\n";
+        for usage_event in [
+            // spaced, the member before `choices`
+            "data: {\"usage\": {\"prompt_tokens\": 9, \"completion_tokens\": 1}, \"choices\": []}\n\n",
+            // the value on the next data line
+            "data: {\"choices\": [],\ndata:  \"usage\":\ndata:   {\"prompt_tokens\": 9, \"completion_tokens\": 1}}\n\n",
+            // the name and the colon on different lines, CRLF
+            "data: {\"choices\":[],\"usage\"\r\ndata: :{\"prompt_tokens\":9,\"completion_tokens\":1}}\r\n\r\n",
+        ] {
+            let stream = format!("{role}{usage_event}data: [DONE]\n\n");
+            let mut t = pass(true);
+            let out = String::from_utf8(run(&mut t, &[stream.as_bytes()])).unwrap();
+            let u = t.usage().expect(usage_event);
+            assert_eq!((u.tokens.input, u.tokens.output, u.estimated), (9, 1, false));
+            assert_eq!(out, format!("{role}data: [DONE]\n\n"), "usage chunk cut");
+        }
+        // the word "usage" as a value is no usage
+        let text = "data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n";
+        let mut t = pass(true);
+        assert_eq!(run(&mut t, &[text.as_bytes()]), text.as_bytes());
+        assert!(t.usage().unwrap().estimated);
+    }
+
+    /// ~50 MB of answer with no usage: what the translator holds stays bounded, and the
+    /// estimate still counts the whole answer.
+    #[test]
+    fn a_huge_stream_without_usage_is_held_in_bounded_memory() {
+        let event = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+            "hello world ".repeat(1000)
+        );
+        let mut t = pass(true);
+        let mut sent = 0usize;
+        let mut most_held = 0;
+        while sent < 50_000_000 {
+            // events split across reads, as a network splits them
+            let (a, b) = event.as_bytes().split_at(event.len() / 3);
+            assert_eq!(t.push(Bytes::copy_from_slice(a)).len(), 0);
+            assert_eq!(t.push(Bytes::copy_from_slice(b)).len(), event.len());
+            most_held = most_held.max(t.retained_bytes());
+            sent += event.len();
+        }
+        assert!(t.finish().is_empty());
+        assert!(
+            most_held <= estimate::OUTPUT_SAMPLE_BYTES + 2 * event.len(),
+            "held {most_held} bytes"
+        );
+        let u = t.usage().unwrap();
+        assert!(u.estimated);
+        let words = 2 * 1000 * (sent / event.len()) as u64;
+        assert!(
+            u.tokens.output.abs_diff(words) < words / 50,
+            "{} vs {words}",
+            u.tokens.output
+        );
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_cut_with_an_error_event() {
+        let mut t = pass(true);
+        let first = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        assert_eq!(t.push(Bytes::from(first)), first.as_bytes());
+        let mut out = Vec::new();
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        out.extend_from_slice(&t.push(Bytes::from_static(b"data: {\"choices\":")));
+        for _ in 0..(MAX_EVENT_BYTES / chunk.len() + 2) {
+            out.extend_from_slice(&t.push(chunk.clone()));
+            assert!(t.retained_bytes() <= MAX_EVENT_BYTES + 2 * chunk.len());
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("data: {\"error\""), "{out}");
+        assert!(out.contains("upstream_event_too_large"));
+        assert_eq!(t.error_type(), Some("upstream_event_too_large"));
+        assert!(t.push(chunk).is_empty(), "nothing after the error");
+        assert!(t.finish().is_empty());
     }
 
     #[test]

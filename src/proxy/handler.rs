@@ -24,13 +24,14 @@ use memchr::memmem::Finder;
 use serde_json::json;
 
 use super::meter::{Guards, InFlight, RequestMeter};
+use super::opening::{Opening, Verdict};
 use super::stream::MeteredStream;
 use super::upstream::{SendError, UpstreamBody};
 use super::Gateway;
 use crate::error::GatewayError;
 use crate::limits::{self, Admission, LimitSet, Refused};
 use crate::providers::mock::BoxError;
-use crate::providers::{self, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
+use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
 use crate::registry::{routing, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -42,8 +43,6 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Headers an answer carries: content type (and cache control), six `x-ratelimit-*`,
 /// `x-request-id`. Room for them up front spares the map growing twice on the way.
 const ANSWER_HEADERS: usize = 9;
-/// A whole non-streamed answer may be at most this large.
-const RESPONSE_LIMIT: usize = 256 * 1024 * 1024;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
     let path = req.uri().path();
@@ -394,20 +393,20 @@ async fn forward(
                 }
             }
             Ok(Ok(resp)) if resp.status().is_success() => {
-                let done = if prepared.stream {
-                    respond_stream(
-                        dep,
-                        &prepared,
-                        resp,
-                        meter,
-                        guards,
-                        first_until,
-                        total_until,
-                        sent,
-                    )
-                    .await
+                let streamed = prepared.stream && !is_json(resp.headers());
+                let answer = Answer {
+                    dep,
+                    prepared: &prepared,
+                    resp,
+                    guards,
+                    sent,
+                    first_until,
+                    until: total_until,
+                };
+                let done = if streamed {
+                    respond_stream(answer, meter).await
                 } else {
-                    respond_whole(dep, &prepared, resp, meter, guards, total_until, sent).await
+                    respond_whole(answer, meter, gw.max_response_bytes).await
                 };
                 match done {
                     Ok(mut resp) => {
@@ -584,105 +583,146 @@ fn mentions_credentials(dep: &Deployment, message: &str) -> bool {
     message.contains(&key[..6]) || message.contains(&key[key.len() - 4..])
 }
 
-async fn respond_whole(
-    dep: &Arc<Deployment>,
-    prepared: &Prepared,
+/// A provider's successful answer to one attempt, and what reading it needs.
+struct Answer<'a> {
+    dep: &'a Arc<Deployment>,
+    prepared: &'a Prepared,
     resp: Response<UpstreamBody>,
-    meter: &mut RequestMeter,
-    mut guards: Guards,
-    until: tokio::time::Instant,
+    guards: Guards,
     sent: Instant,
+    /// The first content must arrive by then, the whole answer by `until`.
+    first_until: tokio::time::Instant,
+    until: tokio::time::Instant,
+}
+
+/// Whether an answer is a whole JSON body (as some providers send to a streamed request).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..16))
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/json"))
+}
+
+/// A whole answer, read within `max_bytes`. A streamed request that the provider answered
+/// with a whole body gets that answer as a stream of one chunk.
+async fn respond_whole(
+    answer: Answer<'_>,
+    meter: &mut RequestMeter,
+    max_bytes: usize,
 ) -> Result<Response<ClientBody>, GatewayError> {
-    let collected =
-        tokio::time::timeout_at(until, read_limited(resp.into_body(), RESPONSE_LIMIT)).await;
+    let Answer {
+        dep,
+        prepared,
+        resp,
+        mut guards,
+        sent,
+        until,
+        ..
+    } = answer;
+    let bytes = read_answer(&dep.provider.name, resp, until, max_bytes).await?;
+    let (mut body, usage) = providers::read_response(dep, prepared, bytes)?;
+    let mut content_type = "application/json";
+    if prepared.stream {
+        body = chat::completion_as_stream(&body, prepared.client_wants_usage).ok_or_else(|| {
+            GatewayError::upstream(format!(
+                "Provider {} answered a streamed request with a JSON body that is not an answer.",
+                dep.provider.name
+            ))
+        })?;
+        content_type = "text/event-stream";
+    }
+    // Counted here only for an answer: a failed attempt's time is counted by `forward`.
     meter.upstream += sent.elapsed();
-    let provider = &dep.provider.name;
-    let bytes = match collected {
-        Err(_) => {
-            return Err(GatewayError::timeout(format!(
-                "Provider {provider} did not finish its answer in time."
-            )))
-        }
-        Ok(Err(_)) => {
-            return Err(GatewayError::upstream(format!(
-                "The answer from provider {provider} broke off or was too large."
-            )))
-        }
-        Ok(Ok(b)) => b,
-    };
-    let (body, usage) = providers::read_response(dep, prepared, bytes)?;
     guards.settle(usage.as_ref());
     meter.record(200, None, usage.as_ref(), Some(meter.started.elapsed()));
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
     h.reserve(ANSWER_HEADERS);
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(resp)
 }
 
-/// Holds the response back until the first content arrives, so that a provider that fails
-/// before it (an error event, a broken or silent stream) can still fall back or become a
-/// proper HTTP error; then streams the rest as it comes.
-#[allow(clippy::too_many_arguments)]
-async fn respond_stream(
-    dep: &Arc<Deployment>,
-    prepared: &Prepared,
+/// Reads a provider's whole body by `until`, refusing one larger than `max_bytes`.
+async fn read_answer(
+    provider: &str,
     resp: Response<UpstreamBody>,
-    meter: &mut RequestMeter,
-    guards: Guards,
-    first_until: tokio::time::Instant,
     until: tokio::time::Instant,
-    sent: Instant,
+    max_bytes: usize,
+) -> Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::upstream(format!(
+            "The answer from provider {provider} is larger than the gateway's limit of {max_bytes} bytes."
+        ))
+        .code("upstream_response_too_large")
+    };
+    // A declared content-length is the body's size hint: refused before reading.
+    if http_body::Body::size_hint(resp.body()).lower() > max_bytes as u64 {
+        return Err(too_large());
+    }
+    match tokio::time::timeout_at(until, read_limited(resp.into_body(), max_bytes)).await {
+        Err(_) => Err(GatewayError::timeout(format!(
+            "Provider {provider} did not finish its answer in time."
+        ))),
+        Ok(Err(ReadError::TooLarge)) => Err(too_large()),
+        Ok(Err(ReadError::Broken)) => Err(GatewayError::upstream(format!(
+            "The answer from provider {provider} broke off."
+        ))),
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
+/// Holds the response back until the first content arrives, so that a provider that fails
+/// before it (an error event, data that is no event stream, a broken, silent or empty
+/// stream) can still fall back or become a proper HTTP error; then streams the rest as it
+/// comes.
+async fn respond_stream(
+    answer: Answer<'_>,
+    meter: &mut RequestMeter,
 ) -> Result<Response<ClientBody>, GatewayError> {
-    let provider = &dep.provider.name;
-    let mut translator = StreamTranslator::new(dep, prepared);
-    let mut upstream = resp.into_body();
-    let mut held = bytes::BytesMut::new();
+    let provider = &answer.dep.provider.name;
+    let failed = |what: &str| {
+        GatewayError::upstream(format!(
+            "Provider {provider} {what} before its answer began."
+        ))
+    };
+    let mut translator = StreamTranslator::new(answer.dep, answer.prepared);
+    let mut upstream = answer.resp.into_body();
+    let mut opening = Opening::new();
     let ended = loop {
-        match tokio::time::timeout_at(first_until, upstream.frame()).await {
+        let frame = tokio::time::timeout_at(answer.first_until, upstream.frame()).await;
+        let (out, ended) = match frame {
             Err(_) => {
                 return Err(GatewayError::timeout(format!(
                     "Provider {provider} did not start its answer in time."
                 )))
             }
-            Ok(Some(Err(_))) => {
-                return Err(GatewayError::upstream(format!(
-                    "Provider {provider}'s stream broke off before its answer began."
-                )))
-            }
-            Ok(None) => {
-                held.extend_from_slice(&translator.finish());
-                break true;
-            }
-            Ok(Some(Ok(frame))) => {
-                let Ok(chunk) = frame.into_data() else {
-                    continue;
-                };
-                held.extend_from_slice(&translator.push(chunk));
-                let error_event = ERROR_EVENT.find(&held).is_some();
-                if let Some(kind) = translator
-                    .error_type()
-                    .or(error_event.then_some("error event"))
-                {
-                    return Err(GatewayError::upstream(format!(
-                        "Provider {provider} reported an error ({kind}) before its answer began."
-                    )));
-                }
-                if has_content(&held) {
-                    break false;
-                }
-            }
+            Ok(Some(Err(_))) => return Err(failed("broke off its stream")),
+            Ok(None) => (translator.finish(), true),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(chunk) => (translator.push(chunk), false),
+                Err(_) => continue,
+            },
+        };
+        let verdict = opening.push(&out);
+        if let Some(kind) = translator.error_type() {
+            return Err(failed(&format!("reported an error ({kind})")));
+        }
+        match verdict {
+            Verdict::Begun => break ended,
+            Verdict::Failed(what) => return Err(failed(&format!("sent {what}"))),
+            Verdict::Waiting if ended => return Err(failed("ended its stream")),
+            Verdict::Waiting => {}
         }
     };
     let body = MeteredStream::new(
         upstream,
         translator,
         meter.hand_over(),
-        guards,
-        held.freeze(),
+        answer.guards,
+        opening.into_held(),
         ended,
-        until,
-        sent,
+        answer.until,
+        answer.sent,
     );
     let mut resp = Response::new(ClientBody::new(body));
     let h = resp.headers_mut();
@@ -695,31 +735,6 @@ async fn respond_stream(
 /// The searchers `needs_of` looks for, built once: building one cost more than the search.
 static IMAGE_URL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"image_url\""));
 static JSON_FORMAT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"json_"));
-
-/// The searchers for what the first stream bytes are checked for, built once: building one
-/// cost more than the search.
-static ERROR_EVENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data: {\"error\""));
-static TEXT_VALUES: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
-    [
-        b"\"content\":\"".as_slice(),
-        b"\"text\":\"",
-        b"\"finish_reason\":\"",
-    ]
-    .map(Finder::new)
-});
-static MARKERS: LazyLock<[Finder<'static>; 2]> =
-    LazyLock::new(|| [b"\"tool_calls\"".as_slice(), b"[DONE]"].map(Finder::new));
-
-/// Whether translated (OpenAI-format) stream bytes hold content: text, a tool call, a finish
-/// reason, or the end. The role-only first chunk (`"content":""`) does not count.
-fn has_content(out: &[u8]) -> bool {
-    let non_empty_after = |f: &Finder| {
-        let len = f.needle().len();
-        f.find_iter(out)
-            .any(|i| out.get(i + len).is_some_and(|&b| b != b'"'))
-    };
-    TEXT_VALUES.iter().any(non_empty_after) || MARKERS.iter().any(|f| f.find(out).is_some())
-}
 
 async fn readyz(gw: &Gateway) -> Response<ClientBody> {
     let db = gw.db.ping().await;

@@ -3,6 +3,7 @@
 mod handler;
 pub mod http1_pool;
 mod meter;
+mod opening;
 mod stream;
 mod upstream;
 
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// The largest whole answer read from a provider.
+    pub max_response_bytes: usize,
     /// Per-key limit state, by key id (kept while the key is in use).
     key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
     /// Limits shared through Redis, when `[redis] url` is set.
@@ -249,6 +252,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         max_body_bytes: config.server.max_body_bytes,
+        max_response_bytes: config.server.max_response_bytes,
         key_limits: moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_idle(Duration::from_secs(600))

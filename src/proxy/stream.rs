@@ -144,9 +144,13 @@ impl Body for MeteredStream {
                     let out = this.translator.push(chunk);
                     if !out.is_empty() {
                         let last = ends_with_done(&out);
+                        // An error event (the provider's, or a broken limit) ends the stream.
+                        let failed = this.translator.error_type().is_some();
                         let frame = this.data(out);
                         if last {
                             this.finish_at_done();
+                        } else if failed {
+                            this.finish(None);
                         }
                         return frame;
                     }
