@@ -107,6 +107,11 @@ impl Default for RedisConfig {
     }
 }
 
+/// The longest key a client may present. Gateway keys are 67 bytes; the room above them is
+/// for master keys and JWTs (which grow with their claims). A longer one is refused before it
+/// is hashed or looked up.
+pub const MAX_KEY_BYTES: usize = 4096;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -461,6 +466,18 @@ impl Config {
                 "must be \"text\" or \"json\"".into(),
             );
         }
+        if self
+            .auth
+            .master_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_KEY_BYTES)
+        {
+            issue(
+                None,
+                "auth.master_key".into(),
+                format!("is longer than {MAX_KEY_BYTES} bytes, the longest key a client may send"),
+            );
+        }
         let url = &self.database.url;
         let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
             .iter()
@@ -774,5 +791,16 @@ cost_output_per_million = "abc"
         let err = load(text).unwrap_err();
         assert_eq!(err.issues.len(), 1, "{err}");
         assert_eq!(err.issues[0].place, "database.url");
+    }
+
+    #[test]
+    fn a_master_key_no_client_could_send_is_refused() {
+        let key = "m".repeat(MAX_KEY_BYTES + 1);
+        let err = load(&format!("[auth]\nmaster_key = '{key}'\n")).unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].place, "auth.master_key");
+        assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
+        let key = "m".repeat(MAX_KEY_BYTES);
+        assert!(load(&format!("[auth]\nmaster_key = '{key}'\n")).is_ok());
     }
 }
