@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long a stopping server lets in-flight requests finish.
     pub shutdown_grace_secs: u64,
+    /// SO_REUSEPORT: another process with this set may listen on the same port (a
+    /// zero-downtime handover). Off, a port in use is a start-up error.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             log_format: "text".into(),
             workers: 0,
             shutdown_grace_secs: 30,
+            reuse_port: false,
         }
     }
 }

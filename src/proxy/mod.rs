@@ -200,6 +200,11 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
              or set [server] allow_open_on_public_address = true if this is really meant"
         );
     }
+    // A port in use is found before this instance writes its config into a database another
+    // instance may share. A port shared on purpose is bound once this one is ready to answer,
+    // so the kernel sends it no connection before then.
+    let reuse_port = config.server.reuse_port;
+    let early = (!reuse_port).then(|| bind(addr, false)).transpose()?;
 
     let db = Db::connect(&config.database.url, config.database.max_connections).await?;
     tracing::info!(database = %crate::store::redact_url(&config.database.url), kind = db.kind(), "database connected");
@@ -259,7 +264,10 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     });
     gateway.install(snapshot);
 
-    let listener = bind(addr)?;
+    let listener = match early {
+        Some(listener) => listener,
+        None => bind(addr, true)?,
+    };
     let addr = listener.local_addr()?;
     if !config.auth.require_api_key {
         tracing::warn!(
@@ -310,19 +318,28 @@ async fn connect_shared(config: &Config, metrics: &Metrics) -> anyhow::Result<Op
     }
 }
 
-/// SO_REUSEPORT lets a new process bind the same port before the old one drains (zero
-/// downtime upgrades); the large backlog absorbs connection bursts.
-fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+/// Opens the listener. SO_REUSEPORT, which lets a new process bind the same port before the
+/// old one drains, is only set when asked for: otherwise a forgotten instance with another
+/// config would silently answer part of the traffic. The large backlog absorbs bursts.
+fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    socket.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "cannot listen on {addr}: another process is already listening there. Stop it \
+                 or choose another address; to share the port for a zero-downtime handover, set \
+                 [server] reuse_port = true in both processes' configs"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot listen on {addr}"))
+        }
+    })?;
     socket.listen(4096)?;
     Ok(TcpListener::from_std(socket.into())?)
 }
