@@ -54,6 +54,11 @@ pub struct ServerConfig {
     /// SO_REUSEPORT: another process with this set may listen on the same port (a
     /// zero-downtime handover). Off, a port in use is a start-up error.
     pub reuse_port: bool,
+    /// A connection with no request in progress for this long is closed (also one that
+    /// never sends anything).
+    pub idle_timeout_secs: u64,
+    /// Client connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +72,8 @@ impl Default for ServerConfig {
             workers: 0,
             shutdown_grace_secs: 30,
             reuse_port: false,
+            idle_timeout_secs: 60,
+            max_connections: 10_000,
         }
     }
 }
@@ -461,6 +468,20 @@ impl Config {
                 None,
                 "server.max_body_bytes".into(),
                 "must be greater than 0".into(),
+            );
+        }
+        if !(1..=86_400).contains(&self.server.idle_timeout_secs) {
+            issue(
+                None,
+                "server.idle_timeout_secs".into(),
+                "must be between 1 and 86400".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            issue(
+                None,
+                "server.max_connections".into(),
+                "must be between 1 and 1000000".into(),
             );
         }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {

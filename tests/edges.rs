@@ -4,9 +4,16 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 use common::*;
 use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const MOCK: &str = r#"
 [[providers]]
@@ -21,6 +28,11 @@ model_id = "echo-1"
 
 fn chat(model: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Adds `settings` to the test config's `[server]` table.
+fn server(settings: &str) -> impl FnOnce(String) -> String + '_ {
+    move |t| t.replace("[server]\n", &format!("[server]\n{settings}\n"))
 }
 
 async fn keyed_gateway(db: &TestDb) -> TestGateway {
@@ -56,12 +68,11 @@ async fn an_over_long_key_gets_a_401_that_says_so() {
 async fn try_start_on(
     db: &TestDb,
     listen: &str,
-    server: &str,
+    settings: &str,
 ) -> anyhow::Result<tollgate::proxy::Running> {
-    let text = config_text(&db.url, db.dir(), MOCK).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{listen}\"\n{server}"),
-    );
+    let text = config_text(&db.url, db.dir(), MOCK)
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{listen}\""));
+    let text = server(settings)(text);
     let path = db.dir().join("config.toml");
     std::fs::write(&path, text).unwrap();
     let loaded = tollgate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -102,4 +113,111 @@ async fn a_second_gateway_on_a_port_in_use_fails_unless_both_share_it() {
     assert_eq!(r.status, StatusCode::OK);
     first.stop().await;
     second.stop().await;
+}
+
+/// Waits (up to 5 s) for the gateway to close `stream`; returns how long that took.
+async fn closed_by_gateway(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Err(_) => panic!("the gateway kept the connection open"),
+            Ok(Ok(0) | Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_http1_connections_are_closed() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway_with(&db, MOCK, server("idle_timeout_secs = 1")).await;
+    // Connected, and never a byte sent.
+    let mut silent = TcpStream::connect(gw.running.addr).await.unwrap();
+    let waited = closed_by_gateway(&mut silent).await;
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+
+    // Kept alive after an answer, then nothing more.
+    let mut kept = TcpStream::connect(gw.running.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let waited = closed_by_gateway(&mut kept).await;
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    gw.running.stop().await;
+}
+
+/// With every connection slot held by a silent client, a new client waits in the backlog
+/// (it is not refused) and is answered once the silent ones have timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_a_client_waits_for_a_slot() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let settings = "idle_timeout_secs = 1\nmax_connections = 3";
+    let gw = start_gateway_with(&db, MOCK, server(settings)).await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(gw.running.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let url = format!("{}/healthz", gw.base);
+    let health = tokio::spawn(async move { get(&url, &[]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!health.is_finished(), "answered while every slot was held");
+    let r = tokio::time::timeout(Duration::from_secs(5), health)
+        .await
+        .expect("answered once the silent connections timed out")
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    for s in &mut silent {
+        closed_by_gateway(s).await;
+    }
+    gw.running.stop().await;
+}
+
+/// An HTTP/2 connection (h2c, prior knowledge) is closed once it has had no stream open for
+/// the idle time; a request that takes longer than that is not cut, on HTTP/2 or HTTP/1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_but_slow_answers_are_not() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (_mock, upstream) = start_mock(tollgate::mock_upstream::MockUpstream {
+        options: tollgate::providers::mock::MockOptions {
+            ttft_ms: 2500,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let slow = format!(
+        "[[providers]]\nname = \"slow\"\napi = \"openai\"\nbase_url = \"http://{upstream}/v1\"\n\
+         [[models]]\nname = \"slow\"\nprovider = \"slow\"\nmodel_id = \"m\"\n"
+    );
+    let gw = start_gateway_with(&db, &slow, server("idle_timeout_secs = 1")).await;
+
+    let r = post(&format!("{}/v1/chat/completions", gw.base), &chat("slow"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let tcp = TcpStream::connect(gw.running.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::post(format!("{}/v1/chat/completions", gw.base))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("slow").to_string())))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.into_body().collect().await.unwrap();
+    let answered = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the gateway closed the idle HTTP/2 connection")
+        .unwrap()
+        .unwrap();
+    assert!(answered.elapsed() >= Duration::from_millis(900));
+    gw.running.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The data plane: the gateway's shared state, its start-up and shutdown, and the HTTP server.
 
+mod conn;
 mod handler;
 pub mod http1_pool;
 mod meter;
@@ -15,12 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
@@ -137,7 +134,7 @@ impl Gateway {
 pub struct Running {
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     writer: JoinHandle<()>,
     writer_stop: oneshot::Sender<()>,
@@ -147,7 +144,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (up to the grace period), then writes
     /// the usage records still queued.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.writer_stop.send(());
         let _ = self.writer.await;
@@ -203,6 +200,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     // A port in use is found before this instance writes its config into a database another
     // instance may share. A port shared on purpose is bound once this one is ready to answer,
     // so the kernel sends it no connection before then.
+    check_fd_limit(config.server.max_connections);
     let reuse_port = config.server.reuse_port;
     let early = (!reuse_port).then(|| bind(addr, false)).transpose()?;
 
@@ -275,9 +273,14 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         );
     }
     tracing::info!("listening on http://{addr}");
-    let (stop, stop_rx) = oneshot::channel();
+    let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let server = tokio::spawn(serve(listener, gateway.clone(), stop_rx, grace));
+    let limits = conn::ConnLimits {
+        max_connections: config.server.max_connections,
+        idle: Duration::from_secs(config.server.idle_timeout_secs),
+    };
+    let server = conn::serve(listener, gateway.clone(), handler::handle, limits, stop_rx, grace);
+    let server = tokio::spawn(server);
     Ok(Running {
         addr,
         gateway,
@@ -286,6 +289,22 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         writer,
         writer_stop,
     })
+}
+
+/// Raises the open-file limit as far as allowed and says when `max_connections` may still
+/// not fit in it: a client connection usually comes with one to its provider.
+fn check_fd_limit(max_connections: usize) {
+    match conn::raise_fd_limit() {
+        Ok(limit) if (max_connections as u64) * 2 + 256 > limit => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is low for [server] max_connections: about two descriptors a \
+             connection are needed; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower \
+             max_connections"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 /// Connects to Redis for shared limits. If it cannot be reached at start, `fail_closed`
@@ -342,57 +361,4 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     })?;
     socket.listen(4096)?;
     Ok(TcpListener::from_std(socket.into())?)
-}
-
-async fn serve(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    mut stop: oneshot::Receiver<()>,
-    grace: Duration,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Answers are small (a completion, an SSE chunk): copying the body behind the head and
-        // writing once measured 1.5k instructions and ~1 µs of CPU a request less than a
-        // vectored write of the two.
-        .writev(false)
-        // A client that never finishes its headers must not hold a connection forever.
-        .header_read_timeout(Duration::from_secs(30));
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
-        let service = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler::handle(gw, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over: closing the connections still open");
-    }
 }
