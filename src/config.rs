@@ -828,4 +828,18 @@ cost_output_per_million = "abc"
         let key = "m".repeat(MAX_KEY_BYTES);
         assert!(load(&format!("[auth]\nmaster_key = '{key}'\n")).is_ok());
     }
+
+    #[test]
+    fn connection_limits_must_be_usable() {
+        let err = load("[server]\nidle_timeout_secs = 0\nmax_connections = 0\n").unwrap_err();
+        let places: Vec<&str> = err.issues.iter().map(|i| i.place.as_str()).collect();
+        assert_eq!(
+            places,
+            ["server.idle_timeout_secs", "server.max_connections"],
+            "{err}"
+        );
+        let ok = load("[server]\nidle_timeout_secs = 5\nmax_connections = 2\n").unwrap();
+        assert_eq!(ok.config.server.idle_timeout_secs, 5);
+        assert_eq!(ok.config.server.max_connections, 2);
+    }
 }
