@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Client connections open at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// Serve `/metrics` on this address only (the main address then answers 404 for it).
+    pub metrics_listen: Option<String>,
+    /// Require `Authorization: Bearer <token>` for `/metrics` (best as `env:NAME`).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +78,8 @@ impl Default for ServerConfig {
             reuse_port: false,
             idle_timeout_secs: 60,
             max_connections: 10_000,
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -435,6 +441,9 @@ impl Config {
         let mut listen = Some(self.server.listen.clone());
         resolve("server.listen", &mut listen);
         self.server.listen = listen.unwrap_or_default();
+        resolve("server.metrics_listen", &mut self.server.metrics_listen);
+        // Not optional like the auth secrets: an unset variable must not leave /metrics open.
+        resolve("server.metrics_token", &mut self.server.metrics_token);
         for p in &mut self.providers {
             let p = p.get_mut();
             let mut base = Some(p.base_url.clone());
@@ -462,6 +471,32 @@ impl Config {
                     self.server.listen
                 ),
             );
+        }
+        if let Some(m) = &self.server.metrics_listen {
+            if !unresolved(m) && m.parse::<SocketAddr>().is_err() {
+                issue(
+                    None,
+                    "server.metrics_listen".into(),
+                    format!("{m:?} is not an address like 127.0.0.1:9091"),
+                );
+            } else if m.parse::<SocketAddr>().is_ok_and(|m| {
+                m.port() != 0 && self.server.listen.parse() == Ok(m)
+            }) {
+                issue(
+                    None,
+                    "server.metrics_listen".into(),
+                    "must differ from server.listen".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.server.metrics_token {
+            if !unresolved(t) && !(16..=MAX_KEY_BYTES).contains(&t.len()) {
+                issue(
+                    None,
+                    "server.metrics_token".into(),
+                    format!("must be 16 to {MAX_KEY_BYTES} bytes long"),
+                );
+            }
         }
         if self.server.max_body_bytes == 0 {
             issue(
@@ -699,6 +734,11 @@ impl Config {
                 }
             }
         }
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let addr = self.server.metrics_listen.as_ref()?;
+        Some(addr.parse().expect("validated by Config::validate"))
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

@@ -221,3 +221,156 @@ async fn idle_http2_connections_are_closed_but_slow_answers_are_not() {
     assert!(answered.elapsed() >= Duration::from_millis(900));
     gw.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_model_names_never_become_metric_labels() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, MOCK).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    let names: Vec<String> = (0..50)
+        .map(|i| format!("made-up-{i}-{}", uuid::Uuid::now_v7().simple()))
+        .collect();
+    for name in &names {
+        let r = post(&url, &chat(name), &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(r.json()["error"]["code"], "model_not_found");
+    }
+    // A known name, and the same deployment asked for as provider/model_id.
+    for model in ["echo", "local/echo-1"] {
+        let r = post(&url, &chat(model), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let text = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    assert!(!text.contains("made-up-"), "a client's name became a label");
+    assert!(!text.contains("local/echo-1"), "{text}");
+    let requests = |model, status| {
+        metric(
+            &text,
+            "tollgate_requests_total",
+            &[("model", model), ("status", status)],
+        )
+    };
+    assert_eq!(requests("unknown", "404"), Some(50.0), "{text}");
+    assert_eq!(requests("echo", "200"), Some(2.0), "{text}");
+    gw.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_their_own_address_and_a_token() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let token = "scrape-token-0123456789";
+    let settings = format!("metrics_listen = \"127.0.0.1:0\"\nmetrics_token = \"{token}\"");
+    let gw = start_gateway_with(&db, MOCK, server(&settings)).await;
+    let metrics_addr = gw.running.metrics_addr.expect("a metrics address");
+    assert_ne!(metrics_addr, gw.running.addr);
+    let url = format!("http://{metrics_addr}/metrics");
+
+    let r = get(&format!("{}/metrics", gw.base), &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "the main port no longer serves it");
+    let r = get(&url, &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    let r = get(&url, &[("authorization", "Bearer wrong-token-0123456789")]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let bearer = format!("Bearer {token}");
+    let r = get(&url, &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("tollgate_registry_deployments 1"), "{}", r.text());
+    // That address serves nothing else.
+    let r = get(&format!("http://{metrics_addr}/healthz"), &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    gw.running.stop().await;
+
+    // A token alone protects /metrics on the main address.
+    let db = TestDb::new(Backend::Sqlite).await;
+    let settings = format!("metrics_token = \"{token}\"");
+    let gw = start_gateway_with(&db, MOCK, server(&settings)).await;
+    let url = format!("{}/metrics", gw.base);
+    assert_eq!(get(&url, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(&url, &[("authorization", &bearer)]).await.status, StatusCode::OK);
+    gw.running.stop().await;
+}
+
+/// What a web page can make a browser send, against an open gateway on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_gateway_answers_only_local_json_requests() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, MOCK).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    let port = gw.running.addr.port();
+    let (localhost, v6, evil) = (
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("evil.example:{port}"),
+    );
+    let json = ("content-type", "application/json");
+    let cases: Vec<(&str, Vec<(&str, &str)>, StatusCode, Option<&str>)> = vec![
+        ("JSON", vec![json], StatusCode::OK, None),
+        ("JSON with charset", vec![("content-type", "application/json; charset=utf-8")], StatusCode::OK, None),
+        ("text/plain", vec![("content-type", "text/plain")], StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type")),
+        ("form", vec![("content-type", "application/x-www-form-urlencoded")], StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type")),
+        ("no content type", vec![], StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type")),
+        ("Host localhost", vec![json, ("host", &localhost)], StatusCode::OK, None),
+        ("Host [::1]", vec![json, ("host", &v6)], StatusCode::OK, None),
+        ("foreign Host (DNS rebinding)", vec![json, ("host", &evil)], StatusCode::FORBIDDEN, Some("forbidden_host")),
+        ("local page", vec![json, ("origin", "http://localhost:3000")], StatusCode::OK, None),
+        ("foreign page", vec![json, ("origin", "https://evil.example")], StatusCode::FORBIDDEN, Some("forbidden_origin")),
+        ("sandboxed page", vec![json, ("origin", "null")], StatusCode::FORBIDDEN, Some("forbidden_origin")),
+        ("foreign page, text/plain", vec![("content-type", "text/plain"), ("origin", "https://evil.example"), ("host", &evil)], StatusCode::FORBIDDEN, Some("forbidden_host")),
+    ];
+    let body = chat("echo").to_string();
+    for (what, headers, status, code) in cases {
+        let r = request(http::Method::POST, &url, body.clone(), &headers).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        if let Some(code) = code {
+            let e = &r.json()["error"];
+            assert_eq!(e["code"], code, "{what}");
+            assert_eq!(e["type"], "invalid_request_error", "{what}");
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        }
+    }
+    // A rebinding page cannot read either.
+    let r = get(&format!("{}/v1/models", gw.base), &[("host", &evil)]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // HTTP/1.0 without a Host is no browser's.
+    let mut tcp = TcpStream::connect(gw.running.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.0 200"), "{}", String::from_utf8_lossy(&answer));
+    gw.running.stop().await;
+}
+
+/// With keys required, Host and Origin are not checked (a page cannot present a key), but
+/// JSON endpoints still take only JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_gateway_checks_the_content_type_only() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    let (key, prefix, hash) = tollgate::auth::generate_key();
+    let new = tollgate::store::NewApiKey {
+        name: "web".into(),
+        role: "user".into(),
+        ..Default::default()
+    };
+    store.insert_api_key(&new, &hash, &prefix).await.unwrap();
+    let gw = keyed_gateway(&db).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    let bearer = format!("Bearer {key}");
+    let body = chat("echo").to_string();
+    let foreign = [
+        ("authorization", bearer.as_str()),
+        ("host", "gateway.example"),
+        ("origin", "https://app.example"),
+    ];
+    let mut headers = foreign.to_vec();
+    headers.push(("content-type", "application/json"));
+    let r = request(http::Method::POST, &url, body.clone(), &headers).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let mut headers = foreign.to_vec();
+    headers.push(("content-type", "text/plain"));
+    let r = request(http::Method::POST, &url, body, &headers).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    gw.running.stop().await;
+}

@@ -1,6 +1,7 @@
 //! The data plane: the gateway's shared state, its start-up and shutdown, and the HTTP server.
 
 mod conn;
+mod edge;
 mod handler;
 pub mod http1_pool;
 mod meter;
@@ -37,6 +38,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// The header checks made before anything else (Host, Origin, `/metrics` access).
+    edge: edge::Edge,
     /// Per-key limit state, by key id (kept while the key is in use).
     key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
     /// Limits shared through Redis, when `[redis] url` is set.
@@ -133,6 +136,8 @@ impl Gateway {
 /// A started gateway: where it listens, and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `[server] metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -202,7 +207,9 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     // so the kernel sends it no connection before then.
     check_fd_limit(config.server.max_connections);
     let reuse_port = config.server.reuse_port;
-    let early = (!reuse_port).then(|| bind(addr, false)).transpose()?;
+    let early = (!reuse_port)
+        .then(|| Listeners::bind(&config))
+        .transpose()?;
 
     let db = Db::connect(&config.database.url, config.database.max_connections).await?;
     tracing::info!(database = %crate::store::redact_url(&config.database.url), kind = db.kind(), "database connected");
@@ -252,6 +259,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         metrics,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         max_body_bytes: config.server.max_body_bytes,
+        edge: edge::Edge::new(&config),
         key_limits: moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_idle(Duration::from_secs(600))
@@ -262,27 +270,27 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     });
     gateway.install(snapshot);
 
-    let listener = match early {
-        Some(listener) => listener,
-        None => bind(addr, true)?,
+    let listeners = match early {
+        Some(listeners) => listeners,
+        None => Listeners::bind(&config)?,
     };
-    let addr = listener.local_addr()?;
+    let addr = listeners.main.local_addr()?;
+    let metrics_addr = listeners.metrics.as_ref().map(|l| l.local_addr()).transpose()?;
     if !config.auth.require_api_key {
         tracing::warn!(
             "API keys are not required: anyone who can reach {addr} can use the gateway"
         );
     }
     tracing::info!("listening on http://{addr}");
+    if let Some(m) = metrics_addr {
+        tracing::info!("serving /metrics on http://{m}");
+    }
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let limits = conn::ConnLimits {
-        max_connections: config.server.max_connections,
-        idle: Duration::from_secs(config.server.idle_timeout_secs),
-    };
-    let server = conn::serve(listener, gateway.clone(), handler::handle, limits, stop_rx, grace);
-    let server = tokio::spawn(server);
+    let server = tokio::spawn(listeners.serve(&config, gateway.clone(), stop_rx, grace));
     Ok(Running {
         addr,
+        metrics_addr,
         gateway,
         stop,
         server,
@@ -333,6 +341,66 @@ async fn connect_shared(config: &Config, metrics: &Metrics) -> anyhow::Result<Op
             metrics.shared_limiter_errors_total.inc();
             tracing::error!(error = %e, instances = redis.instances, "Redis is unreachable: limits are enforced per instance (limit / instances) until restart");
             Ok(None)
+        }
+    }
+}
+
+/// The gateway's listening sockets: its address, and `/metrics`'s own when it has one.
+struct Listeners {
+    main: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+/// Connections the `/metrics` address takes at once: enough for a few scrapers, and apart
+/// from the main address's, so a flood there does not stop scrapes.
+const METRICS_CONNECTIONS: usize = 64;
+
+impl Listeners {
+    fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let reuse_port = config.server.reuse_port;
+        Ok(Listeners {
+            main: bind(config.listen_addr(), reuse_port)?,
+            metrics: config
+                .metrics_addr()
+                .map(|addr| bind(addr, reuse_port))
+                .transpose()?,
+        })
+    }
+
+    /// Serves both until `stop`, then drains them.
+    fn serve(
+        self,
+        config: &Config,
+        gateway: Arc<Gateway>,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let limits = conn::ConnLimits {
+            max_connections: config.server.max_connections,
+            idle: Duration::from_secs(config.server.idle_timeout_secs),
+        };
+        let main = conn::serve(
+            self.main,
+            gateway.clone(),
+            handler::handle,
+            limits,
+            stop.clone(),
+            grace,
+        );
+        let metrics = self.metrics.map(|listener| {
+            let limits = conn::ConnLimits {
+                max_connections: METRICS_CONNECTIONS,
+                ..limits
+            };
+            conn::serve(listener, gateway, handler::serve_metrics, limits, stop, grace)
+        });
+        async move {
+            let metrics = async {
+                if let Some(m) = metrics {
+                    m.await
+                }
+            };
+            tokio::join!(main, metrics);
         }
     }
 }
