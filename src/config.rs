@@ -882,4 +882,22 @@ cost_output_per_million = "abc"
         assert_eq!(ok.config.server.idle_timeout_secs, 5);
         assert_eq!(ok.config.server.max_connections, 2);
     }
+
+    #[test]
+    fn metrics_access_settings_are_checked() {
+        let err = load(
+            "[server]\nlisten = '127.0.0.1:8080'\nmetrics_listen = '127.0.0.1:8080'\nmetrics_token = 'short'\n",
+        )
+        .unwrap_err();
+        let all = err.to_string();
+        assert!(all.contains("server.metrics_listen: must differ from server.listen"), "{all}");
+        assert!(all.contains("server.metrics_token: must be 16 to 4096 bytes long"), "{all}");
+        let err = load("[server]\nmetrics_listen = 'nowhere'\n").unwrap_err();
+        assert_eq!(err.issues[0].place, "server.metrics_listen", "{err}");
+        // An unset variable must not leave /metrics open.
+        let err = load("[server]\nmetrics_token = 'env:TOLLGATE_TEST_SURELY_UNSET'\n").unwrap_err();
+        assert_eq!(err.issues[0].place, "server.metrics_token", "{err}");
+        let ok = load("[server]\nmetrics_listen = '127.0.0.1:9091'\n").unwrap();
+        assert_eq!(ok.config.metrics_addr(), Some("127.0.0.1:9091".parse().unwrap()));
+    }
 }
