@@ -256,7 +256,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
         assert_eq!(e.code, Some("invalid_api_key"));
-        assert!(e.message.contains("longer than 4096 bytes"), "{}", e.message);
+        assert!(
+            e.message.contains("longer than 4096 bytes"),
+            "{}",
+            e.message
+        );
         auth.cache.run_pending_tasks().await;
         assert_eq!(auth.cache.entry_count(), 0);
 

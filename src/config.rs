@@ -479,9 +479,10 @@ impl Config {
                     "server.metrics_listen".into(),
                     format!("{m:?} is not an address like 127.0.0.1:9091"),
                 );
-            } else if m.parse::<SocketAddr>().is_ok_and(|m| {
-                m.port() != 0 && self.server.listen.parse() == Ok(m)
-            }) {
+            } else if m
+                .parse::<SocketAddr>()
+                .is_ok_and(|m| m.port() != 0 && self.server.listen.parse() == Ok(m))
+            {
                 issue(
                     None,
                     "server.metrics_listen".into(),
@@ -890,14 +891,23 @@ cost_output_per_million = "abc"
         )
         .unwrap_err();
         let all = err.to_string();
-        assert!(all.contains("server.metrics_listen: must differ from server.listen"), "{all}");
-        assert!(all.contains("server.metrics_token: must be 16 to 4096 bytes long"), "{all}");
+        assert!(
+            all.contains("server.metrics_listen: must differ from server.listen"),
+            "{all}"
+        );
+        assert!(
+            all.contains("server.metrics_token: must be 16 to 4096 bytes long"),
+            "{all}"
+        );
         let err = load("[server]\nmetrics_listen = 'nowhere'\n").unwrap_err();
         assert_eq!(err.issues[0].place, "server.metrics_listen", "{err}");
         // An unset variable must not leave /metrics open.
         let err = load("[server]\nmetrics_token = 'env:TOLLGATE_TEST_SURELY_UNSET'\n").unwrap_err();
         assert_eq!(err.issues[0].place, "server.metrics_token", "{err}");
         let ok = load("[server]\nmetrics_listen = '127.0.0.1:9091'\n").unwrap();
-        assert_eq!(ok.config.metrics_addr(), Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(
+            ok.config.metrics_addr(),
+            Some("127.0.0.1:9091".parse().unwrap())
+        );
     }
 }

@@ -419,7 +419,13 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("sk-pasted-secret"), "{text}");
         assert!(!text.contains("smart"), "{text}");
-        assert!(text.contains(r#"tollgate_requests_total{model="unknown",provider="",status="404"} 1"#), "{text}");
-        assert!(text.contains(r#"tollgate_requests_total{model="gpt-4o",provider="",status="200"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"tollgate_requests_total{model="unknown",provider="",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tollgate_requests_total{model="gpt-4o",provider="",status="200"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -304,6 +304,7 @@ pub fn raise_fd_limit() -> io::Result<u64> {
             limit = raised;
         }
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on 64-bit Linux, not everywhere
     Ok(limit.rlim_cur as u64)
 }
 
@@ -359,7 +360,10 @@ mod tests {
                 rlim_max: 0,
             };
             // SAFETY: getrlimit writes only the struct passed to it.
-            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+            assert_eq!(
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+                0
+            );
             limit
         };
         let hard = read().rlim_max;
@@ -369,7 +373,7 @@ mod tests {
         };
         // SAFETY: setrlimit reads only the struct passed to it.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
-        assert_eq!(raise_fd_limit().unwrap(), hard as u64);
+        assert_eq!(raise_fd_limit().unwrap(), hard);
         assert_eq!(read().rlim_cur, hard);
     }
 }

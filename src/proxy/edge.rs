@@ -66,7 +66,12 @@ impl Edge {
         };
         let host_header = req.headers().get(HOST).map(|h| h.to_str().map(host_of));
         let hosts = [req.uri().host().map(Ok), host_header];
-        if local && hosts.into_iter().flatten().any(|h| !h.is_ok_and(is_loopback)) {
+        if local
+            && hosts
+                .into_iter()
+                .flatten()
+                .any(|h| !h.is_ok_and(is_loopback))
+        {
             return Err(forbidden(
                 "forbidden_host",
                 "This gateway runs without API keys, so it answers only requests addressed to \
@@ -136,11 +141,16 @@ fn host_of(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority.split_inclusive(']').next().unwrap_or(authority);
     }
-    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }
 
 fn is_loopback(host: &str) -> bool {
-    let ip = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     host.eq_ignore_ascii_case("localhost") || ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 

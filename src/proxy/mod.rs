@@ -275,7 +275,11 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         None => Listeners::bind(&config)?,
     };
     let addr = listeners.main.local_addr()?;
-    let metrics_addr = listeners.metrics.as_ref().map(|l| l.local_addr()).transpose()?;
+    let metrics_addr = listeners
+        .metrics
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     if !config.auth.require_api_key {
         tracing::warn!(
             "API keys are not required: anyone who can reach {addr} can use the gateway"
@@ -392,7 +396,14 @@ impl Listeners {
                 max_connections: METRICS_CONNECTIONS,
                 ..limits
             };
-            conn::serve(listener, gateway, handler::serve_metrics, limits, stop, grace)
+            conn::serve(
+                listener,
+                gateway,
+                handler::serve_metrics,
+                limits,
+                stop,
+                grace,
+            )
         });
         async move {
             let metrics = async {
