@@ -139,7 +139,10 @@ impl Connection {
         let service = service_fn(move |req| {
             let busy = requests.begin();
             let answer = handler(gateway.clone(), req);
-            async move { Ok::<_, Infallible>(answer.await.map(|body| Tracked { body, _busy: busy })) }
+            async move {
+                let body = |body| Tracked { body, _busy: busy };
+                Ok::<_, Infallible>(answer.await.map(body))
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(self.stream), service);
         let mut conn = pin!(conn);
