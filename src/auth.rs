@@ -3,6 +3,9 @@
 //!
 //! Keys are looked up once and then served from a moka cache for `key_cache_ttl_secs`, so the
 //! request path does not touch the database; a revoked key stops working within that time.
+//! Anyone can present a key, so what a presented key can make the gateway hold is bounded: a
+//! key longer than `MAX_KEY_BYTES` is refused unread, and the cache holds SHA-256 digests (not
+//! the keys) within `KEY_CACHE_BYTES`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use moka::future::Cache;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use crate::config::MAX_KEY_BYTES;
 use crate::error::GatewayError;
 use crate::store::{ApiKeyRow, Db};
 
@@ -44,18 +48,38 @@ impl Caller {
     }
 }
 
+/// What the key cache may hold, in (estimated) bytes: about 100k looked-up keys.
+const KEY_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// A cache entry's own size beside its strings: the digest, the caller, moka's bookkeeping.
+const KEY_ENTRY_BYTES: u32 = 256;
+
+type KeyDigest = [u8; 32];
+
 pub struct Authenticator {
     db: Db,
     require_api_key: bool,
-    master_key_hash: Option<String>,
-    /// presented key -> its caller, or None for "no such key" (cached too, so a client
-    /// retrying with a wrong key does not reach the database each time). Keyed by the key
-    /// itself so a cached request does not hash; only digests ever reach the database.
-    cache: Cache<String, Option<Arc<Caller>>>,
+    master_key_digest: Option<KeyDigest>,
+    /// SHA-256 of the presented key -> its caller, or None for "no such key" (cached too, so
+    /// a client retrying with a wrong key does not reach the database each time).
+    cache: Cache<KeyDigest, Option<Arc<Caller>>>,
+}
+
+fn digest(key: &str) -> KeyDigest {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    hex::encode(digest(key))
+}
+
+/// How much of the key cache's byte budget an entry takes.
+fn entry_weight(_: &KeyDigest, caller: &Option<Arc<Caller>>) -> u32 {
+    let strings = caller.as_deref().map_or(0, |c| {
+        c.key_id.as_ref().map_or(0, String::len)
+            + c.project_id.as_ref().map_or(0, String::len)
+            + c.project_name.len()
+    });
+    KEY_ENTRY_BYTES.saturating_add(u32::try_from(strings).unwrap_or(u32::MAX))
 }
 
 /// A new gateway key: `tg-` and 32 random bytes in hex. Returns (key, prefix, hash).
@@ -119,9 +143,10 @@ impl Authenticator {
         Authenticator {
             db,
             require_api_key,
-            master_key_hash: master_key.map(hash_key),
+            master_key_digest: master_key.map(digest),
             cache: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(KEY_CACHE_BYTES)
+                .weigher(entry_weight)
                 .time_to_live(ttl)
                 .build(),
         }
@@ -137,19 +162,29 @@ impl Authenticator {
                 Ok(Arc::new(Caller::anonymous()))
             };
         };
+        if key.len() > MAX_KEY_BYTES {
+            // No key is this long: refused like a wrong key, without hashing it.
+            return if self.require_api_key {
+                Err(GatewayError::unauthorized(format!(
+                    "The API key provided is longer than {MAX_KEY_BYTES} bytes; no key is that long. Gateway keys look like `tg-` and 64 hex digits."
+                )))
+            } else {
+                Ok(Arc::new(Caller::anonymous()))
+            };
+        }
+        let digest = digest(key);
         let db = self.db.clone();
-        let master = self.master_key_hash.clone();
+        let master = self.master_key_digest;
         let found = self
             .cache
-            .try_get_with_by_ref(key, async move {
-                let hash = hash_key(key);
-                if master.as_deref() == Some(hash.as_str()) {
+            .try_get_with(digest, async move {
+                if master == Some(digest) {
                     return Ok(Some(Arc::new(Caller {
                         role: Role::Admin,
                         ..Caller::anonymous()
                     })));
                 }
-                let row = db.find_api_key(&hash).await?;
+                let row = db.find_api_key(&hex::encode(digest)).await?;
                 Ok::<_, anyhow::Error>(row.as_ref().and_then(caller_from_row).map(Arc::new))
             })
             .await
@@ -194,5 +229,75 @@ mod tests {
         h.insert("api-key", "tg-def".parse().unwrap());
         assert_eq!(presented_key(&h), Some("tg-def"));
         assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+
+    async fn authenticator(dir: &tempfile::TempDir, require_api_key: bool) -> Authenticator {
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        db.migrate().await.unwrap();
+        Authenticator::new(db, require_api_key, None, Duration::from_secs(60))
+    }
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", format!("Bearer {key}").parse().unwrap());
+        h
+    }
+
+    /// A key past the bound is refused with a message saying so, and is neither looked up
+    /// nor cached; one at the bound is an ordinary wrong key.
+    #[tokio::test]
+    async fn keys_longer_than_the_bound_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(&dir, true).await;
+        let e = auth
+            .authenticate(&bearer(&"k".repeat(MAX_KEY_BYTES + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(e.code, Some("invalid_api_key"));
+        assert!(
+            e.message.contains("longer than 4096 bytes"),
+            "{}",
+            e.message
+        );
+        auth.cache.run_pending_tasks().await;
+        assert_eq!(auth.cache.entry_count(), 0);
+
+        let e = auth
+            .authenticate(&bearer(&"k".repeat(MAX_KEY_BYTES)))
+            .await
+            .unwrap_err();
+        assert!(e.message.starts_with("Incorrect API key"), "{}", e.message);
+        auth.cache.run_pending_tasks().await;
+        assert_eq!(auth.cache.entry_count(), 1);
+    }
+
+    /// An open gateway treats an over-long key like any unknown placeholder key.
+    #[tokio::test]
+    async fn an_open_gateway_ignores_an_over_long_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(&dir, false).await;
+        let caller = auth
+            .authenticate(&bearer(&"k".repeat(MAX_KEY_BYTES + 1)))
+            .await
+            .unwrap();
+        assert_eq!(caller.key_id, None);
+    }
+
+    /// The cache holds digests: what a wrong key costs it does not grow with the key's
+    /// length, and the budget is counted in bytes.
+    #[tokio::test]
+    async fn cached_wrong_keys_weigh_the_same_whatever_their_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(&dir, true).await;
+        for i in 0..20 {
+            let key = format!("{i:04}{}", "x".repeat(i * 200));
+            assert!(auth.authenticate(&bearer(&key)).await.is_err());
+        }
+        auth.cache.run_pending_tasks().await;
+        assert_eq!(auth.cache.entry_count(), 20);
+        assert_eq!(auth.cache.weighted_size(), 20 * u64::from(KEY_ENTRY_BYTES));
+        assert_eq!(auth.cache.policy().max_capacity(), Some(KEY_CACHE_BYTES));
     }
 }

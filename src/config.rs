@@ -53,6 +53,18 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long a stopping server lets in-flight requests finish.
     pub shutdown_grace_secs: u64,
+    /// SO_REUSEPORT: another process with this set may listen on the same port (a
+    /// zero-downtime handover). Off, a port in use is a start-up error.
+    pub reuse_port: bool,
+    /// A connection with no request in progress for this long is closed (also one that
+    /// never sends anything).
+    pub idle_timeout_secs: u64,
+    /// Client connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Serve `/metrics` on this address only (the main address then answers 404 for it).
+    pub metrics_listen: Option<String>,
+    /// Require `Authorization: Bearer <token>` for `/metrics` (best as `env:NAME`).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +78,11 @@ impl Default for ServerConfig {
             log_format: "text".into(),
             workers: 0,
             shutdown_grace_secs: 30,
+            reuse_port: false,
+            idle_timeout_secs: 60,
+            max_connections: 10_000,
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -109,6 +126,11 @@ impl Default for RedisConfig {
         }
     }
 }
+
+/// The longest key a client may present. Gateway keys are 67 bytes; the room above them is
+/// for master keys and JWTs (which grow with their claims). A longer one is refused before it
+/// is hashed or looked up.
+pub const MAX_KEY_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -422,6 +444,9 @@ impl Config {
         let mut listen = Some(self.server.listen.clone());
         resolve("server.listen", &mut listen);
         self.server.listen = listen.unwrap_or_default();
+        resolve("server.metrics_listen", &mut self.server.metrics_listen);
+        // Not optional like the auth secrets: an unset variable must not leave /metrics open.
+        resolve("server.metrics_token", &mut self.server.metrics_token);
         for p in &mut self.providers {
             let p = p.get_mut();
             let mut base = Some(p.base_url.clone());
@@ -458,11 +483,64 @@ impl Config {
                 issue(None, key.into(), "must be greater than 0".into());
             }
         }
+        if let Some(m) = &self.server.metrics_listen {
+            if !unresolved(m) && m.parse::<SocketAddr>().is_err() {
+                issue(
+                    None,
+                    "server.metrics_listen".into(),
+                    format!("{m:?} is not an address like 127.0.0.1:9091"),
+                );
+            } else if m
+                .parse::<SocketAddr>()
+                .is_ok_and(|m| m.port() != 0 && self.server.listen.parse() == Ok(m))
+            {
+                issue(
+                    None,
+                    "server.metrics_listen".into(),
+                    "must differ from server.listen".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.server.metrics_token {
+            if !unresolved(t) && !(16..=MAX_KEY_BYTES).contains(&t.len()) {
+                issue(
+                    None,
+                    "server.metrics_token".into(),
+                    format!("must be 16 to {MAX_KEY_BYTES} bytes long"),
+                );
+            }
+        }
+        if !(1..=86_400).contains(&self.server.idle_timeout_secs) {
+            issue(
+                None,
+                "server.idle_timeout_secs".into(),
+                "must be between 1 and 86400".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            issue(
+                None,
+                "server.max_connections".into(),
+                "must be between 1 and 1000000".into(),
+            );
+        }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {
             issue(
                 None,
                 "server.log_format".into(),
                 "must be \"text\" or \"json\"".into(),
+            );
+        }
+        if self
+            .auth
+            .master_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_KEY_BYTES)
+        {
+            issue(
+                None,
+                "auth.master_key".into(),
+                format!("is longer than {MAX_KEY_BYTES} bytes, the longest key a client may send"),
             );
         }
         let url = &self.database.url;
@@ -663,6 +741,11 @@ impl Config {
         }
     }
 
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let addr = self.server.metrics_listen.as_ref()?;
+        Some(addr.parse().expect("validated by Config::validate"))
+    }
+
     pub fn listen_addr(&self) -> SocketAddr {
         self.server
             .listen
@@ -778,5 +861,57 @@ cost_output_per_million = "abc"
         let err = load(text).unwrap_err();
         assert_eq!(err.issues.len(), 1, "{err}");
         assert_eq!(err.issues[0].place, "database.url");
+    }
+
+    #[test]
+    fn a_master_key_no_client_could_send_is_refused() {
+        let key = "m".repeat(MAX_KEY_BYTES + 1);
+        let err = load(&format!("[auth]\nmaster_key = '{key}'\n")).unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].place, "auth.master_key");
+        assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
+        let key = "m".repeat(MAX_KEY_BYTES);
+        assert!(load(&format!("[auth]\nmaster_key = '{key}'\n")).is_ok());
+    }
+
+    #[test]
+    fn connection_limits_must_be_usable() {
+        let err = load("[server]\nidle_timeout_secs = 0\nmax_connections = 0\n").unwrap_err();
+        let places: Vec<&str> = err.issues.iter().map(|i| i.place.as_str()).collect();
+        assert_eq!(
+            places,
+            ["server.idle_timeout_secs", "server.max_connections"],
+            "{err}"
+        );
+        let ok = load("[server]\nidle_timeout_secs = 5\nmax_connections = 2\n").unwrap();
+        assert_eq!(ok.config.server.idle_timeout_secs, 5);
+        assert_eq!(ok.config.server.max_connections, 2);
+    }
+
+    #[test]
+    fn metrics_access_settings_are_checked() {
+        let err = load(
+            "[server]\nlisten = '127.0.0.1:8080'\nmetrics_listen = '127.0.0.1:8080'\nmetrics_token = 'short'\n",
+        )
+        .unwrap_err();
+        let all = err.to_string();
+        assert!(
+            all.contains("server.metrics_listen: must differ from server.listen"),
+            "{all}"
+        );
+        assert!(
+            all.contains("server.metrics_token: must be 16 to 4096 bytes long"),
+            "{all}"
+        );
+        let err = load("[server]\nmetrics_listen = 'nowhere'\n").unwrap_err();
+        assert_eq!(err.issues[0].place, "server.metrics_listen", "{err}");
+        // An unset variable must not leave /metrics open.
+        let err = load("[server]\nmetrics_token = 'env:TOLLGATE_TEST_SURELY_UNSET'\n").unwrap_err();
+        assert_eq!(err.issues[0].place, "server.metrics_token", "{err}");
+        let ok = load("[server]\nmetrics_listen = '127.0.0.1:9091'\n").unwrap();
+        assert_eq!(
+            ok.config.metrics_addr(),
+            Some("127.0.0.1:9091".parse().unwrap())
+        );
     }
 }

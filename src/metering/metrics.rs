@@ -1,7 +1,8 @@
 //! Prometheus metrics (prefix `tollgate_`) plus the OpenTelemetry GenAI histograms.
 //!
 //! Each gateway owns its registry, so several gateways in one process (the tests) do not mix
-//! their numbers. Labels stay low-cardinality: provider, public model name, project, status.
+//! their numbers. Labels stay low-cardinality: provider, public model name (from the registry,
+//! `unknown` for any other), project, status.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -219,7 +220,7 @@ impl Metrics {
     /// Counts one finished request. `upstream_secs` is the time spent waiting on providers.
     pub fn observe(&self, rec: &UsageRecord) {
         let provider = rec.provider_name.as_str();
-        let model = rec.model_name.as_str();
+        let model = rec.metric_model();
         let project = rec.project_name.as_str();
         let op = operation(&rec.endpoint);
         let error = rec.error_type.as_deref().unwrap_or("");
@@ -395,5 +396,36 @@ mod tests {
         assert!(!text.contains("kind=\"cache_read\""), "{text}");
         assert!(text
             .contains("tollgate_request_duration_seconds_count{model=\"fast\",provider=\"up\"} 2"));
+    }
+
+    /// A name the registry does not know is counted as `unknown`, and one a route resolved
+    /// to under the deployment's public name: what a client typed is never a label.
+    #[test]
+    fn only_registry_names_become_model_labels() {
+        let m = Metrics::new();
+        let unknown = UsageRecord {
+            model_name: "sk-pasted-secret".into(),
+            model_label: crate::metering::ModelLabel::Unknown,
+            status_code: 404,
+            ..crate::metering::sample_record()
+        };
+        m.observe(&unknown);
+        let routed = UsageRecord {
+            model_name: "smart".into(),
+            model_label: crate::metering::ModelLabel::Deployment("gpt-4o".into()),
+            ..crate::metering::sample_record()
+        };
+        m.observe(&routed);
+        let text = m.render();
+        assert!(!text.contains("sk-pasted-secret"), "{text}");
+        assert!(!text.contains("smart"), "{text}");
+        assert!(
+            text.contains(r#"tollgate_requests_total{model="unknown",provider="",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tollgate_requests_total{model="gpt-4o",provider="",status="200"} 1"#),
+            "{text}"
+        );
     }
 }

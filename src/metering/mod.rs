@@ -111,6 +111,9 @@ pub struct UsageRecord {
     pub api_key_id: Option<String>,
     /// The public name the client asked for.
     pub model_name: String,
+    /// The `model` metric label. Not stored: the row has `model_name` and the model's id.
+    #[serde(skip)]
+    pub model_label: ModelLabel,
     /// Names for metric labels; the row itself refers to providers and projects by id.
     pub provider_name: String,
     pub project_name: String,
@@ -129,6 +132,30 @@ pub struct UsageRecord {
     pub attempts: u32,
 }
 
+/// Which name a request is counted under in metrics: always one from the registry, so that
+/// the label set stays as small as the registry (client text never becomes a label).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ModelLabel {
+    /// `model_name` itself: a public name, route or `provider/model_id` the registry knows.
+    AsRequested,
+    /// The public name of the deployment that served, where it differs from `model_name`.
+    Deployment(String),
+    /// Anything the registry does not know (or a request that named no model).
+    #[default]
+    Unknown,
+}
+
+impl UsageRecord {
+    /// The `model` label of this request's metrics.
+    pub fn metric_model(&self) -> &str {
+        match &self.model_label {
+            ModelLabel::AsRequested => &self.model_name,
+            ModelLabel::Deployment(name) => name,
+            ModelLabel::Unknown => "unknown",
+        }
+    }
+}
+
 /// A successful chat request's record, for unit tests to vary with `..sample_record()`.
 #[cfg(test)]
 pub(crate) fn sample_record() -> UsageRecord {
@@ -141,6 +168,7 @@ pub(crate) fn sample_record() -> UsageRecord {
         project_id: None,
         api_key_id: None,
         model_name: "m".into(),
+        model_label: ModelLabel::AsRequested,
         provider_name: String::new(),
         project_name: String::new(),
         endpoint: "chat.completions".into(),

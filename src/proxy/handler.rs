@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use memchr::memmem::Finder;
 use serde_json::json;
 
+use super::edge::{self, Port};
 use super::meter::{Guards, InFlight, RequestMeter};
 use super::opening::{Opening, Verdict};
 use super::stream::MeteredStream;
@@ -45,6 +46,9 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const ANSWER_HEADERS: usize = 9;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
+    if let Err(e) = gw.edge.admit(&req, Port::Main) {
+        return error_response(&e);
+    }
     let path = req.uri().path();
     let endpoint = match (req.method(), path) {
         (&Method::POST, "/v1/chat/completions" | "/chat/completions") => Endpoint::ChatCompletions,
@@ -54,9 +58,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
             return json_response(StatusCode::OK, json!({"status": "ok"}))
         }
         (&Method::GET, "/readyz") => return readyz(&gw).await,
-        (&Method::GET, "/metrics") => {
-            return text_response(gw.metrics.render(), "text/plain; version=0.0.4")
-        }
+        (&Method::GET, "/metrics") if gw.edge.metrics_on_main_port => return metrics(&gw, &req),
         (&Method::GET, "/v1/models" | "/models") => return list_models(&gw, &req, None).await,
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             let id = p["/v1/models/".len()..].to_owned();
@@ -70,6 +72,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
             )))
         }
     };
+    if let Err(e) = edge::json_content_type(req.headers()) {
+        return error_response(&e);
+    }
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -107,7 +112,9 @@ async fn proxy(
     meter.model_name = body.str("model").unwrap_or_default().into_owned();
     meter.stream = endpoint.can_stream() && body.bool("stream") == Some(true);
     let needs = needs_of(endpoint, &body);
-    let plan = resolve(gw, endpoint, &meter.model_name, &needs)?;
+    let plan = resolve(gw, endpoint, &meter.model_name, &needs);
+    meter.known_model = !matches!(&plan, Err(e) if e.code == Some("model_not_found"));
+    let plan = plan?;
     // The key's own limits are checked once per request, without waiting.
     let key_limits = gw.limits_of_key(&caller);
     let mut admission = Admission::default();
@@ -735,6 +742,26 @@ async fn respond_stream(
 /// The searchers `needs_of` looks for, built once: building one cost more than the search.
 static IMAGE_URL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"image_url\""));
 static JSON_FORMAT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"json_"));
+
+/// The only endpoint of `[server] metrics_listen`.
+pub async fn serve_metrics(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
+    if let Err(e) = gw.edge.admit(&req, Port::Metrics) {
+        return error_response(&e);
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(&gw, &req),
+        (method, path) => error_response(&GatewayError::not_found(format!(
+            "Unknown request URL: {method} {path}."
+        ))),
+    }
+}
+
+fn metrics(gw: &Gateway, req: &Request<Incoming>) -> Response<ClientBody> {
+    match gw.edge.metrics_allowed(req.headers()) {
+        Ok(()) => text_response(gw.metrics.render(), "text/plain; version=0.0.4"),
+        Err(e) => error_response(&e),
+    }
+}
 
 async fn readyz(gw: &Gateway) -> Response<ClientBody> {
     let db = gw.db.ping().await;

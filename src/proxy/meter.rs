@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Caller;
-use crate::metering::{UsageRecord, UsageSink, UsageSource};
+use crate::metering::{ModelLabel, UsageRecord, UsageSink, UsageSource};
 use crate::providers::{Endpoint, ReportedUsage};
 use crate::registry::Deployment;
 
@@ -15,6 +15,8 @@ pub struct RequestMeter {
     pub endpoint: Endpoint,
     pub stream: bool,
     pub model_name: String,
+    /// Whether the registry knows `model_name` (only then may it become a metric label).
+    pub known_model: bool,
     pub caller: Option<Arc<Caller>>,
     pub deployment: Option<Arc<Deployment>>,
     pub attempts: u32,
@@ -32,6 +34,7 @@ impl RequestMeter {
             endpoint,
             stream: false,
             model_name: String::new(),
+            known_model: false,
             caller: None,
             deployment: None,
             attempts: 0,
@@ -72,6 +75,12 @@ impl RequestMeter {
             Some(_) => UsageSource::Provider,
             None => UsageSource::None,
         };
+        let model_label = match dep {
+            Some(d) if d.name != self.model_name => ModelLabel::Deployment(d.name.clone()),
+            Some(_) => ModelLabel::AsRequested,
+            None if self.known_model => ModelLabel::AsRequested,
+            None => ModelLabel::Unknown,
+        };
         let ms = |d: Duration| d.as_millis() as u64;
         self.sink.record(UsageRecord {
             id: crate::store::new_id(),
@@ -82,6 +91,7 @@ impl RequestMeter {
             project_id: caller.and_then(|c| c.project_id.clone()),
             api_key_id: caller.and_then(|c| c.key_id.clone()),
             model_name: self.model_name.clone(),
+            model_label,
             provider_name: dep.map(|d| d.provider.name.clone()).unwrap_or_default(),
             project_name: caller.map(|c| c.project_name.clone()).unwrap_or_default(),
             endpoint: self.endpoint.as_str().to_owned(),

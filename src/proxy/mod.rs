@@ -1,5 +1,7 @@
 //! The data plane: the gateway's shared state, its start-up and shutdown, and the HTTP server.
 
+mod conn;
+mod edge;
 mod handler;
 pub mod http1_pool;
 mod meter;
@@ -16,12 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
@@ -43,6 +41,8 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// The largest whole answer read from a provider.
     pub max_response_bytes: usize,
+    /// The header checks made before anything else (Host, Origin, `/metrics` access).
+    edge: edge::Edge,
     /// Per-key limit state, by key id (kept while the key is in use).
     key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
     /// Limits shared through Redis, when `[redis] url` is set.
@@ -139,8 +139,10 @@ impl Gateway {
 /// A started gateway: where it listens, and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `[server] metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     writer: JoinHandle<()>,
     writer_stop: oneshot::Sender<()>,
@@ -150,7 +152,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (up to the grace period), then writes
     /// the usage records still queued.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.writer_stop.send(());
         let _ = self.writer.await;
@@ -203,6 +205,14 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
              or set [server] allow_open_on_public_address = true if this is really meant"
         );
     }
+    // A port in use is found before this instance writes its config into a database another
+    // instance may share. A port shared on purpose is bound once this one is ready to answer,
+    // so the kernel sends it no connection before then.
+    check_fd_limit(config.server.max_connections);
+    let reuse_port = config.server.reuse_port;
+    let early = (!reuse_port)
+        .then(|| Listeners::bind(&config))
+        .transpose()?;
 
     let db = Db::connect(&config.database.url, config.database.max_connections).await?;
     tracing::info!(database = %crate::store::redact_url(&config.database.url), kind = db.kind(), "database connected");
@@ -253,6 +263,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         max_body_bytes: config.server.max_body_bytes,
         max_response_bytes: config.server.max_response_bytes,
+        edge: edge::Edge::new(&config),
         key_limits: moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_idle(Duration::from_secs(600))
@@ -263,25 +274,53 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     });
     gateway.install(snapshot);
 
-    let listener = bind(addr)?;
-    let addr = listener.local_addr()?;
+    let listeners = match early {
+        Some(listeners) => listeners,
+        None => Listeners::bind(&config)?,
+    };
+    let addr = listeners.main.local_addr()?;
+    let metrics_addr = listeners
+        .metrics
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     if !config.auth.require_api_key {
         tracing::warn!(
             "API keys are not required: anyone who can reach {addr} can use the gateway"
         );
     }
     tracing::info!("listening on http://{addr}");
-    let (stop, stop_rx) = oneshot::channel();
+    if let Some(m) = metrics_addr {
+        tracing::info!("serving /metrics on http://{m}");
+    }
+    let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let server = tokio::spawn(serve(listener, gateway.clone(), stop_rx, grace));
+    let server = tokio::spawn(listeners.serve(&config, gateway.clone(), stop_rx, grace));
     Ok(Running {
         addr,
+        metrics_addr,
         gateway,
         stop,
         server,
         writer,
         writer_stop,
     })
+}
+
+/// Raises the open-file limit as far as allowed and says when `max_connections` may still
+/// not fit in it: a client connection usually comes with one to its provider.
+fn check_fd_limit(max_connections: usize) {
+    match conn::raise_fd_limit() {
+        Ok(limit) if (max_connections as u64) * 2 + 256 > limit => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is low for [server] max_connections: about two descriptors a \
+             connection are needed; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower \
+             max_connections"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 /// Connects to Redis for shared limits. If it cannot be reached at start, `fail_closed`
@@ -314,72 +353,95 @@ async fn connect_shared(config: &Config, metrics: &Metrics) -> anyhow::Result<Op
     }
 }
 
-/// SO_REUSEPORT lets a new process bind the same port before the old one drains (zero
-/// downtime upgrades); the large backlog absorbs connection bursts.
-fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+/// The gateway's listening sockets: its address, and `/metrics`'s own when it has one.
+struct Listeners {
+    main: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+/// Connections the `/metrics` address takes at once: enough for a few scrapers, and apart
+/// from the main address's, so a flood there does not stop scrapes.
+const METRICS_CONNECTIONS: usize = 64;
+
+impl Listeners {
+    fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let reuse_port = config.server.reuse_port;
+        Ok(Listeners {
+            main: bind(config.listen_addr(), reuse_port)?,
+            metrics: config
+                .metrics_addr()
+                .map(|addr| bind(addr, reuse_port))
+                .transpose()?,
+        })
+    }
+
+    /// Serves both until `stop`, then drains them.
+    fn serve(
+        self,
+        config: &Config,
+        gateway: Arc<Gateway>,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let limits = conn::ConnLimits {
+            max_connections: config.server.max_connections,
+            idle: Duration::from_secs(config.server.idle_timeout_secs),
+        };
+        let main = conn::serve(
+            self.main,
+            gateway.clone(),
+            handler::handle,
+            limits,
+            stop.clone(),
+            grace,
+        );
+        let metrics = self.metrics.map(|listener| {
+            let limits = conn::ConnLimits {
+                max_connections: METRICS_CONNECTIONS,
+                ..limits
+            };
+            conn::serve(
+                listener,
+                gateway,
+                handler::serve_metrics,
+                limits,
+                stop,
+                grace,
+            )
+        });
+        async move {
+            let metrics = async {
+                if let Some(m) = metrics {
+                    m.await
+                }
+            };
+            tokio::join!(main, metrics);
+        }
+    }
+}
+
+/// Opens the listener. SO_REUSEPORT, which lets a new process bind the same port before the
+/// old one drains, is only set when asked for: otherwise a forgotten instance with another
+/// config would silently answer part of the traffic. The large backlog absorbs bursts.
+fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    socket.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "cannot listen on {addr}: another process is already listening there. Stop it \
+                 or choose another address; to share the port for a zero-downtime handover, set \
+                 [server] reuse_port = true in both processes' configs"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot listen on {addr}"))
+        }
+    })?;
     socket.listen(4096)?;
     Ok(TcpListener::from_std(socket.into())?)
-}
-
-async fn serve(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    mut stop: oneshot::Receiver<()>,
-    grace: Duration,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Answers are small (a completion, an SSE chunk): copying the body behind the head and
-        // writing once measured 1.5k instructions and ~1 µs of CPU a request less than a
-        // vectored write of the two.
-        .writev(false)
-        // A client that never finishes its headers must not hold a connection forever.
-        .header_read_timeout(Duration::from_secs(30));
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
-        let service = service_fn(move |req| {
-            let gw = gw.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler::handle(gw, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over: closing the connections still open");
-    }
 }
