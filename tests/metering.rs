@@ -1,0 +1,158 @@
+//! Metering that fails safe, against real databases (each case on SQLite and on PostgreSQL):
+//! an absurd usage report is clamped.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use serde_json::json;
+use tollgate::store::Db;
+
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    an_absurd_usage_report_is_clamped_and_its_batch_lands,
+);
+
+const MODELS: &str = r#"
+[[models]]
+name = "fast"
+provider = "up"
+model_id = "upstream-model-v1"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+[[models]]
+name = "absurd"
+provider = "up"
+model_id = "mock-absurd-usage"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+"#;
+
+fn provider(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "up"
+api = "openai"
+base_url = "http://{addr}/v1"
+api_key = "k"
+"#
+    )
+}
+
+fn chat(model: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "one two three"}]})
+}
+
+async fn an_absurd_usage_report_is_clamped_and_its_batch_lands(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_mock, addr) = mock_upstream().await;
+    // One batch of 22 rows: the absurd one must not hold back the 21 others.
+    let gw = start_gateway_with(&db, &format!("{}{MODELS}", provider(addr)), |t| {
+        t.replace(
+            "[usage]\n",
+            "[usage]\nbatch_size = 22\nflush_interval_ms = 60000\n",
+        )
+    })
+    .await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for i in 0..22 {
+        let model = if i == 10 { "absurd" } else { "fast" };
+        let r = post(&url, &chat(model), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let store = db.connect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while usage_rows(&store).await.len() < 22 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second report in the same hour adds to the same roll-up row (written at the stop).
+    let r = post(&url, &chat("absurd"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    gw.running.stop().await;
+
+    let rows = usage_rows(&store).await;
+    assert_eq!(rows.len(), 23);
+    let absurd: Vec<_> = rows.iter().filter(|r| r.model_name == "absurd").collect();
+    assert_eq!(absurd.len(), 2);
+    for r in &absurd {
+        assert_eq!(r.input_tokens, 1_000_000_000, "clamped to the cap");
+        let expected = dec("150") + dec(&r.output_tokens.to_string()) * dec("0.0000006");
+        assert_eq!(dec(&r.cost_usd), expected);
+    }
+    let raw = store
+        .fetch_all(
+            "SELECT raw_usage::text AS raw FROM llm_usage_logs WHERE model_name = 'absurd'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_str(&raw[0].text("raw").unwrap()).unwrap();
+    assert_eq!(
+        raw["prompt_tokens"].as_u64(),
+        Some(1_000_000_000_000_000_000),
+        "the provider's report is kept as sent"
+    );
+    assert!(!db.dir().join("usage.spool").exists());
+
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    for by in ["model", "provider", "project", "key"] {
+        let report = store
+            .usage_report(by, since)
+            .await
+            .unwrap_or_else(|e| panic!("usage --by {by}: {e:#}"));
+        let requests: i64 = report.iter().map(|r| r.totals.requests).sum();
+        assert_eq!(requests, 23, "--by {by}");
+    }
+    let by_model = store.usage_report("model", since).await.unwrap();
+    let absurd = by_model
+        .iter()
+        .find(|r| r.group == "up/mock-absurd-usage")
+        .unwrap();
+    assert_eq!(absurd.totals.input_tokens, 2_000_000_000);
+    assert_integer_rollup(&store).await;
+}
+
+/// Every roll-up value is stored as an integer (SQLite turns an overflowing sum into REAL).
+async fn assert_integer_rollup(store: &Db) {
+    if let Db::Sqlite(_) = store {
+        let rows = store
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM llm_usage_hourly WHERE typeof(requests) <> 'integer'
+                 OR typeof(input_tokens) <> 'integer' OR typeof(cache_read_tokens) <> 'integer'
+                 OR typeof(cache_write_tokens) <> 'integer' OR typeof(output_tokens) <> 'integer'
+                 OR typeof(reasoning_tokens) <> 'integer' OR typeof(cost_usd_e10) <> 'integer'
+                 OR typeof(errors) <> 'integer'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0].int("n").unwrap(), 0);
+    }
+}
