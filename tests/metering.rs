@@ -1,13 +1,15 @@
 //! Metering that fails safe, against real databases (each case on SQLite and on PostgreSQL):
-//! an absurd usage report is clamped.
+//! an absurd usage report is clamped; the hourly roll-up stays integer.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
 use serde_json::json;
+use tollgate::metering::UsageRecord;
 use tollgate::store::Db;
 
 macro_rules! on_both_databases {
@@ -33,6 +35,7 @@ macro_rules! on_both_databases {
 
 on_both_databases!(
     an_absurd_usage_report_is_clamped_and_its_batch_lands,
+    hourly_sums_saturate_instead_of_overflowing,
 );
 
 const MODELS: &str = r#"
@@ -155,4 +158,95 @@ async fn assert_integer_rollup(store: &Db) {
             .unwrap();
         assert_eq!(rows[0].int("n").unwrap(), 0);
     }
+}
+
+/// A usage record for the writer; `model` is a model id (none exists in these databases, so
+/// any id makes a row the database refuses).
+fn record(request_id: &str, model: Option<String>) -> UsageRecord {
+    serde_json::from_value(json!({
+        "id": tollgate::store::new_id(), "request_id": request_id,
+        "created_at": chrono::Utc::now(),
+        "llm_model_id": model, "provider_id": null, "project_id": null, "api_key_id": null,
+        "model_name": "m", "provider_name": "", "project_name": "",
+        "endpoint": "chat.completions", "stream": false, "status_code": 200, "error_type": null,
+        "tokens": {"input": 3, "cache_read": 0, "cache_write": 0, "output": 2, "reasoning": 0},
+        "raw_usage": null, "usage_source": "provider", "cache_hit": false,
+        "cost_usd": "0.0000015", "latency_ms": 1, "ttft_ms": null, "upstream_ms": null, "attempts": 1
+    }))
+    .unwrap()
+}
+
+async fn hourly_sums_saturate_instead_of_overflowing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    // The most a row can cost (NUMERIC(18,10)); ten of them exceed a BIGINT of 1e-10 USD.
+    let costly = || UsageRecord {
+        cost_usd: "99999999.9999999999".parse().unwrap(),
+        ..record("costly", None)
+    };
+    let batch: Arc<[UsageRecord]> = (0..10).map(|_| costly()).collect();
+    store.insert_usage(batch).await.unwrap();
+    store.insert_usage(Arc::new([costly()])).await.unwrap();
+
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    let report = store.usage_report("model", since).await.unwrap();
+    assert_eq!(report[0].totals.requests, 11);
+    assert_eq!(report[0].totals.cost_usd, dec("922337203.6854775807"));
+    assert_integer_rollup(&store).await;
+}
+
+/// An SQLite roll-up that an earlier version let overflow into REAL is made integer again by
+/// the migration, and reports read it.
+#[tokio::test]
+async fn sqlite_rollup_sums_stored_as_real_are_repaired() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.connect().await;
+    let Db::Sqlite(pool) = &store else {
+        unreachable!("an SQLite test database")
+    };
+    let earlier = tempfile::tempdir().unwrap();
+    for name in [
+        "0001_init.sql",
+        "0002_usage_key_leads_with_time.sql",
+        "0003_usage_source_check_without_in_list.sql",
+    ] {
+        let from = format!("{}/migrations/sqlite/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(from, earlier.path().join(name)).unwrap();
+    }
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .unwrap()
+        .run(pool)
+        .await
+        .unwrap();
+    let hour = "2026-11-01T10:00:00.000Z";
+    store
+        .execute(
+            "INSERT INTO llm_usage_hourly (hour, provider_id, llm_model_id, project_id, api_key_id,
+                requests, input_tokens, cost_usd_e10)
+             VALUES ($1, '', '', '', '', 2, 9223372036854775807, 9223372036854775807)",
+            &[hour.into()],
+        )
+        .await
+        .unwrap();
+    // What the old upsert did with a second absurd report.
+    store
+        .execute(
+            "UPDATE llm_usage_hourly SET input_tokens = input_tokens + 5, cost_usd_e10 = cost_usd_e10 + 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    let since = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert!(store.usage_report("model", since).await.is_err());
+
+    store.migrate().await.unwrap();
+    assert_integer_rollup(&store).await;
+    let report = store.usage_report("model", since).await.unwrap();
+    assert_eq!(report[0].totals.requests, 2);
+    assert_eq!(report[0].totals.input_tokens, i64::MAX);
+    assert_eq!(report[0].totals.cost_usd, dec("922337203.6854775807"));
 }
