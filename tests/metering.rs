@@ -1,5 +1,6 @@
 //! Metering that fails safe, against real databases (each case on SQLite and on PostgreSQL):
-//! an absurd usage report is clamped; the hourly roll-up stays integer.
+//! an absurd usage report is clamped; a row the database refuses is set aside without holding
+//! back its batch; the hourly roll-up stays integer.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 use serde_json::json;
-use tollgate::metering::UsageRecord;
+use tollgate::metering::{usage_pipeline, Metrics, UsageRecord};
 use tollgate::store::Db;
 
 macro_rules! on_both_databases {
@@ -36,6 +37,7 @@ macro_rules! on_both_databases {
 on_both_databases!(
     an_absurd_usage_report_is_clamped_and_its_batch_lands,
     hourly_sums_saturate_instead_of_overflowing,
+    a_row_the_database_refuses_is_set_aside_and_the_rest_lands,
 );
 
 const MODELS: &str = r#"
@@ -249,4 +251,81 @@ async fn sqlite_rollup_sums_stored_as_real_are_repaired() {
     assert_eq!(report[0].totals.requests, 2);
     assert_eq!(report[0].totals.input_tokens, i64::MAX);
     assert_eq!(report[0].totals.cost_usd, dec("922337203.6854775807"));
+}
+
+fn lines(path: &std::path::Path) -> Vec<UsageRecord> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn a_row_the_database_refuses_is_set_aside_and_the_rest_lands(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    let spool = db.dir().join("usage.spool");
+    let rejected = db.dir().join("usage.rejected.jsonl");
+    // A spool left with a refused row in it (an older version spooled refused batches whole
+    // and replayed them for ever).
+    let old: Vec<UsageRecord> = vec![
+        record("spooled-1", None),
+        record("spooled-bad", Some(tollgate::store::new_id())),
+        record("spooled-2", None),
+    ];
+    let text: String = old
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(&spool, text).unwrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let (sink, writer) = usage_pipeline(
+        store.clone(),
+        metrics.clone(),
+        100,
+        22,
+        Duration::from_secs(60),
+        spool.clone(),
+    );
+    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(writer.run(stop_rx));
+    for i in 0..22 {
+        let model = (i == 7).then(tollgate::store::new_id);
+        sink.record(record(&format!("live-{i}"), model));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metrics.usage_log_written_total.get() < 23 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "written {}",
+            metrics.usage_log_written_total.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let rows = store
+        .fetch_all("SELECT request_id FROM llm_usage_logs", &[])
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = rows.iter().map(|r| r.text("request_id").unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids.len(), 23, "{ids:?}");
+    assert!(!ids.iter().any(|i| i == "live-7" || i == "spooled-bad"));
+    let mut set_aside: Vec<String> = lines(&rejected).into_iter().map(|r| r.request_id).collect();
+    set_aside.sort();
+    assert_eq!(set_aside, ["live-7", "spooled-bad"]);
+    assert!(lines(&spool).is_empty(), "nothing goes back to the spool");
+    assert!(!spool.with_extension("replay").exists());
+    assert_eq!(metrics.usage_log_rejected_total.get(), 2);
+    assert_eq!(metrics.usage_log_spooled_total.get(), 0);
+    assert_eq!(metrics.usage_log_dropped_total.get(), 0);
+    // The roll-up counts each written row once, and no refused one.
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    let report = store.usage_report("model", since).await.unwrap();
+    assert_eq!(report[0].totals.requests, 23);
+    assert_eq!(report[0].totals.input_tokens, 69);
 }

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub usage_log_dropped_total: IntCounter,
     pub usage_log_spooled_total: IntCounter,
     pub usage_log_written_total: IntCounter,
+    pub usage_log_rejected_total: IntCounter,
     pub genai_token_usage: HistogramVec,
     pub genai_operation_duration: HistogramVec,
     pub genai_time_to_first_token: HistogramVec,
@@ -178,6 +179,10 @@ impl Metrics {
             usage_log_written_total: reg!(IntCounter::with_opts(opts(
                 "usage_log_written_total",
                 "Usage records written to the database."
+            ))),
+            usage_log_rejected_total: reg!(IntCounter::with_opts(opts(
+                "usage_log_rejected_total",
+                "Usage records the database refused (a value or constraint it would refuse again), set aside in the rejected file."
             ))),
             genai_token_usage: reg!(HistogramVec::new(
                 HistogramOpts::new("gen_ai_client_token_usage", "OpenTelemetry GenAI: tokens used per operation.")

@@ -38,6 +38,24 @@ fn already_exists(e: &anyhow::Error) -> bool {
         .is_some_and(|code| code == "42P07" || code == "23505")
 }
 
+/// Whether the database refused the rows themselves rather than being unreachable or busy:
+/// the same rows would be refused again, so they must not go back to the spool. PostgreSQL's
+/// SQLSTATE classes 22 (data exception: a value out of range or of the wrong form) and 23
+/// (a constraint); SQLite's constraint, type mismatch and too-big errors.
+pub fn refuses_rows(e: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode;
+    if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
+        return matches!(
+            e.sqlite_error_code(),
+            Some(ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig)
+        );
+    }
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
 fn hour_start(hour: i64) -> String {
     timestamp(
         Utc.timestamp_opt(hour * 3600, 0)
