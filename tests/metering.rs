@@ -1,6 +1,7 @@
 //! Metering that fails safe, against real databases (each case on SQLite and on PostgreSQL):
-//! an absurd usage report is clamped; a row the database refuses is set aside without holding
-//! back its batch; the hourly roll-up stays integer.
+//! refusals of unauthenticated requests are counted, not written; an absurd usage report is
+//! clamped; a row the database refuses is set aside without holding back its batch; the
+//! hourly roll-up stays integer.
 
 mod common;
 
@@ -38,6 +39,7 @@ on_both_databases!(
     an_absurd_usage_report_is_clamped_and_its_batch_lands,
     hourly_sums_saturate_instead_of_overflowing,
     a_row_the_database_refuses_is_set_aside_and_the_rest_lands,
+    refusals_of_unauthenticated_requests_are_counted_not_written,
 );
 
 const MODELS: &str = r#"
@@ -328,4 +330,60 @@ async fn a_row_the_database_refuses_is_set_aside_and_the_rest_lands(backend: Bac
     let report = store.usage_report("model", since).await.unwrap();
     assert_eq!(report[0].totals.requests, 23);
     assert_eq!(report[0].totals.input_tokens, 69);
+}
+
+async fn scrape(base: &str) -> String {
+    get(&format!("{base}/metrics"), &[]).await.text()
+}
+
+async fn refusals_of_unauthenticated_requests_are_counted_not_written(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    let (key, prefix, hash) = tollgate::auth::generate_key();
+    let new = tollgate::store::NewApiKey {
+        name: "app".into(),
+        role: "user".into(),
+        ..Default::default()
+    };
+    store.insert_api_key(&new, &hash, &prefix).await.unwrap();
+    let (_mock, addr) = mock_upstream().await;
+    let gw = start_gateway_with(&db, &format!("{}{MODELS}", provider(addr)), |t| {
+        t.replace("require_api_key = false", "require_api_key = true")
+    })
+    .await;
+    let failures = |text: &str, reason: &str| {
+        metric(text, "tollgate_auth_failures_total", &[("reason", reason)])
+    };
+    let before = scrape(&gw.base).await;
+    assert_eq!(failures(&before, "invalid_key"), Some(0.0), "{before}");
+    assert_eq!(failures(&before, "missing_key"), Some(0.0), "{before}");
+
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for _ in 0..200 {
+        let r = post(&url, &chat("fast"), &[("authorization", "Bearer tg-wrong")]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    }
+    for _ in 0..3 {
+        let r = post(&url, &chat("fast"), &[]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+    let r = post(
+        &url,
+        &chat("fast"),
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let after = scrape(&gw.base).await;
+    assert_eq!(failures(&after, "invalid_key"), Some(200.0));
+    assert_eq!(failures(&after, "missing_key"), Some(3.0));
+
+    gw.running.stop().await;
+    let rows = usage_rows(&store).await;
+    assert_eq!(rows.len(), 1, "only the keyed request has a row: {rows:?}");
+    assert_eq!(rows[0].status_code, 200);
+    assert!(rows[0].api_key_id.is_some());
 }

@@ -5,6 +5,7 @@
 
 mod cost;
 mod metrics;
+mod refusals;
 mod writer;
 
 pub use cost::{cost_e10, Prices};
