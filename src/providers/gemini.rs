@@ -933,11 +933,11 @@ impl Translator {
     /// off or failed (the provider's partial counts kept where known).
     pub fn usage(&self) -> Option<ReportedUsage> {
         let complete = self.candidates.iter().any(|c| c.finished) && self.phase != Phase::Failed;
-        match (&self.usage, complete) {
+        match (self.usage.as_ref(), complete) {
             (Some(u), true) => Some(u.reported()),
             (None, _) if self.writer.is_none() => None, // nothing arrived
             (partial, _) => {
-                let partial = partial.as_ref().map(|u| u.reported());
+                let partial = partial.map(|u| u.reported());
                 Some(estimate::estimate(
                     &self.model_id,
                     Endpoint::ChatCompletions,
