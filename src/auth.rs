@@ -155,7 +155,10 @@ impl Authenticator {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, GatewayError> {
         let Some(key) = presented_key(headers) else {
             return if self.require_api_key {
-                Err(GatewayError::unauthorized(
+                // No `code`, as OpenAI answers a request without a key.
+                Err(GatewayError::new(
+                    http::StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
                     "You didn't provide an API key. Send it as `Authorization: Bearer tg-...`.",
                 ))
             } else {

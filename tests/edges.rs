@@ -389,6 +389,11 @@ async fn an_open_gateway_answers_only_local_json_requests() {
     // A rebinding page cannot read either.
     let r = get(&format!("{}/v1/models", gw.base), &[("host", &evil)]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Refused from their headers alone: counted, never written as usage rows.
+    let text = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    let refused = |reason| metric(&text, "tollgate_auth_failures_total", &[("reason", reason)]);
+    assert_eq!(refused("forbidden"), Some(5.0), "{text}");
+    assert_eq!(refused("unsupported_media_type"), Some(3.0), "{text}");
     // HTTP/1.0 without a Host is no browser's.
     let mut tcp = TcpStream::connect(gw.running.addr).await.unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")

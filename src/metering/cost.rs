@@ -17,6 +17,12 @@ pub struct Prices {
 /// metric and the hourly roll-up all hold the same number.
 pub const COST_SCALE: u32 = 10;
 
+/// The most one request can cost: the largest value of `cost_usd NUMERIC(18,10)`. Only
+/// prices near the columns' own limit reach it, with counts near `MAX_TOKENS`; the row keeps
+/// its tokens and raw usage to show what happened. (999_999_999_999_999_999 at scale 10, in
+/// the 32-bit parts a `const` takes; a test checks it.)
+pub const MAX_COST: Decimal = Decimal::from_parts(2_808_348_671, 232_830_643, 0, false, 10);
+
 impl Prices {
     pub fn cost(&self, t: &TokenUsage) -> Decimal {
         let total = Decimal::from(t.input) * self.input
@@ -25,6 +31,7 @@ impl Prices {
             + Decimal::from(t.output) * self.output;
         (total / Decimal::from(1_000_000u32))
             .round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
+            .min(MAX_COST)
             .normalize()
     }
 }
@@ -65,6 +72,26 @@ mod tests {
         // 200*0.15 + 1000*0.075 + 300*0.60 = 30 + 75 + 180 = 285 per million
         assert_eq!(p.cost(&t), d("0.000285"));
         assert_eq!(cost_e10(p.cost(&t)), 2_850_000);
+    }
+
+    #[test]
+    fn cost_stays_within_the_column() {
+        assert_eq!(MAX_COST, d("99999999.9999999999"));
+        let dearest = Prices {
+            input: d("999999.999999"),
+            output: d("999999.999999"),
+            cache_read: d("999999.999999"),
+            cache_write: d("999999.999999"),
+        };
+        let most = TokenUsage {
+            input: crate::metering::MAX_TOKENS,
+            cache_read: crate::metering::MAX_TOKENS,
+            cache_write: crate::metering::MAX_TOKENS,
+            output: crate::metering::MAX_TOKENS,
+            reasoning: 0,
+        };
+        assert_eq!(dearest.cost(&most), MAX_COST);
+        assert_eq!(cost_e10(MAX_COST), 999_999_999_999_999_999);
     }
 
     #[test]

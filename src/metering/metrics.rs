@@ -57,6 +57,10 @@ pub struct Metrics {
     pub usage_log_dropped_total: IntCounter,
     pub usage_log_spooled_total: IntCounter,
     pub usage_log_written_total: IntCounter,
+    pub usage_log_rejected_total: IntCounter,
+    pub auth_failures_total: IntCounterVec,
+    /// The warning lines that go with `auth_failures_total`.
+    pub(super) refusals: super::refusals::RefusalLog,
     pub genai_token_usage: HistogramVec,
     pub genai_operation_duration: HistogramVec,
     pub genai_time_to_first_token: HistogramVec,
@@ -104,6 +108,13 @@ impl Metrics {
             }};
         }
         let pm = &["provider", "model"];
+        let auth_failures_total = reg!(IntCounterVec::new(
+            opts("auth_failures_total", "Requests refused before a caller was authenticated, by reason (they have no usage row)."),
+            &["reason"]
+        ));
+        for reason in super::refusals::REASONS {
+            auth_failures_total.with_label_values(&[reason]); // exported from 0
+        }
         Metrics {
             requests_total: reg!(IntCounterVec::new(
                 opts("requests_total", "Requests answered, by provider, model and HTTP status."),
@@ -180,6 +191,12 @@ impl Metrics {
                 "usage_log_written_total",
                 "Usage records written to the database."
             ))),
+            usage_log_rejected_total: reg!(IntCounter::with_opts(opts(
+                "usage_log_rejected_total",
+                "Usage records the database refused (a value or constraint it would refuse again), set aside in the rejected file."
+            ))),
+            auth_failures_total,
+            refusals: Default::default(),
             genai_token_usage: reg!(HistogramVec::new(
                 HistogramOpts::new("gen_ai_client_token_usage", "OpenTelemetry GenAI: tokens used per operation.")
                     .buckets(GENAI_TOKEN_BUCKETS.to_vec()),

@@ -5,6 +5,7 @@
 
 mod cost;
 mod metrics;
+mod refusals;
 mod writer;
 
 pub use cost::{cost_e10, Prices};
@@ -13,6 +14,25 @@ pub use writer::{usage_pipeline, UsageSink, UsageWriter};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+/// The most tokens one field of one provider's usage report may count: a thousand times the
+/// largest context window offered today. A larger count is a provider's bug; clamped, it
+/// still prices within `cost_usd` and sums within the roll-up's BIGINT columns. The row's
+/// `raw_usage` keeps the report as sent.
+pub const MAX_TOKENS: u64 = 1_000_000_000;
+
+/// One count from a provider's usage report, as the gateway bills it: clamped to
+/// `MAX_TOKENS`; a negative or fractional count, which no provider means, is 0. Integers
+/// beyond u64 and exponent forms (`1e18`) arrive as floats.
+pub fn token_count(n: &serde_json::Number) -> u64 {
+    match n.as_u64() {
+        Some(v) => v.min(MAX_TOKENS),
+        None => match n.as_f64() {
+            Some(f) if f >= 1.0 && f.fract() == 0.0 => MAX_TOKENS.min(f as u64),
+            _ => 0,
+        },
+    }
+}
 
 /// Tokens normalised across providers. `input` is the uncached part of the prompt, so
 /// `input + cache_read + cache_write` is the whole prompt. `output` is every completion token
@@ -55,7 +75,7 @@ impl TokenUsage {
             reasoning_tokens: Option<serde_json::Number>,
         }
         let u: Usage = serde_json::from_str(usage).ok()?;
-        let n = |v: Option<serde_json::Number>| v.and_then(|v| v.as_u64());
+        let n = |v: Option<serde_json::Number>| v.as_ref().map(token_count);
         let prompt = n(u.prompt_tokens);
         let completion = n(u.completion_tokens);
         if prompt.is_none() && completion.is_none() {
@@ -240,5 +260,35 @@ mod tests {
         }))
         .unwrap();
         assert_eq!((u.input, u.output, u.reasoning), (7, 2, 0));
+    }
+
+    #[test]
+    fn absurd_negative_and_fractional_counts_are_clamped() {
+        let u = TokenUsage::from_openai(&json_text!({
+            "prompt_tokens": 1_000_000_000_000_000_000u64, "completion_tokens": -4,
+            "prompt_tokens_details": {"cached_tokens": 2.5},
+            "completion_tokens_details": {"reasoning_tokens": 1e30}
+        }))
+        .unwrap();
+        assert_eq!(
+            u,
+            TokenUsage {
+                input: MAX_TOKENS,
+                cache_read: 0,
+                cache_write: 0,
+                output: 0,
+                reasoning: MAX_TOKENS
+            }
+        );
+        let count = |text: &str| token_count(&serde_json::from_str(text).unwrap());
+        assert_eq!(count("12"), 12);
+        assert_eq!(count("12.0"), 12);
+        assert_eq!(count("1e18"), MAX_TOKENS);
+        assert_eq!(count("184467440737095516150"), MAX_TOKENS);
+        assert_eq!(count("1000000000"), MAX_TOKENS);
+        assert_eq!(count("1000000001"), MAX_TOKENS);
+        assert_eq!(count("0.5"), 0);
+        assert_eq!(count("-1"), 0);
+        assert_eq!(count("-1e30"), 0);
     }
 }

@@ -4,9 +4,12 @@
 //! queue, or, when the queue is full, straight to the spool file. The writer gathers records
 //! until it has a full batch or the oldest has waited `flush_interval`, writes them in one
 //! transaction (few large transactions cost the database far less per row than many small
-//! ones: each commit rewrites the table's and indexes' touched pages), and on a database error appends
-//! the batch to the spool file, which it replays once the database answers again. A record
-//! is lost only if the spool file itself cannot be written, and that is counted.
+//! ones: each commit rewrites the table's and indexes' touched pages). When the database
+//! cannot be reached it appends the batch to the spool file, which it replays once the
+//! database answers again. When the database refuses rows (a value or a constraint it would
+//! refuse again), the batch is written in halves down to single rows, so the rest lands and
+//! only the refused rows go to the rejected file beside the spool, never replayed. A record
+//! is lost only if those files cannot be written, and that is counted.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -15,8 +18,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::refusals;
 use super::{Metrics, UsageRecord};
-use crate::store::Db;
+use crate::store::{refuses_rows, Db};
 
 #[derive(Clone)]
 pub struct UsageSink {
@@ -29,9 +33,20 @@ pub struct UsageWriter {
     rx: mpsc::Receiver<UsageRecord>,
     db: Db,
     spool: Arc<Spool>,
+    /// Rows the database refused, one JSON record a line as in the spool: after fixing the
+    /// cause, an operator can append them to the spool to have them replayed.
+    rejected: Spool,
     metrics: Arc<Metrics>,
     batch_size: usize,
     flush_interval: Duration,
+}
+
+/// What became of a batch.
+#[derive(Default)]
+struct Outcome {
+    written: usize,
+    /// The database could not be reached: what was not written went to the spool.
+    unreachable: bool,
 }
 
 struct Spool {
@@ -92,6 +107,10 @@ pub fn usage_pipeline(
     spool_path: PathBuf,
 ) -> (UsageSink, UsageWriter) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
+    let rejected = Spool {
+        path: spool_path.with_extension("rejected.jsonl"),
+        lock: Mutex::new(()),
+    };
     let spool = Arc::new(Spool {
         path: spool_path,
         lock: Mutex::new(()),
@@ -106,6 +125,7 @@ pub fn usage_pipeline(
             rx,
             db,
             spool,
+            rejected,
             metrics,
             batch_size: batch_size.max(1),
             flush_interval,
@@ -127,6 +147,19 @@ impl UsageSink {
                     }
                 }
             }
+        }
+    }
+
+    /// A request refused before it had a caller: counted and logged, no row (see `refusals`).
+    pub fn refused(&self, status: u16, error_type: Option<&str>) {
+        let reason = refusals::reason(status, error_type);
+        self.metrics
+            .auth_failures_total
+            .with_label_values(&[reason])
+            .inc();
+        if self.metrics.refusals.count(reason) {
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move { metrics.refusals.write_lines().await });
         }
     }
 }
@@ -187,32 +220,105 @@ impl UsageWriter {
         self.write_or_spool(full.into()).await;
     }
 
-    async fn write_or_spool(&self, batch: Arc<[UsageRecord]>) {
+    async fn write_or_spool(&self, batch: Arc<[UsageRecord]>) -> Outcome {
         match self.db.insert_usage(batch.clone()).await {
-            Ok(()) => self
-                .metrics
-                .usage_log_written_total
-                .inc_by(batch.len() as u64),
+            Ok(()) => {
+                self.count_written(batch.len());
+                Outcome {
+                    written: batch.len(),
+                    unreachable: false,
+                }
+            }
+            Err(e) if refuses_rows(&e) => self.isolate(&batch, e).await,
             Err(e) => {
                 tracing::warn!(error = %e, records = batch.len(), "usage write failed, spooling to disk");
-                match self.spool.append(&batch, true) {
-                    Ok(()) => self
-                        .metrics
-                        .usage_log_spooled_total
-                        .inc_by(batch.len() as u64),
-                    Err(e) => {
-                        self.metrics
-                            .usage_log_dropped_total
-                            .inc_by(batch.len() as u64);
-                        tracing::error!(error = %e, records = batch.len(), "usage records lost: spool not writable");
-                    }
+                self.spool_batch(&batch);
+                Outcome {
+                    written: 0,
+                    unreachable: true,
                 }
             }
         }
     }
 
+    /// Writes a batch the database refused in halves, down to single rows, so that every row
+    /// it accepts is written and only the rows it refuses are set aside. Each part is one
+    /// transaction, rows and roll-up together, so no row is counted twice.
+    async fn isolate(&self, batch: &[UsageRecord], error: anyhow::Error) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut untried: Vec<&[UsageRecord]> = Vec::new();
+        let mut refused = Some((batch, error));
+        loop {
+            if let Some((part, error)) = refused.take() {
+                match part {
+                    [row] => self.reject(row, &error),
+                    _ => {
+                        let (first, second) = part.split_at(part.len() / 2);
+                        untried.extend([second, first]);
+                    }
+                }
+            }
+            let Some(part) = untried.pop() else {
+                return outcome;
+            };
+            match self.db.insert_usage(part.into()).await {
+                Ok(()) => {
+                    self.count_written(part.len());
+                    outcome.written += part.len();
+                }
+                Err(e) if refuses_rows(&e) => refused = Some((part, e)),
+                Err(e) => {
+                    let rest: Vec<UsageRecord> = std::iter::once(part)
+                        .chain(untried.into_iter().rev())
+                        .flatten()
+                        .cloned()
+                        .collect();
+                    tracing::warn!(error = %e, records = rest.len(), "usage write failed, spooling to disk");
+                    self.spool_batch(&rest);
+                    outcome.unreachable = true;
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    fn count_written(&self, rows: usize) {
+        self.metrics.usage_log_written_total.inc_by(rows as u64);
+    }
+
+    fn spool_batch(&self, batch: &[UsageRecord]) {
+        match self.spool.append(batch, true) {
+            Ok(()) => self
+                .metrics
+                .usage_log_spooled_total
+                .inc_by(batch.len() as u64),
+            Err(e) => {
+                self.metrics
+                    .usage_log_dropped_total
+                    .inc_by(batch.len() as u64);
+                tracing::error!(error = %e, records = batch.len(), "usage records lost: spool not writable");
+            }
+        }
+    }
+
+    /// Sets a row the database refused aside, logged once: it is never replayed, since the
+    /// database would refuse it again.
+    fn reject(&self, row: &UsageRecord, error: &anyhow::Error) {
+        match self.rejected.append(std::slice::from_ref(row), true) {
+            Ok(()) => {
+                self.metrics.usage_log_rejected_total.inc();
+                tracing::error!(request_id = %row.request_id, error = %error, file = %self.rejected.path.display(), "usage record refused by the database, set aside");
+            }
+            Err(e) => {
+                self.metrics.usage_log_dropped_total.inc();
+                tracing::error!(request_id = %row.request_id, error = %e, "usage record lost: refused by the database and the rejected file is not writable");
+            }
+        }
+    }
+
     /// Writes the spooled records a batch at a time (memory stays bounded however long the
-    /// database was away); a batch that fails again goes back to the spool.
+    /// database was away). Once the database cannot be reached, the rest goes back to the
+    /// spool untried, for the next replay.
     async fn replay_spool(&self) {
         if self.spool.is_empty() {
             return;
@@ -233,7 +339,7 @@ impl UsageWriter {
             }
         };
         let mut lines = std::io::BufReader::new(file).lines();
-        let mut replayed = 0usize;
+        let mut replayed = Outcome::default();
         loop {
             let mut batch = Vec::with_capacity(self.batch_size);
             for line in lines.by_ref().take(self.batch_size) {
@@ -251,13 +357,20 @@ impl UsageWriter {
             if batch.is_empty() {
                 break;
             }
-            replayed += batch.len();
-            self.write_or_spool(batch.into()).await;
+            if replayed.unreachable {
+                self.spool_batch(&batch);
+                continue;
+            }
+            let outcome = self.write_or_spool(batch.into()).await;
+            replayed.written += outcome.written;
+            replayed.unreachable = outcome.unreachable;
         }
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::error!(error = %e, "cannot remove the replayed usage spool");
         }
-        tracing::info!(records = replayed, "replayed spooled usage records");
+        if replayed.written > 0 {
+            tracing::info!(records = replayed.written, "replayed spooled usage records");
+        }
     }
 }
 
@@ -352,10 +465,11 @@ mod tests {
         assert_eq!(rows(&w.db).await, 4, "stopping writes what waited");
     }
 
-    /// A batch SQLite refuses (here a foreign key to no model) goes to the spool whole, and
-    /// the connection it was tried on goes back to the pool fit for the next batch.
+    /// A row SQLite refuses (here a foreign key to no model) is set aside in the rejected
+    /// file, not spooled, and the connection it was tried on goes back to the pool fit for the
+    /// next batch.
     #[tokio::test]
-    async fn a_refused_sqlite_batch_is_spooled_and_the_next_one_written() {
+    async fn a_refused_sqlite_row_is_set_aside_and_the_next_one_written() {
         // One connection: the good batch must use the one the refused batch used.
         let w = start(1, 1).await;
         w.sink.record(UsageRecord {
@@ -373,11 +487,12 @@ mod tests {
                 .unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].text("request_id").unwrap(), "req-2");
-        let spooled = std::fs::read_to_string(&w.spool).unwrap();
-        assert_eq!(spooled.lines().count(), 1, "{spooled}");
-        assert!(spooled.contains("\"req-1\""), "{spooled}");
-        // Each failed replay spools it again (how often depends on the replay timer).
-        assert!(w.metrics.usage_log_spooled_total.get() >= 1);
+        let rejected = std::fs::read_to_string(w.spool.with_extension("rejected.jsonl")).unwrap();
+        assert_eq!(rejected.lines().count(), 1, "{rejected}");
+        assert!(rejected.contains("\"req-1\""), "{rejected}");
+        assert!(!w.spool.exists());
+        assert_eq!(w.metrics.usage_log_rejected_total.get(), 1);
+        assert_eq!(w.metrics.usage_log_spooled_total.get(), 0);
         assert_eq!(w.metrics.usage_log_dropped_total.get(), 0);
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::HeaderMap;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map, Number, Value};
 
 use super::chat::{self, ChunkWriter, Content, Part, ToolChoice};
 use super::estimate::{self, OutputSample};
@@ -24,7 +24,7 @@ use super::{
     MAX_STREAM_INDEX,
 };
 use crate::error::GatewayError;
-use crate::metering::TokenUsage;
+use crate::metering::{token_count, TokenUsage};
 use crate::registry::Deployment;
 
 pub const API_VERSION: &str = "2023-06-01";
@@ -290,45 +290,47 @@ fn image_block(url: &str) -> Result<Value, GatewayError> {
 // ---------------------------------------------------------------------------------------
 // Answers
 
-#[derive(Debug, Deserialize, Default, Clone, Copy)]
+/// Counts kept as the provider sent them (for `raw_usage`); `tokens` clamps them.
+#[derive(Debug, Deserialize, Default, Clone)]
 struct Usage {
     #[serde(default)]
-    input_tokens: Option<u64>,
+    input_tokens: Option<Number>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    output_tokens: Option<Number>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<Number>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<Number>,
 }
 
 impl Usage {
     /// Later reports (message_delta) override earlier ones (message_start) field by field.
     fn merge(&mut self, later: &Usage) {
-        let pick = |a: &mut Option<u64>, b: Option<u64>| {
+        let pick = |a: &mut Option<Number>, b: &Option<Number>| {
             if b.is_some() {
-                *a = b;
+                a.clone_from(b);
             }
         };
-        pick(&mut self.input_tokens, later.input_tokens);
-        pick(&mut self.output_tokens, later.output_tokens);
+        pick(&mut self.input_tokens, &later.input_tokens);
+        pick(&mut self.output_tokens, &later.output_tokens);
         pick(
             &mut self.cache_creation_input_tokens,
-            later.cache_creation_input_tokens,
+            &later.cache_creation_input_tokens,
         );
         pick(
             &mut self.cache_read_input_tokens,
-            later.cache_read_input_tokens,
+            &later.cache_read_input_tokens,
         );
     }
 
     /// Anthropic's `input_tokens` excludes the cached part: it is the uncached input.
     fn tokens(&self) -> TokenUsage {
+        let count = |n: &Option<Number>| n.as_ref().map_or(0, token_count);
         TokenUsage {
-            input: self.input_tokens.unwrap_or(0),
-            cache_read: self.cache_read_input_tokens.unwrap_or(0),
-            cache_write: self.cache_creation_input_tokens.unwrap_or(0),
-            output: self.output_tokens.unwrap_or(0),
+            input: count(&self.input_tokens),
+            cache_read: count(&self.cache_read_input_tokens),
+            cache_write: count(&self.cache_creation_input_tokens),
+            output: count(&self.output_tokens),
             reasoning: 0,
         }
     }
@@ -336,16 +338,16 @@ impl Usage {
     fn raw(&self) -> String {
         let mut m = Map::new();
         for (k, v) in [
-            ("input_tokens", self.input_tokens),
-            ("output_tokens", self.output_tokens),
+            ("input_tokens", &self.input_tokens),
+            ("output_tokens", &self.output_tokens),
             (
                 "cache_creation_input_tokens",
-                self.cache_creation_input_tokens,
+                &self.cache_creation_input_tokens,
             ),
-            ("cache_read_input_tokens", self.cache_read_input_tokens),
+            ("cache_read_input_tokens", &self.cache_read_input_tokens),
         ] {
             if let Some(v) = v {
-                m.insert(k.into(), v.into());
+                m.insert(k.into(), Value::Number(v.clone()));
             }
         }
         Value::Object(m).to_string()
@@ -1210,6 +1212,46 @@ mod tests {
         let crlf = STREAM.replace('\n', "\r\n");
         let (out, _) = run(crlf.as_bytes(), false, &[]);
         assert_eq!(collect(&out).choices[0].content, "Let me check. ");
+    }
+
+    /// Absurd, negative and fractional counts are clamped for billing, in a whole answer and
+    /// in a stream, and the raw usage keeps them as the provider sent them.
+    #[test]
+    fn absurd_usage_is_clamped_and_kept_as_sent() {
+        let clamped = TokenUsage {
+            input: crate::metering::MAX_TOKENS,
+            ..TokenUsage::default()
+        };
+        let (_, usage) = read(
+            r#"{"id":"m","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn",
+            "usage":{"input_tokens":1000000000000000000,"output_tokens":-3,"cache_read_input_tokens":2.5}}"#,
+        );
+        let u = usage.unwrap();
+        assert!(!u.estimated);
+        assert_eq!(u.tokens, clamped);
+        let raw: Value = serde_json::from_str(&u.raw).unwrap();
+        assert_eq!(
+            raw["input_tokens"].as_u64(),
+            Some(1_000_000_000_000_000_000)
+        );
+        assert_eq!(raw["output_tokens"], -3);
+        assert_eq!(raw["cache_read_input_tokens"], 2.5);
+
+        let s = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1e18,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":-3}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let (out, t) = run(s.as_bytes(), false, &[]);
+        assert!(collect(&out).done);
+        let u = t.usage().unwrap();
+        assert!(!u.estimated);
+        assert_eq!(u.tokens, clamped);
+        let raw: Value = serde_json::from_str(&u.raw).unwrap();
+        assert_eq!(raw["input_tokens"], 1e18);
+        assert_eq!(raw["output_tokens"], -3);
     }
 
     #[test]

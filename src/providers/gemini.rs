@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::HeaderMap;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map, Number, Value};
 
 use super::chat::{self, ChunkWriter, Content, Part, ToolChoice};
 use super::estimate::{self, OutputSample};
@@ -28,7 +28,7 @@ use super::{
     MAX_STREAM_INDEX,
 };
 use crate::error::GatewayError;
-use crate::metering::TokenUsage;
+use crate::metering::{token_count, TokenUsage};
 use crate::registry::Deployment;
 
 /// Thinking models sign their function calls (`thoughtSignature`) and refuse a later turn
@@ -510,31 +510,35 @@ pub(crate) struct ErrorBody {
     pub status: String,
 }
 
-#[derive(Deserialize, Default, Clone, Copy, serde::Serialize)]
+/// Counts kept as the provider sent them (for `raw_usage`); `tokens` clamps them.
+#[derive(Deserialize, Default, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct UsageMetadata {
-    #[serde(default)]
-    prompt_token_count: u64,
-    #[serde(default)]
-    cached_content_token_count: u64,
-    #[serde(default)]
-    candidates_token_count: u64,
-    #[serde(default)]
-    thoughts_token_count: u64,
-    #[serde(default)]
-    tool_use_prompt_token_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_token_count: Option<Number>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cached_content_token_count: Option<Number>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    candidates_token_count: Option<Number>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thoughts_token_count: Option<Number>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tool_use_prompt_token_count: Option<Number>,
 }
 
 impl UsageMetadata {
     /// `promptTokenCount` includes the cached part; output is the answer plus thoughts.
     fn tokens(&self) -> TokenUsage {
-        let cached = self.cached_content_token_count.min(self.prompt_token_count);
+        let count = |n: &Option<Number>| n.as_ref().map_or(0, token_count);
+        let prompt = count(&self.prompt_token_count);
+        let cached = count(&self.cached_content_token_count).min(prompt);
+        let thoughts = count(&self.thoughts_token_count);
         TokenUsage {
-            input: self.prompt_token_count - cached + self.tool_use_prompt_token_count,
+            input: prompt - cached + count(&self.tool_use_prompt_token_count),
             cache_read: cached,
             cache_write: 0,
-            output: self.candidates_token_count + self.thoughts_token_count,
-            reasoning: self.thoughts_token_count,
+            output: count(&self.candidates_token_count) + thoughts,
+            reasoning: thoughts,
         }
     }
 
@@ -956,7 +960,7 @@ impl Translator {
     /// off or failed (the provider's partial counts kept where known).
     pub fn usage(&self) -> Option<ReportedUsage> {
         let complete = self.candidates.iter().any(|c| c.finished) && self.phase != Phase::Failed;
-        match (&self.usage, complete) {
+        match (self.usage.as_ref(), complete) {
             (Some(u), true) => Some(u.reported()),
             (None, _) if self.writer.is_none() => None, // nothing arrived
             (partial, _) => {
@@ -1230,6 +1234,35 @@ mod tests {
         );
         let (out, u) = read_response(&d, &p, body.as_bytes()).unwrap();
         (serde_json::from_slice(&out).unwrap(), u)
+    }
+
+    /// Absurd, negative and fractional counts are clamped for billing (no overflow adding
+    /// them up), and the raw usage keeps them as the provider sent them.
+    #[test]
+    fn absurd_usage_is_clamped_and_kept_as_sent() {
+        let (_, u) = read(
+            r#"{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP","index":0}],
+            "usageMetadata":{"promptTokenCount":18446744073709551615,"cachedContentTokenCount":-5,
+            "candidatesTokenCount":18446744073709551615,"thoughtsTokenCount":18446744073709551615,
+            "toolUsePromptTokenCount":0.5}}"#,
+        );
+        let u = u.unwrap();
+        assert!(!u.estimated);
+        let most = crate::metering::MAX_TOKENS;
+        assert_eq!(
+            u.tokens,
+            TokenUsage {
+                input: most,
+                cache_read: 0,
+                cache_write: 0,
+                output: 2 * most,
+                reasoning: most
+            }
+        );
+        let raw: Value = serde_json::from_str(&u.raw).unwrap();
+        assert_eq!(raw["promptTokenCount"].as_u64(), Some(u64::MAX));
+        assert_eq!(raw["cachedContentTokenCount"], -5);
+        assert_eq!(raw["toolUsePromptTokenCount"], 0.5);
     }
 
     #[test]

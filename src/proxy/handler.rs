@@ -47,6 +47,7 @@ const ANSWER_HEADERS: usize = 9;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
     if let Err(e) = gw.edge.admit(&req, Port::Main) {
+        gw.usage.refused(e.status.as_u16(), Some(e.error_type()));
         return error_response(&e);
     }
     let path = req.uri().path();
@@ -73,6 +74,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
         }
     };
     if let Err(e) = edge::json_content_type(req.headers()) {
+        gw.usage.refused(e.status.as_u16(), Some(e.error_type()));
         return error_response(&e);
     }
     let request_id = req

@@ -66,8 +66,12 @@ impl RequestMeter {
             return;
         }
         self.recorded = true;
+        let Some(caller) = self.caller.as_deref() else {
+            // Refused before authentication: nobody to bill, so no row (see `refusals`).
+            self.sink.refused(status, error_type);
+            return;
+        };
         let dep = self.deployment.as_deref();
-        let caller = self.caller.as_deref();
         let tokens = usage.map(|u| u.tokens).unwrap_or_default();
         let cost = dep.map(|d| d.prices.cost(&tokens)).unwrap_or_default();
         let source = match usage {
@@ -88,12 +92,12 @@ impl RequestMeter {
             created_at: self.created_at,
             llm_model_id: dep.map(|d| d.id.clone()),
             provider_id: dep.map(|d| d.provider.id.clone()),
-            project_id: caller.and_then(|c| c.project_id.clone()),
-            api_key_id: caller.and_then(|c| c.key_id.clone()),
+            project_id: caller.project_id.clone(),
+            api_key_id: caller.key_id.clone(),
             model_name: self.model_name.clone(),
             model_label,
             provider_name: dep.map(|d| d.provider.name.clone()).unwrap_or_default(),
-            project_name: caller.map(|c| c.project_name.clone()).unwrap_or_default(),
+            project_name: caller.project_name.clone(),
             endpoint: self.endpoint.as_str().to_owned(),
             stream: self.stream,
             status_code: status,
@@ -114,10 +118,12 @@ impl RequestMeter {
 /// A meter dropped before it recorded belongs to a request whose client went away before the
 /// answer began (hyper drops the request's future when its connection closes). The provider
 /// may already be working on it, so it gets its row too: 499, as nginx logs a client that
-/// closed its request.
+/// closed its request. One that left before it was authenticated was not refused: nothing.
 impl Drop for RequestMeter {
     fn drop(&mut self) {
-        self.record(499, Some("client_disconnected"), None, None);
+        if self.caller.is_some() {
+            self.record(499, Some("client_disconnected"), None, None);
+        }
     }
 }
 

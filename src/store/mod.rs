@@ -12,7 +12,7 @@ mod usage;
 
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use registry::{ModelRow, ProviderRow, RegistryRows, SyncReport};
-pub use usage::{UsageReportRow, UsageTotals};
+pub use usage::{refuses_rows, UsageReportRow, UsageTotals};
 
 use std::borrow::Cow;
 use std::str::FromStr;

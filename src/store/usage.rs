@@ -38,6 +38,24 @@ fn already_exists(e: &anyhow::Error) -> bool {
         .is_some_and(|code| code == "42P07" || code == "23505")
 }
 
+/// Whether the database refused the rows themselves rather than being unreachable or busy:
+/// the same rows would be refused again, so they must not go back to the spool. PostgreSQL's
+/// SQLSTATE classes 22 (data exception: a value out of range or of the wrong form) and 23
+/// (a constraint); SQLite's constraint, type mismatch and too-big errors.
+pub fn refuses_rows(e: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode;
+    if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
+        return matches!(
+            e.sqlite_error_code(),
+            Some(ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig)
+        );
+    }
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
 fn hour_start(hour: i64) -> String {
     timestamp(
         Utc.timestamp_opt(hour * 3600, 0)
@@ -62,7 +80,7 @@ impl Db {
                 let rows: Vec<LogRow> = records.iter().map(LogRow::from).collect();
                 self.transaction(vec![
                     json_insert("llm_usage_logs", &LOG_COLUMNS, LOG_TAIL, &rows)?,
-                    json_insert("llm_usage_hourly", &HOUR_COLUMNS, HOURLY_ADD, &sums)?,
+                    json_insert("llm_usage_hourly", &HOUR_COLUMNS, &HOURLY_ADD, &sums)?,
                 ])
                 .await?;
             }
@@ -230,7 +248,7 @@ fn write_sqlite(
 static LOG_INSERT: LazyLock<String> =
     LazyLock::new(|| single_row_insert("llm_usage_logs", &LOG_COLUMNS, LOG_TAIL));
 static HOUR_INSERT: LazyLock<String> =
-    LazyLock::new(|| single_row_insert("llm_usage_hourly", &HOUR_COLUMNS, HOURLY_ADD));
+    LazyLock::new(|| single_row_insert("llm_usage_hourly", &HOUR_COLUMNS, &HOURLY_ADD));
 
 fn single_row_insert(table: &str, cols: &[(&str, &str)], tail: &str) -> String {
     let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
@@ -495,16 +513,26 @@ struct HourRow {
 /// A replayed spool batch may hold rows that did reach the database: keep the first.
 const LOG_TAIL: &str = "ON CONFLICT DO NOTHING";
 
-const HOURLY_ADD: &str = "ON CONFLICT (hour, provider_id, llm_model_id, project_id, api_key_id)
-    DO UPDATE SET
-    requests = llm_usage_hourly.requests + excluded.requests,
-    errors = llm_usage_hourly.errors + excluded.errors,
-    input_tokens = llm_usage_hourly.input_tokens + excluded.input_tokens,
-    cache_read_tokens = llm_usage_hourly.cache_read_tokens + excluded.cache_read_tokens,
-    cache_write_tokens = llm_usage_hourly.cache_write_tokens + excluded.cache_write_tokens,
-    output_tokens = llm_usage_hourly.output_tokens + excluded.output_tokens,
-    reasoning_tokens = llm_usage_hourly.reasoning_tokens + excluded.reasoning_tokens,
-    cost_usd_e10 = llm_usage_hourly.cost_usd_e10 + excluded.cost_usd_e10";
+/// Adds a batch's sums to the roll-up. A sum stops at the BIGINT maximum instead of
+/// overflowing: PostgreSQL would refuse the batch, and SQLite would store the sum as REAL,
+/// which every report after it fails to read.
+static HOURLY_ADD: LazyLock<String> = LazyLock::new(|| {
+    const MAX: i64 = i64::MAX;
+    let sums: Vec<String> = HOUR_COLUMNS
+        .iter()
+        .filter(|(_, ty)| *ty == "bigint") // the sums; not the hour and the dimensions
+        .map(|(c, _)| {
+            format!(
+                "{c} = CASE WHEN llm_usage_hourly.{c} > {MAX} - excluded.{c} THEN {MAX}
+                 ELSE llm_usage_hourly.{c} + excluded.{c} END"
+            )
+        })
+        .collect();
+    format!(
+        "ON CONFLICT (hour, provider_id, llm_model_id, project_id, api_key_id) DO UPDATE SET {}",
+        sums.join(", ")
+    )
+});
 
 /// Sums a batch per (hour, provider, model, project, key) for `llm_usage_hourly`.
 fn rollup(records: &[UsageRecord]) -> Vec<HourRow> {
@@ -520,14 +548,16 @@ fn rollup(records: &[UsageRecord]) -> Vec<HourRow> {
         );
         let s = sums.entry(key).or_default();
         let t = &r.tokens;
-        s.requests += 1;
-        s.errors += i64::from(r.status_code >= 400);
-        s.input_tokens += t.input as i64;
-        s.cache_read_tokens += t.cache_read as i64;
-        s.cache_write_tokens += t.cache_write as i64;
-        s.output_tokens += t.output as i64;
-        s.reasoning_tokens += t.reasoning as i64;
-        s.cost_usd_e10 += crate::metering::cost_e10(r.cost_usd);
+        // Saturating, as the roll-up's upsert is (HOURLY_ADD).
+        let add = |sum: &mut i64, n: i64| *sum = sum.saturating_add(n);
+        add(&mut s.requests, 1);
+        add(&mut s.errors, i64::from(r.status_code >= 400));
+        add(&mut s.input_tokens, t.input as i64);
+        add(&mut s.cache_read_tokens, t.cache_read as i64);
+        add(&mut s.cache_write_tokens, t.cache_write as i64);
+        add(&mut s.output_tokens, t.output as i64);
+        add(&mut s.reasoning_tokens, t.reasoning as i64);
+        add(&mut s.cost_usd_e10, crate::metering::cost_e10(r.cost_usd));
     }
     sums.into_iter()
         .map(|((hour, provider, model, project, key), s)| HourRow {

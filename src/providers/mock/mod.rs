@@ -13,8 +13,9 @@
 //! that HTTP status, `mock-hang` never answers, `mock-garbage` answers 200 with a non-JSON
 //! body, `mock-cut` stops a stream after two chunks without its end, `mock-stream-error`
 //! reports an error inside the stream after two chunks, `mock-early-error` right after the
-//! role chunk, before any content, and `mock-linger` keeps its stream's body open for
-//! three seconds after `data: [DONE]`.
+//! role chunk, before any content, `mock-linger` keeps its stream's body open for
+//! three seconds after `data: [DONE]`, and `mock-absurd-usage` reports 10^18 prompt tokens
+//! (OpenAI format).
 
 mod anthropic;
 mod gemini;
@@ -314,10 +315,15 @@ pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<Mo
             } else {
                 "stop"
             };
+            let prompt_tokens = if model == "mock-absurd-usage" {
+                ABSURD_TOKENS
+            } else {
+                answer.prompt_tokens
+            };
             let usage = json!({
-                "prompt_tokens": answer.prompt_tokens,
+                "prompt_tokens": prompt_tokens,
                 "completion_tokens": answer.completion_tokens(),
-                "total_tokens": answer.prompt_tokens + answer.completion_tokens(),
+                "total_tokens": prompt_tokens + answer.completion_tokens(),
             });
             if req.bool("stream") == Some(true) {
                 let include_usage = req
@@ -383,6 +389,9 @@ pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<Mo
         _ => error(StatusCode::NOT_FOUND, "unknown path"),
     }
 }
+
+/// What `mock-absurd-usage` reports as its prompt tokens, as a provider once did.
+const ABSURD_TOKENS: u64 = 1_000_000_000_000_000_000;
 
 /// A small deterministic vector: the same text always gets the same embedding.
 fn embedding(text: &str) -> Vec<f32> {

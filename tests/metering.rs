@@ -1,0 +1,389 @@
+//! Metering that fails safe, against real databases (each case on SQLite and on PostgreSQL):
+//! refusals of unauthenticated requests are counted, not written; an absurd usage report is
+//! clamped; a row the database refuses is set aside without holding back its batch; the
+//! hourly roll-up stays integer.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use serde_json::json;
+use tollgate::metering::{usage_pipeline, Metrics, UsageRecord};
+use tollgate::store::Db;
+
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    an_absurd_usage_report_is_clamped_and_its_batch_lands,
+    hourly_sums_saturate_instead_of_overflowing,
+    a_row_the_database_refuses_is_set_aside_and_the_rest_lands,
+    refusals_of_unauthenticated_requests_are_counted_not_written,
+);
+
+const MODELS: &str = r#"
+[[models]]
+name = "fast"
+provider = "up"
+model_id = "upstream-model-v1"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+[[models]]
+name = "absurd"
+provider = "up"
+model_id = "mock-absurd-usage"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+"#;
+
+fn provider(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "up"
+api = "openai"
+base_url = "http://{addr}/v1"
+api_key = "k"
+"#
+    )
+}
+
+fn chat(model: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "one two three"}]})
+}
+
+async fn an_absurd_usage_report_is_clamped_and_its_batch_lands(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_mock, addr) = mock_upstream().await;
+    // One batch of 22 rows: the absurd one must not hold back the 21 others.
+    let gw = start_gateway_with(&db, &format!("{}{MODELS}", provider(addr)), |t| {
+        t.replace(
+            "[usage]\n",
+            "[usage]\nbatch_size = 22\nflush_interval_ms = 60000\n",
+        )
+    })
+    .await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for i in 0..22 {
+        let model = if i == 10 { "absurd" } else { "fast" };
+        let r = post(&url, &chat(model), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let store = db.connect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while usage_rows(&store).await.len() < 22 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second report in the same hour adds to the same roll-up row (written at the stop).
+    let r = post(&url, &chat("absurd"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    gw.running.stop().await;
+
+    let rows = usage_rows(&store).await;
+    assert_eq!(rows.len(), 23);
+    let absurd: Vec<_> = rows.iter().filter(|r| r.model_name == "absurd").collect();
+    assert_eq!(absurd.len(), 2);
+    for r in &absurd {
+        assert_eq!(r.input_tokens, 1_000_000_000, "clamped to the cap");
+        let expected = dec("150") + dec(&r.output_tokens.to_string()) * dec("0.0000006");
+        assert_eq!(dec(&r.cost_usd), expected);
+    }
+    let raw = store
+        .fetch_all(
+            "SELECT raw_usage::text AS raw FROM llm_usage_logs WHERE model_name = 'absurd'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_str(&raw[0].text("raw").unwrap()).unwrap();
+    assert_eq!(
+        raw["prompt_tokens"].as_u64(),
+        Some(1_000_000_000_000_000_000),
+        "the provider's report is kept as sent"
+    );
+    assert!(!db.dir().join("usage.spool").exists());
+
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    for by in ["model", "provider", "project", "key"] {
+        let report = store
+            .usage_report(by, since)
+            .await
+            .unwrap_or_else(|e| panic!("usage --by {by}: {e:#}"));
+        let requests: i64 = report.iter().map(|r| r.totals.requests).sum();
+        assert_eq!(requests, 23, "--by {by}");
+    }
+    let by_model = store.usage_report("model", since).await.unwrap();
+    let absurd = by_model
+        .iter()
+        .find(|r| r.group == "up/mock-absurd-usage")
+        .unwrap();
+    assert_eq!(absurd.totals.input_tokens, 2_000_000_000);
+    assert_integer_rollup(&store).await;
+}
+
+/// Every roll-up value is stored as an integer (SQLite turns an overflowing sum into REAL).
+async fn assert_integer_rollup(store: &Db) {
+    if let Db::Sqlite(_) = store {
+        let rows = store
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM llm_usage_hourly WHERE typeof(requests) <> 'integer'
+                 OR typeof(input_tokens) <> 'integer' OR typeof(cache_read_tokens) <> 'integer'
+                 OR typeof(cache_write_tokens) <> 'integer' OR typeof(output_tokens) <> 'integer'
+                 OR typeof(reasoning_tokens) <> 'integer' OR typeof(cost_usd_e10) <> 'integer'
+                 OR typeof(errors) <> 'integer'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0].int("n").unwrap(), 0);
+    }
+}
+
+/// A usage record for the writer; `model` is a model id (none exists in these databases, so
+/// any id makes a row the database refuses).
+fn record(request_id: &str, model: Option<String>) -> UsageRecord {
+    serde_json::from_value(json!({
+        "id": tollgate::store::new_id(), "request_id": request_id,
+        "created_at": chrono::Utc::now(),
+        "llm_model_id": model, "provider_id": null, "project_id": null, "api_key_id": null,
+        "model_name": "m", "provider_name": "", "project_name": "",
+        "endpoint": "chat.completions", "stream": false, "status_code": 200, "error_type": null,
+        "tokens": {"input": 3, "cache_read": 0, "cache_write": 0, "output": 2, "reasoning": 0},
+        "raw_usage": null, "usage_source": "provider", "cache_hit": false,
+        "cost_usd": "0.0000015", "latency_ms": 1, "ttft_ms": null, "upstream_ms": null, "attempts": 1
+    }))
+    .unwrap()
+}
+
+async fn hourly_sums_saturate_instead_of_overflowing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    // The most a row can cost (NUMERIC(18,10)); ten of them exceed a BIGINT of 1e-10 USD.
+    let costly = || UsageRecord {
+        cost_usd: "99999999.9999999999".parse().unwrap(),
+        ..record("costly", None)
+    };
+    let batch: Arc<[UsageRecord]> = (0..10).map(|_| costly()).collect();
+    store.insert_usage(batch).await.unwrap();
+    store.insert_usage(Arc::new([costly()])).await.unwrap();
+
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    let report = store.usage_report("model", since).await.unwrap();
+    assert_eq!(report[0].totals.requests, 11);
+    assert_eq!(report[0].totals.cost_usd, dec("922337203.6854775807"));
+    assert_integer_rollup(&store).await;
+}
+
+/// An SQLite roll-up that an earlier version let overflow into REAL is made integer again by
+/// the migration, and reports read it.
+#[tokio::test]
+async fn sqlite_rollup_sums_stored_as_real_are_repaired() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.connect().await;
+    let Db::Sqlite(pool) = &store else {
+        unreachable!("an SQLite test database")
+    };
+    let earlier = tempfile::tempdir().unwrap();
+    for name in [
+        "0001_init.sql",
+        "0002_usage_key_leads_with_time.sql",
+        "0003_usage_source_check_without_in_list.sql",
+    ] {
+        let from = format!("{}/migrations/sqlite/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(from, earlier.path().join(name)).unwrap();
+    }
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .unwrap()
+        .run(pool)
+        .await
+        .unwrap();
+    let hour = "2026-11-01T10:00:00.000Z";
+    store
+        .execute(
+            "INSERT INTO llm_usage_hourly (hour, provider_id, llm_model_id, project_id, api_key_id,
+                requests, input_tokens, cost_usd_e10)
+             VALUES ($1, '', '', '', '', 2, 9223372036854775807, 9223372036854775807)",
+            &[hour.into()],
+        )
+        .await
+        .unwrap();
+    // What the old upsert did with a second absurd report.
+    store
+        .execute(
+            "UPDATE llm_usage_hourly SET input_tokens = input_tokens + 5, cost_usd_e10 = cost_usd_e10 + 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    let since = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert!(store.usage_report("model", since).await.is_err());
+
+    store.migrate().await.unwrap();
+    assert_integer_rollup(&store).await;
+    let report = store.usage_report("model", since).await.unwrap();
+    assert_eq!(report[0].totals.requests, 2);
+    assert_eq!(report[0].totals.input_tokens, i64::MAX);
+    assert_eq!(report[0].totals.cost_usd, dec("922337203.6854775807"));
+}
+
+fn lines(path: &std::path::Path) -> Vec<UsageRecord> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn a_row_the_database_refuses_is_set_aside_and_the_rest_lands(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    let spool = db.dir().join("usage.spool");
+    let rejected = db.dir().join("usage.rejected.jsonl");
+    // A spool left with a refused row in it (an older version spooled refused batches whole
+    // and replayed them for ever).
+    let old: Vec<UsageRecord> = vec![
+        record("spooled-1", None),
+        record("spooled-bad", Some(tollgate::store::new_id())),
+        record("spooled-2", None),
+    ];
+    let text: String = old
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(&spool, text).unwrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let (sink, writer) = usage_pipeline(
+        store.clone(),
+        metrics.clone(),
+        100,
+        22,
+        Duration::from_secs(60),
+        spool.clone(),
+    );
+    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(writer.run(stop_rx));
+    for i in 0..22 {
+        let model = (i == 7).then(tollgate::store::new_id);
+        sink.record(record(&format!("live-{i}"), model));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metrics.usage_log_written_total.get() < 23 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "written {}",
+            metrics.usage_log_written_total.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let rows = store
+        .fetch_all("SELECT request_id FROM llm_usage_logs", &[])
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = rows.iter().map(|r| r.text("request_id").unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids.len(), 23, "{ids:?}");
+    assert!(!ids.iter().any(|i| i == "live-7" || i == "spooled-bad"));
+    let mut set_aside: Vec<String> = lines(&rejected).into_iter().map(|r| r.request_id).collect();
+    set_aside.sort();
+    assert_eq!(set_aside, ["live-7", "spooled-bad"]);
+    assert!(lines(&spool).is_empty(), "nothing goes back to the spool");
+    assert!(!spool.with_extension("replay").exists());
+    assert_eq!(metrics.usage_log_rejected_total.get(), 2);
+    assert_eq!(metrics.usage_log_spooled_total.get(), 0);
+    assert_eq!(metrics.usage_log_dropped_total.get(), 0);
+    // The roll-up counts each written row once, and no refused one.
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    let report = store.usage_report("model", since).await.unwrap();
+    assert_eq!(report[0].totals.requests, 23);
+    assert_eq!(report[0].totals.input_tokens, 69);
+}
+
+async fn scrape(base: &str) -> String {
+    get(&format!("{base}/metrics"), &[]).await.text()
+}
+
+async fn refusals_of_unauthenticated_requests_are_counted_not_written(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    let (key, prefix, hash) = tollgate::auth::generate_key();
+    let new = tollgate::store::NewApiKey {
+        name: "app".into(),
+        role: "user".into(),
+        ..Default::default()
+    };
+    store.insert_api_key(&new, &hash, &prefix).await.unwrap();
+    let (_mock, addr) = mock_upstream().await;
+    let gw = start_gateway_with(&db, &format!("{}{MODELS}", provider(addr)), |t| {
+        t.replace("require_api_key = false", "require_api_key = true")
+    })
+    .await;
+    let failures = |text: &str, reason: &str| {
+        metric(text, "tollgate_auth_failures_total", &[("reason", reason)])
+    };
+    let before = scrape(&gw.base).await;
+    assert_eq!(failures(&before, "invalid_key"), Some(0.0), "{before}");
+    assert_eq!(failures(&before, "missing_key"), Some(0.0), "{before}");
+
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for _ in 0..200 {
+        let r = post(&url, &chat("fast"), &[("authorization", "Bearer tg-wrong")]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    }
+    for _ in 0..3 {
+        let r = post(&url, &chat("fast"), &[]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+    let r = post(
+        &url,
+        &chat("fast"),
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let after = scrape(&gw.base).await;
+    assert_eq!(failures(&after, "invalid_key"), Some(200.0));
+    assert_eq!(failures(&after, "missing_key"), Some(3.0));
+
+    gw.running.stop().await;
+    let rows = usage_rows(&store).await;
+    assert_eq!(rows.len(), 1, "only the keyed request has a row: {rows:?}");
+    assert_eq!(rows[0].status_code, 200);
+    assert!(rows[0].api_key_id.is_some());
+}
