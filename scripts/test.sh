@@ -70,3 +70,6 @@ ensure_python
 TOLLGATE_BIN="$PWD/target/debug/tollgate" "$PYTHON" -m pytest -q tests/e2e
 log "end to end through the openai SDK: Anthropic and Gemini translation"
 PATH="$(dirname "$PYTHON"):$PATH" tests/sdk/run_providers_e2e.sh "$PWD/target/debug/tollgate"
+
+log "attacks replayed against a release build: memory, descriptors and rows stay bounded"
+scripts/attacks.sh
