@@ -1039,3 +1039,24 @@ async fn sqlite_usage_rows_survive_the_key_migration() {
         "the CHECK is evaluated without a temporary table"
     );
 }
+
+/// Dashboards and alerts need a series before its first increase; a metric nothing moves
+/// yet is not exported at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_gateway_exports_known_counters_at_zero_and_no_cache_metrics() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, "").await;
+    let text = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    for line in [
+        "tollgate_config_reloads_total{result=\"success\"} 0",
+        "tollgate_config_reloads_total{result=\"error\"} 0",
+        "tollgate_rate_limited_total{scope=\"provider\"} 0",
+        "tollgate_rate_limited_total{scope=\"model\"} 0",
+        "tollgate_rate_limited_total{scope=\"key\"} 0",
+        "tollgate_usage_log_dropped_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    assert!(!text.contains("tollgate_cache_"), "{text}");
+    gw.running.stop().await;
+}

@@ -16,6 +16,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use bucket::{Bucket, Exhausted};
 
+/// Every scope a `LimitSet` is made for (the `scope` label of `tollgate_rate_limited_total`).
+pub const SCOPES: [&str; 3] = ["provider", "model", "key"];
+
 /// The configured limits of one scope; 0 means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LimitSpec {
