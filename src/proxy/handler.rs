@@ -31,7 +31,7 @@ use crate::error::GatewayError;
 use crate::limits::{self, Admission, LimitSet, Refused};
 use crate::providers::mock::BoxError;
 use crate::providers::{self, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
-use crate::registry::{routing, Deployment, ModelType, Needs, NoFit};
+use crate::registry::{routing, CircuitState, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -292,13 +292,39 @@ fn resolve(
         }
     })?;
     if plan.is_empty() {
-        return Err(GatewayError::unavailable(format!(
-            "Every deployment of `{model}` is failing right now (circuit open); try again shortly."
-        ))
-        .code("no_healthy_deployment")
-        .header(http::header::RETRY_AFTER, HeaderValue::from_static("5")));
+        return Err(cut_off(model, &candidates, needs));
     }
     Ok(plan)
+}
+
+/// Why every deployment that fits is skipped: a provider that asked for a pause (a 429 with
+/// `retry-after`) is rate limiting, not failing; otherwise their circuits are open.
+fn cut_off(model: &str, candidates: &[Arc<Deployment>], needs: &Needs) -> GatewayError {
+    let pause = candidates
+        .iter()
+        .filter(|d| routing::fits(d, needs).is_ok())
+        .filter_map(|d| d.health.paused_for())
+        .min();
+    if let Some(wait) = pause {
+        let mut e = GatewayError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            format!(
+                "The providers of `{model}` are rate limiting requests; try again in {} ms.",
+                wait.as_millis()
+            ),
+        )
+        .code("rate_limit_exceeded");
+        for (name, value) in limits::retry_headers(wait) {
+            e = e.header(name, value);
+        }
+        return e;
+    }
+    GatewayError::unavailable(format!(
+        "Every deployment of `{model}` is failing right now (circuit open); try again shortly."
+    ))
+    .code("no_healthy_deployment")
+    .header(http::header::RETRY_AFTER, HeaderValue::from_static("5"))
 }
 
 /// One request's state across its attempts.
@@ -331,9 +357,11 @@ async fn forward(
                 .with_label_values(&[&meter.model_name])
                 .inc();
         }
-        if !dep.health.try_begin() {
+        // Dropped on the exits that reach no verdict (our own limits refuse, the request
+        // cannot be built), which releases a half-open probe for the next request.
+        let Some(pass) = dep.health.try_begin() else {
             continue; // its half-open probe is out: wait for that one's verdict
-        }
+        };
         let provider = &dep.provider;
         let mut sets: Vec<&Arc<LimitSet>> = vec![&provider.limits];
         sets.extend(dep.limits.as_ref());
@@ -411,7 +439,7 @@ async fn forward(
                 };
                 match done {
                     Ok(mut resp) => {
-                        note_health(gw, dep, true, sent.elapsed());
+                        note_circuit(gw, dep, pass.succeeded(sent.elapsed()));
                         let mut all = sets.clone();
                         all.extend(attempt.key_limits);
                         for (name, value) in limits::rate_limit_headers(&all) {
@@ -431,13 +459,17 @@ async fn forward(
                 }
                 let error = upstream_error(dep, resp).await;
                 if status == StatusCode::TOO_MANY_REQUESTS {
-                    // Rate limiting is not ill health: try elsewhere, keep the circuit closed.
+                    // Rate limiting is not ill health: try elsewhere. The provider answered,
+                    // so a half-open circuit closes.
+                    note_circuit(gw, dep, pass.answered());
                     meter.upstream += sent.elapsed();
                     upstream_429 = Some(error);
                     continue;
                 }
                 if !status.is_server_error() {
                     // The provider refused the request itself: another provider would too.
+                    // It answered, so it is up.
+                    note_circuit(gw, dep, pass.answered());
                     meter.upstream += sent.elapsed();
                     return Err(error);
                 }
@@ -445,7 +477,7 @@ async fn forward(
             }
         };
         meter.upstream += sent.elapsed();
-        note_health(gw, dep, false, sent.elapsed());
+        note_circuit(gw, dep, pass.failed(sent.elapsed()));
         if tokio::time::Instant::now() >= attempt.deadline {
             // The whole request's time is spent; there is none left for another attempt.
             return Err(GatewayError::timeout(format!(
@@ -490,9 +522,9 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
-/// Records an attempt's outcome on its deployment and keeps `provider_up` current.
-fn note_health(gw: &Gateway, dep: &Deployment, ok: bool, latency: Duration) {
-    if let Some(state) = dep.health.record(ok, latency) {
+/// Keeps `provider_up` current when an attempt's outcome changed its deployment's circuit.
+fn note_circuit(gw: &Gateway, dep: &Deployment, changed: Option<CircuitState>) {
+    if let Some(state) = changed {
         tracing::warn!(provider = %dep.provider.name, model = %dep.name, state = ?state, "circuit breaker changed state");
         gw.report_provider_health(&gw.registry.load(), &dep.provider.name);
     }
