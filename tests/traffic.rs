@@ -374,10 +374,17 @@ async fn a_probe_answered_with_a_refusal_closes_the_circuit() {
     mock.failing.store(true, Ordering::SeqCst);
     for m in ["limited", "picky"] {
         for _ in 0..2 {
-            assert_eq!(post(&url, &chat(m), &[]).await.status, StatusCode::BAD_GATEWAY);
+            assert_eq!(
+                post(&url, &chat(m), &[]).await.status,
+                StatusCode::BAD_GATEWAY
+            );
         }
         let r = post(&url, &chat(m), &[]).await;
-        assert_eq!(r.json()["error"]["code"], "no_healthy_deployment", "{m} open");
+        assert_eq!(
+            r.json()["error"]["code"],
+            "no_healthy_deployment",
+            "{m} open"
+        );
     }
     mock.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -398,7 +405,11 @@ async fn a_probe_answered_with_a_refusal_closes_the_circuit() {
         }
         let r = post(&url, &chat(m), &[]).await;
         assert_eq!(r.status, status, "{m}, the next request: {}", r.text());
-        assert_eq!(sent() - before, 2, "{m}: the probe and the next request reached it");
+        assert_eq!(
+            sent() - before,
+            2,
+            "{m}: the probe and the next request reached it"
+        );
     }
     let metrics = get(&format!("{}/metrics", gw.base), &[]).await.text();
     assert_eq!(

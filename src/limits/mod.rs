@@ -110,6 +110,11 @@ impl LimitSet {
         }
     }
 
+    /// Whether these limits are decided in Redis, for every instance together.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Slots in use right now (for tests and least-busy routing).
     pub fn parallel_in_use(&self) -> u32 {
         let size = self
