@@ -267,6 +267,16 @@ pub struct ModelConfig {
     pub deprecation_date: Option<String>,
 }
 
+impl ModelConfig {
+    /// `model_type` in the registry's words: the seeds' `llm` is `chat`.
+    pub fn model_type(&self) -> &str {
+        match self.model_type.as_str() {
+            "llm" => "chat",
+            other => other,
+        }
+    }
+}
+
 fn chat() -> String {
     "chat".into()
 }
@@ -576,11 +586,11 @@ impl Config {
                     );
                 }
             }
-            if !matches!(m.model_type.as_str(), "chat" | "vlm" | "embedding") {
+            if !matches!(m.model_type(), "chat" | "vlm" | "embedding") {
                 issue(
                     line,
                     format!("{place}.model_type"),
-                    "must be chat, vlm or embedding".into(),
+                    "must be chat (or llm), vlm or embedding".into(),
                 );
             }
             if !matches!(m.status.as_str(), "active" | "inactive" | "deprecated") {
@@ -705,6 +715,26 @@ mod tests {
             .providers
             .iter()
             .any(|p| p.get_ref().api == Api::Mock));
+        // every chat model says whether it takes images
+        for m in &loaded.config.models {
+            let m = m.get_ref();
+            if m.model_type() == "chat" {
+                assert!(m.supports_vision.is_some(), "{}", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_seeds_model_type_llm_is_chat() {
+        let text = "[[providers]]\nname='m'\napi='mock'\n[[models]]\nname='x'\nprovider='m'\nmodel_id='x'\nmodel_type='llm'\n";
+        let loaded = load(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.config.models[0].get_ref().model_type(), "chat");
+        let err = load(&text.replace("'llm'", "'llama'")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be chat (or llm), vlm or embedding"),
+            "{err}"
+        );
     }
 
     #[test]

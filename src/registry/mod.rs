@@ -66,10 +66,11 @@ pub struct Deployment {
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub context_window: Option<u64>,
     pub max_output_tokens: Option<u64>,
-    pub supports_streaming: bool,
-    pub supports_json: bool,
-    pub supports_tools: bool,
-    pub supports_vision: bool,
+    /// Capability flags: `None` is unknown, which never keeps a request away (see `routing`).
+    pub supports_streaming: Option<bool>,
+    pub supports_json: Option<bool>,
+    pub supports_tools: Option<bool>,
+    pub supports_vision: Option<bool>,
     pub priority: i64,
     pub weight: u32,
     pub created_unix: i64,
@@ -424,17 +425,19 @@ fn deployment_from_row(
         .or_else(|_| chrono::DateTime::parse_from_str(&m.created_at, "%Y-%m-%d %H:%M:%S%.f%#z"))
         .map(|t| t.timestamp())
         .unwrap_or(0);
+    let model_type = match m.model_type.as_str() {
+        "embedding" => ModelType::Embedding,
+        "vlm" => ModelType::Vlm,
+        // "chat", and the seeds' "llm"
+        _ => ModelType::Chat,
+    };
     Deployment {
         id: m.id.clone(),
         name: m.name.clone(),
         display_name: m.display_name.clone(),
         model_id: m.model_id.clone(),
         provider,
-        model_type: match m.model_type.as_str() {
-            "embedding" => ModelType::Embedding,
-            "vlm" => ModelType::Vlm,
-            _ => ModelType::Chat,
-        },
+        model_type,
         prices: Prices {
             input,
             output: decimal(&m.cost_output_per_million),
@@ -453,7 +456,10 @@ fn deployment_from_row(
         supports_streaming: m.supports_streaming,
         supports_json: m.supports_json,
         supports_tools: m.supports_function_calling,
-        supports_vision: m.supports_vision,
+        // A vision-language model takes images unless it says otherwise.
+        supports_vision: m
+            .supports_vision
+            .or((model_type == ModelType::Vlm).then_some(true)),
         priority: m.priority,
         weight: m.weight.clamp(0, u32::MAX as i64) as u32,
         created_unix,
@@ -518,10 +524,10 @@ mod tests {
             model_type: "chat".into(),
             context_window: None,
             max_output_tokens: None,
-            supports_streaming: true,
-            supports_json: true,
-            supports_function_calling: true,
-            supports_vision: true,
+            supports_streaming: None,
+            supports_json: None,
+            supports_function_calling: None,
+            supports_vision: None,
             cost_input_per_million: "0".into(),
             cost_output_per_million: "0".into(),
             cost_cache_read_per_million: None,
