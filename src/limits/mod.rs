@@ -28,7 +28,7 @@ pub struct LimitSpec {
 }
 
 /// What to do when Redis, which holds the shared limits, cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRedisFailure {
     /// Refuse the request (429): never exceed a provider's limit.

@@ -101,10 +101,13 @@ async fn proxy(
     req: Request<Incoming>,
     meter: &mut RequestMeter,
 ) -> Result<Response<ClientBody>, GatewayError> {
-    let deadline = tokio::time::Instant::now() + gw.request_timeout;
-    let caller = gw.auth.authenticate(req.headers()).await?;
+    let runtime = gw.runtime.load();
+    let deadline = tokio::time::Instant::now() + runtime.request_timeout;
+    let body_limit = runtime.max_body_bytes;
+    let caller = runtime.auth.authenticate(req.headers()).await?;
+    drop(runtime);
     meter.caller = Some(caller.clone());
-    let body = read_request(gw, endpoint, req, deadline).await?;
+    let body = read_request(endpoint, req, body_limit, deadline).await?;
     meter.model_name = body.str("model").unwrap_or_default().into_owned();
     meter.stream = endpoint.can_stream() && body.bool("stream") == Some(true);
     let needs = needs_of(endpoint, &body);
@@ -135,12 +138,11 @@ async fn proxy(
 }
 
 async fn read_request(
-    gw: &Gateway,
     endpoint: Endpoint,
     req: Request<Incoming>,
+    limit: usize,
     deadline: tokio::time::Instant,
 ) -> Result<JsonObject, GatewayError> {
-    let limit = gw.max_body_bytes;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -769,7 +771,8 @@ async fn list_models(
     req: &Request<Incoming>,
     id: Option<String>,
 ) -> Response<ClientBody> {
-    if let Err(e) = gw.auth.authenticate(req.headers()).await {
+    let auth = gw.runtime.load().auth.clone();
+    if let Err(e) = auth.authenticate(req.headers()).await {
         return error_response(&e);
     }
     let snapshot = gw.registry.load();
