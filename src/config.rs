@@ -269,7 +269,7 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     /// `model_type` in the registry's words: the seeds' `llm` is `chat`.
-    pub fn model_type(&self) -> &str {
+    pub fn normalized_model_type(&self) -> &str {
         match self.model_type.as_str() {
             "llm" => "chat",
             other => other,
@@ -586,7 +586,7 @@ impl Config {
                     );
                 }
             }
-            if !matches!(m.model_type(), "chat" | "vlm" | "embedding") {
+            if !matches!(m.normalized_model_type(), "chat" | "vlm" | "embedding") {
                 issue(
                     line,
                     format!("{place}.model_type"),
@@ -718,7 +718,7 @@ mod tests {
         // every chat model says whether it takes images
         for m in &loaded.config.models {
             let m = m.get_ref();
-            if m.model_type() == "chat" {
+            if m.normalized_model_type() == "chat" {
                 assert!(m.supports_vision.is_some(), "{}", m.name);
             }
         }
@@ -728,7 +728,10 @@ mod tests {
     fn the_seeds_model_type_llm_is_chat() {
         let text = "[[providers]]\nname='m'\napi='mock'\n[[models]]\nname='x'\nprovider='m'\nmodel_id='x'\nmodel_type='llm'\n";
         let loaded = load(text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(loaded.config.models[0].get_ref().model_type(), "chat");
+        assert_eq!(
+            loaded.config.models[0].get_ref().normalized_model_type(),
+            "chat"
+        );
         let err = load(&text.replace("'llm'", "'llama'")).unwrap_err();
         assert!(
             err.to_string()

@@ -335,14 +335,8 @@ fn serves_a_model(config: &Config) -> bool {
         .map(|p| p.name.as_str())
         .collect();
     config.models.iter().map(|m| m.get_ref()).any(|m| {
-        let in_service = match m.status.as_str() {
-            "active" => true,
-            "deprecated" => m.deprecation_date.as_deref().is_none_or(|d| {
-                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|d| d > today)
-            }),
-            _ => false,
-        };
-        in_service && ready.contains(m.provider.as_str())
+        ready.contains(m.provider.as_str())
+            && crate::registry::in_service(&m.status, m.deprecation_date.as_deref(), today)
     })
 }
 

@@ -7,7 +7,7 @@
 mod health;
 pub mod routing;
 
-pub use health::{BreakerConfig, CircuitPass, CircuitState, Health, InFlightGuard};
+pub use health::{BreakerConfig, CircuitState, Health, InFlightGuard};
 pub use routing::{Needs, NoFit, Strategy};
 
 use std::collections::HashMap;
@@ -196,18 +196,7 @@ impl Snapshot {
             let Some(provider) = providers.get(m.provider_id.as_str()) else {
                 continue;
             };
-            let serving = match m.status.as_str() {
-                "active" => true,
-                "deprecated" => m
-                    .deprecation_date
-                    .as_deref()
-                    .and_then(|d| {
-                        chrono::NaiveDate::parse_from_str(&d[..d.len().min(10)], "%Y-%m-%d").ok()
-                    })
-                    .is_none_or(|d| d > today),
-                _ => false,
-            };
-            if !serving {
+            if !in_service(&m.status, m.deprecation_date.as_deref(), today) {
                 continue;
             }
             let spec = limit_spec(&m.rate_limits);
@@ -291,6 +280,18 @@ impl Snapshot {
             })
             .collect();
         snap
+    }
+}
+
+/// Whether a model with this `status` serves on `today`: active, or deprecated and not past
+/// its deprecation date (a date, or a timestamp starting with one).
+pub fn in_service(status: &str, deprecation_date: Option<&str>, today: chrono::NaiveDate) -> bool {
+    match status {
+        "active" => true,
+        "deprecated" => deprecation_date
+            .and_then(|d| chrono::NaiveDate::parse_from_str(&d[..d.len().min(10)], "%Y-%m-%d").ok())
+            .is_none_or(|d| d > today),
+        _ => false,
     }
 }
 

@@ -164,7 +164,7 @@ fn model_args(m: &ModelConfig, file_order: usize, now: &str) -> Vec<Arg> {
             .clone()
             .unwrap_or_else(|| m.name.clone())
             .into(),
-        m.model_type().into(),
+        m.normalized_model_type().into(),
         m.family.clone().into(),
         m.version.clone().into(),
         m.tier.clone().into(),
