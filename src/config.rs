@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,7 +37,7 @@ pub struct Config {
     pub routes: Vec<Spanned<RouteConfig>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -87,7 +87,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
@@ -103,7 +103,7 @@ impl Default for DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// With a URL, provider, model and key limits hold across every instance.
@@ -132,7 +132,7 @@ impl Default for RedisConfig {
 /// is hashed or looked up.
 pub const MAX_KEY_BYTES: usize = 4096;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub master_key: Option<String>,
@@ -153,7 +153,7 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
     /// Records waiting for the batch writer; past this a record is spooled to disk.
@@ -290,6 +290,16 @@ pub struct ModelConfig {
     #[serde(default = "active")]
     pub status: String,
     pub deprecation_date: Option<String>,
+}
+
+impl ModelConfig {
+    /// `model_type` in the registry's words: the seeds' `llm` is `chat`.
+    pub fn normalized_model_type(&self) -> &str {
+        match self.model_type.as_str() {
+            "llm" => "chat",
+            other => other,
+        }
+    }
 }
 
 fn chat() -> String {
@@ -658,11 +668,11 @@ impl Config {
                     );
                 }
             }
-            if !matches!(m.model_type.as_str(), "chat" | "vlm" | "embedding") {
+            if !matches!(m.normalized_model_type(), "chat" | "vlm" | "embedding") {
                 issue(
                     line,
                     format!("{place}.model_type"),
-                    "must be chat, vlm or embedding".into(),
+                    "must be chat (or llm), vlm or embedding".into(),
                 );
             }
             if !matches!(m.status.as_str(), "active" | "inactive" | "deprecated") {
@@ -792,6 +802,29 @@ mod tests {
             .providers
             .iter()
             .any(|p| p.get_ref().api == Api::Mock));
+        // every chat model says whether it takes images
+        for m in &loaded.config.models {
+            let m = m.get_ref();
+            if m.normalized_model_type() == "chat" {
+                assert!(m.supports_vision.is_some(), "{}", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_seeds_model_type_llm_is_chat() {
+        let text = "[[providers]]\nname='m'\napi='mock'\n[[models]]\nname='x'\nprovider='m'\nmodel_id='x'\nmodel_type='llm'\n";
+        let loaded = load(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            loaded.config.models[0].get_ref().normalized_model_type(),
+            "chat"
+        );
+        let err = load(&text.replace("'llm'", "'llama'")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be chat (or llm), vlm or embedding"),
+            "{err}"
+        );
     }
 
     #[test]

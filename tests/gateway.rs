@@ -38,6 +38,7 @@ on_both_databases!(
     a_failing_deployment_falls_back_to_the_next,
     config_sync_and_reload_follow_the_file,
     the_database_enforces_the_registry_rules,
+    capability_flags_left_unset_never_refuse,
 );
 
 fn upstream_provider(addr: std::net::SocketAddr, name: &str, key: &str) -> String {
@@ -696,6 +697,88 @@ async fn config_sync_and_reload_follow_the_file(backend: Backend) {
     assert!(manual[0].bool("is_enabled").unwrap());
 }
 
+async fn capability_flags_left_unset_never_refuse(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mock, addr) = mock_upstream().await;
+    let model = |name: &str, extra: &str| {
+        format!(
+            "[[models]]\nname = \"{name}\"\nprovider = \"up\"\nmodel_id = \"{name}-1\"\n{extra}\n"
+        )
+    };
+    let extra = upstream_provider(addr, "up", "k")
+        + &model("unset", "model_type = \"llm\"")
+        + &model("sees", "supports_vision = true")
+        + &model("blind", "supports_vision = false");
+    let gw = start_gateway(&db, &extra).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    let image = |m: &str| {
+        json!({"model": m, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
+    };
+    for (m, status) in [
+        ("unset", StatusCode::OK),
+        ("sees", StatusCode::OK),
+        ("blind", StatusCode::BAD_REQUEST),
+    ] {
+        let r = post(&url, &image(m), &[]).await;
+        assert_eq!(r.status, status, "{m}: {}", r.text());
+    }
+    let r = post(&url, &image("blind"), &[]).await;
+    assert_eq!(
+        r.json()["error"]["message"],
+        "No deployment of `blind` supports images."
+    );
+    let sent = mock.received();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[0].json()["messages"][0]["content"][1]["type"],
+        "image_url"
+    );
+
+    // The database says "unknown" for what the file left unset, and "llm" became "chat".
+    let store = db.connect().await;
+    let rows = store
+        .fetch_all(
+            "SELECT model_id, model_type, supports_vision, supports_function_calling FROM llm_models ORDER BY model_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let flags: Vec<(String, String, Option<bool>, Option<bool>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.text("model_id").unwrap(),
+                r.text("model_type").unwrap(),
+                r.opt_bool("supports_vision").unwrap(),
+                r.opt_bool("supports_function_calling").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("blind-1".into(), "chat".into(), Some(false), None),
+            ("sees-1".into(), "chat".into(), Some(true), None),
+            ("unset-1".into(), "chat".into(), None, None),
+        ]
+    );
+    // A row another tool wrote with the seeds' model_type "llm" serves chat too.
+    store
+        .execute(
+            "INSERT INTO llm_models (id, provider_id, model_id, name, display_name, model_type)
+             SELECT $1::uuid, id, 'seeded-1', 'seeded', 'Seeded', 'llm' FROM llm_providers WHERE name = 'up'",
+            &[tollgate::store::new_id().into()],
+        )
+        .await
+        .unwrap();
+    gw.running.gateway.reload().await.unwrap();
+    let r = post(&url, &image("seeded"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gw.running.stop().await;
+}
+
 async fn the_database_enforces_the_registry_rules(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.connect().await;
@@ -1042,5 +1125,103 @@ async fn sqlite_usage_rows_survive_the_key_migration() {
             .iter()
             .all(|op| op.text("opcode").unwrap() != "OpenEphemeral"),
         "the CHECK is evaluated without a temporary table"
+    );
+}
+
+/// Dashboards and alerts need a series before its first increase; a metric nothing moves
+/// yet is not exported at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_gateway_exports_known_counters_at_zero_and_no_cache_metrics() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, "").await;
+    let text = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    for line in [
+        "tollgate_config_reloads_total{result=\"success\"} 0",
+        "tollgate_config_reloads_total{result=\"error\"} 0",
+        "tollgate_rate_limited_total{scope=\"provider\"} 0",
+        "tollgate_rate_limited_total{scope=\"model\"} 0",
+        "tollgate_rate_limited_total{scope=\"key\"} 0",
+        "tollgate_usage_log_dropped_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    assert!(!text.contains("tollgate_cache_"), "{text}");
+    gw.running.stop().await;
+}
+
+/// The SQLite rebuild that lets capability flags be unknown keeps every model row and every
+/// usage row's reference to it, and foreign keys are enforced again afterwards.
+#[tokio::test]
+async fn sqlite_models_and_their_usage_survive_the_capability_migration() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.connect().await;
+    let tollgate::store::Db::Sqlite(pool) = &store else {
+        unreachable!("an SQLite test database")
+    };
+    let before = tempfile::tempdir().unwrap();
+    for file in [
+        "0001_init.sql",
+        "0002_usage_key_leads_with_time.sql",
+        "0003_usage_source_check_without_in_list.sql",
+    ] {
+        let from = format!("{}/migrations/sqlite/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(from, before.path().join(file)).unwrap();
+    }
+    sqlx::migrate::Migrator::new(before.path())
+        .await
+        .unwrap()
+        .run(pool)
+        .await
+        .unwrap();
+    for insert in [
+        "INSERT INTO llm_providers (id, name, display_name) VALUES ('p', 'p', 'P')",
+        "INSERT INTO llm_models (id, provider_id, model_id, name, display_name)
+         VALUES ('m', 'p', 'm1', 'm', 'M')",
+    ] {
+        store.execute(insert, &[]).await.unwrap();
+    }
+    store
+        .execute(
+            "INSERT INTO llm_usage_logs (id, request_id, created_at, llm_model_id, provider_id, endpoint, status_code)
+             VALUES ('u', 'r', '2026-11-01T00:00:00.000Z', 'm', 'p', 'chat.completions', 200)",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    store.migrate().await.unwrap();
+    let rows = store
+        .fetch_all(
+            "SELECT u.llm_model_id, m.model_id, m.supports_vision, m.supports_json
+             FROM llm_usage_logs u JOIN llm_models m ON m.id = u.llm_model_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the usage row still refers to its model");
+    assert_eq!(rows[0].text("model_id").unwrap(), "m1");
+    // the old defaults stay until the config sync rewrites the row
+    assert_eq!(rows[0].opt_bool("supports_vision").unwrap(), Some(false));
+    assert_eq!(rows[0].opt_bool("supports_json").unwrap(), Some(true));
+    store
+        .execute(
+            "INSERT INTO llm_models (id, provider_id, model_id, name, display_name, model_type)
+             VALUES ('n', 'p', 'n1', 'n', 'N', 'llm')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let orphan = "INSERT INTO llm_models (id, provider_id, model_id, name, display_name)
+                  VALUES ('o', 'no-such-provider', 'o1', 'o', 'O')";
+    for _ in 0..4 {
+        // every pooled connection, the migrating one included
+        assert!(store.execute(orphan, &[]).await.is_err(), "foreign keys on");
+    }
+    assert!(
+        store
+            .execute("UPDATE llm_models SET model_id = 'x' WHERE id = 'm'", &[])
+            .await
+            .is_err(),
+        "model_id is still immutable"
     );
 }

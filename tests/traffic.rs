@@ -359,6 +359,67 @@ async fn a_failing_deployment_opens_its_circuit_and_a_probe_closes_it() {
     gw.running.stop().await;
 }
 
+/// A half-open circuit's probe that the provider answers with a refusal (429, 400) proves
+/// the provider is up: the circuit closes instead of waiting for a verdict that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_answered_with_a_refusal_closes_the_circuit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mock, addr) = mock_upstream().await;
+    let extra = provider(addr, "max_parallel_requests = 10")
+        + &model("limited", "mock-status-429", "")
+        + &model("picky", "mock-status-400", "")
+        + "[circuit_breaker]\nerror_ratio = 0.5\nmin_requests = 2\nwindow_secs = 30\ncooldown_secs = 1\n";
+    let gw = start_gateway(&db, &extra).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    mock.failing.store(true, Ordering::SeqCst);
+    for m in ["limited", "picky"] {
+        for _ in 0..2 {
+            assert_eq!(
+                post(&url, &chat(m), &[]).await.status,
+                StatusCode::BAD_GATEWAY
+            );
+        }
+        let r = post(&url, &chat(m), &[]).await;
+        assert_eq!(
+            r.json()["error"]["code"],
+            "no_healthy_deployment",
+            "{m} open"
+        );
+    }
+    mock.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sent = || mock.counters.requests.load(Ordering::SeqCst);
+    for (m, status) in [
+        ("limited", StatusCode::TOO_MANY_REQUESTS),
+        ("picky", StatusCode::BAD_REQUEST),
+    ] {
+        let before = sent();
+        let r = post(&url, &chat(m), &[]).await;
+        assert_eq!(r.status, status, "{m}, the probe: {}", r.text());
+        if m == "limited" {
+            // its `retry-after: 1` keeps requests away for a second: a rate limit, not an outage
+            let r = post(&url, &chat(m), &[]).await;
+            assert_eq!(r.status, status, "{m}, paused: {}", r.text());
+            assert!(r.headers.contains_key("retry-after"));
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        let r = post(&url, &chat(m), &[]).await;
+        assert_eq!(r.status, status, "{m}, the next request: {}", r.text());
+        assert_eq!(
+            sent() - before,
+            2,
+            "{m}: the probe and the next request reached it"
+        );
+    }
+    let metrics = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    assert_eq!(
+        metric(&metrics, "tollgate_provider_up", &[("provider", "up")]),
+        Some(1.0),
+        "closed again"
+    );
+    gw.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_limits_apply_per_key() {
     let db = TestDb::new(Backend::Sqlite).await;

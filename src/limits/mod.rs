@@ -16,6 +16,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use bucket::{Bucket, Exhausted};
 
+/// Every scope a `LimitSet` is made for (the `scope` label of `tollgate_rate_limited_total`).
+pub const SCOPES: [&str; 3] = ["provider", "model", "key"];
+
 /// The configured limits of one scope; 0 means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LimitSpec {
@@ -25,7 +28,7 @@ pub struct LimitSpec {
 }
 
 /// What to do when Redis, which holds the shared limits, cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRedisFailure {
     /// Refuse the request (429): never exceed a provider's limit.
@@ -105,6 +108,11 @@ impl LimitSet {
             parallel: (spec.max_parallel > 0).then(|| Arc::new(Semaphore::new(parallel))),
             shared,
         }
+    }
+
+    /// Whether these limits are decided in Redis, for every instance together.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Slots in use right now (for tests and least-busy routing).

@@ -47,8 +47,6 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     pub shared_limiter_errors_total: IntCounter,
     pub fallbacks_total: IntCounterVec,
-    pub cache_hits_total: IntCounter,
-    pub cache_misses_total: IntCounter,
     pub in_flight: IntGaugeVec,
     pub provider_up: GaugeVec,
     pub config_reloads_total: IntCounterVec,
@@ -112,10 +110,7 @@ impl Metrics {
             opts("auth_failures_total", "Requests refused before a caller was authenticated, by reason (they have no usage row)."),
             &["reason"]
         ));
-        for reason in super::refusals::REASONS {
-            auth_failures_total.with_label_values(&[reason]); // exported from 0
-        }
-        Metrics {
+        let metrics = Metrics {
             requests_total: reg!(IntCounterVec::new(
                 opts("requests_total", "Requests answered, by provider, model and HTTP status."),
                 &["provider", "model", "status"]
@@ -157,8 +152,6 @@ impl Metrics {
                 opts("fallbacks_total", "Attempts moved on to the next deployment."),
                 &["model"]
             )),
-            cache_hits_total: reg!(IntCounter::with_opts(opts("cache_hits_total", "Response cache hits."))),
-            cache_misses_total: reg!(IntCounter::with_opts(opts("cache_misses_total", "Response cache misses."))),
             in_flight: reg!(IntGaugeVec::new(
                 opts("in_flight", "Requests currently being answered, by provider."),
                 &["provider"]
@@ -214,6 +207,23 @@ impl Metrics {
             )),
             series: RwLock::new(HashMap::new()),
             registry,
+        };
+        metrics.start_known_series_at_zero();
+        metrics
+    }
+
+    /// Counters whose label values are known up front are exported at 0 from the start, so
+    /// a dashboard or an alert on them sees a series before the first event (a counter that
+    /// appears only when it first moves hides that first increase from `rate()`).
+    fn start_known_series_at_zero(&self) {
+        for result in ["success", "error"] {
+            self.config_reloads_total.with_label_values(&[result]);
+        }
+        for scope in crate::limits::SCOPES {
+            self.rate_limited_total.with_label_values(&[scope]);
+        }
+        for reason in super::refusals::REASONS {
+            self.auth_failures_total.with_label_values(&[reason]);
         }
     }
 

@@ -38,14 +38,16 @@ pub enum Port {
 }
 
 impl Edge {
-    pub fn new(config: &Config) -> Edge {
+    /// `bound` is the config the listeners were bound with: a reload can change the auth
+    /// settings and the token, not the addresses.
+    pub fn new(config: &Config, bound: &Config) -> Edge {
         let open = !config.auth.require_api_key;
         let local = |addr: Option<SocketAddr>| open && addr.is_some_and(|a| a.ip().is_loopback());
         Edge {
             open,
-            main_local: local(Some(config.listen_addr())),
-            metrics_local: local(config.metrics_addr()),
-            metrics_on_main_port: config.server.metrics_listen.is_none(),
+            main_local: local(Some(bound.listen_addr())),
+            metrics_local: local(bound.metrics_addr()),
+            metrics_on_main_port: bound.server.metrics_listen.is_none(),
             metrics_token: config
                 .server
                 .metrics_token

@@ -28,12 +28,12 @@ use super::meter::{Guards, InFlight, RequestMeter};
 use super::opening::{Opening, Verdict};
 use super::stream::MeteredStream;
 use super::upstream::{SendError, UpstreamBody};
-use super::Gateway;
+use super::{Gateway, Runtime};
 use crate::error::GatewayError;
 use crate::limits::{self, Admission, LimitSet, Refused};
 use crate::providers::mock::BoxError;
 use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
-use crate::registry::{routing, Deployment, ModelType, Needs, NoFit};
+use crate::registry::{routing, CircuitState, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -46,7 +46,8 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const ANSWER_HEADERS: usize = 9;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
-    if let Err(e) = gw.edge.admit(&req, Port::Main) {
+    let runtime = gw.runtime.load();
+    if let Err(e) = runtime.edge.admit(&req, Port::Main) {
         gw.usage.refused(e.status.as_u16(), Some(e.error_type()));
         return error_response(&e);
     }
@@ -59,7 +60,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
             return json_response(StatusCode::OK, json!({"status": "ok"}))
         }
         (&Method::GET, "/readyz") => return readyz(&gw).await,
-        (&Method::GET, "/metrics") if gw.edge.metrics_on_main_port => return metrics(&gw, &req),
+        (&Method::GET, "/metrics") if runtime.edge.metrics_on_main_port => {
+            return metrics(&runtime, &gw, &req)
+        }
         (&Method::GET, "/v1/models" | "/models") => return list_models(&gw, &req, None).await,
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             let id = p["/v1/models/".len()..].to_owned();
@@ -107,10 +110,13 @@ async fn proxy(
     req: Request<Incoming>,
     meter: &mut RequestMeter,
 ) -> Result<Response<ClientBody>, GatewayError> {
-    let deadline = tokio::time::Instant::now() + gw.request_timeout;
-    let caller = gw.auth.authenticate(req.headers()).await?;
+    let runtime = gw.runtime.load();
+    let deadline = tokio::time::Instant::now() + runtime.request_timeout;
+    let body_limit = runtime.max_body_bytes;
+    let caller = runtime.auth.authenticate(req.headers()).await?;
+    drop(runtime);
     meter.caller = Some(caller.clone());
-    let body = read_request(gw, endpoint, req, deadline).await?;
+    let body = read_request(endpoint, req, body_limit, deadline).await?;
     meter.model_name = body.str("model").unwrap_or_default().into_owned();
     meter.stream = endpoint.can_stream() && body.bool("stream") == Some(true);
     let needs = needs_of(endpoint, &body);
@@ -143,12 +149,11 @@ async fn proxy(
 }
 
 async fn read_request(
-    gw: &Gateway,
     endpoint: Endpoint,
     req: Request<Incoming>,
+    limit: usize,
     deadline: tokio::time::Instant,
 ) -> Result<JsonObject, GatewayError> {
-    let limit = gw.max_body_bytes;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -300,13 +305,39 @@ fn resolve(
         }
     })?;
     if plan.is_empty() {
-        return Err(GatewayError::unavailable(format!(
-            "Every deployment of `{model}` is failing right now (circuit open); try again shortly."
-        ))
-        .code("no_healthy_deployment")
-        .header(http::header::RETRY_AFTER, HeaderValue::from_static("5")));
+        return Err(cut_off(model, &candidates, needs));
     }
     Ok(plan)
+}
+
+/// Why every deployment that fits is skipped: a provider that asked for a pause (a 429 with
+/// `retry-after`) is rate limiting, not failing; otherwise their circuits are open.
+fn cut_off(model: &str, candidates: &[Arc<Deployment>], needs: &Needs) -> GatewayError {
+    let pause = candidates
+        .iter()
+        .filter(|d| routing::fits(d, needs).is_ok())
+        .filter_map(|d| d.health.paused_for())
+        .min();
+    if let Some(wait) = pause {
+        let mut e = GatewayError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            format!(
+                "The providers of `{model}` are rate limiting requests; try again in {} ms.",
+                wait.as_millis()
+            ),
+        )
+        .code("rate_limit_exceeded");
+        for (name, value) in limits::retry_headers(wait) {
+            e = e.header(name, value);
+        }
+        return e;
+    }
+    GatewayError::unavailable(format!(
+        "Every deployment of `{model}` is failing right now (circuit open); try again shortly."
+    ))
+    .code("no_healthy_deployment")
+    .header(http::header::RETRY_AFTER, HeaderValue::from_static("5"))
 }
 
 /// One request's state across its attempts.
@@ -339,9 +370,11 @@ async fn forward(
                 .with_label_values(&[&meter.model_name])
                 .inc();
         }
-        if !dep.health.try_begin() {
+        // Dropped on the exits that reach no verdict (our own limits refuse, the request
+        // cannot be built), which releases a half-open probe for the next request.
+        let Some(pass) = dep.health.try_begin() else {
             continue; // its half-open probe is out: wait for that one's verdict
-        }
+        };
         let provider = &dep.provider;
         let mut sets: Vec<&Arc<LimitSet>> = vec![&provider.limits];
         sets.extend(dep.limits.as_ref());
@@ -415,11 +448,11 @@ async fn forward(
                 let done = if streamed {
                     respond_stream(answer, meter).await
                 } else {
-                    respond_whole(answer, meter, gw.max_response_bytes).await
+                    respond_whole(answer, meter, gw.runtime.load().max_response_bytes).await
                 };
                 match done {
                     Ok(mut resp) => {
-                        note_health(gw, dep, true, sent.elapsed());
+                        note_circuit(gw, dep, pass.succeeded(sent.elapsed()));
                         let mut all = sets.clone();
                         all.extend(attempt.key_limits);
                         for (name, value) in limits::rate_limit_headers(&all) {
@@ -439,13 +472,17 @@ async fn forward(
                 }
                 let error = upstream_error(dep, resp).await;
                 if status == StatusCode::TOO_MANY_REQUESTS {
-                    // Rate limiting is not ill health: try elsewhere, keep the circuit closed.
+                    // Rate limiting is not ill health: try elsewhere. The provider answered,
+                    // so a half-open circuit closes.
+                    note_circuit(gw, dep, pass.answered());
                     meter.upstream += sent.elapsed();
                     upstream_429 = Some(error);
                     continue;
                 }
                 if !status.is_server_error() {
                     // The provider refused the request itself: another provider would too.
+                    // It answered, so it is up.
+                    note_circuit(gw, dep, pass.answered());
                     meter.upstream += sent.elapsed();
                     return Err(error);
                 }
@@ -453,7 +490,7 @@ async fn forward(
             }
         };
         meter.upstream += sent.elapsed();
-        note_health(gw, dep, false, sent.elapsed());
+        note_circuit(gw, dep, pass.failed(sent.elapsed()));
         if tokio::time::Instant::now() >= attempt.deadline {
             // The whole request's time is spent; there is none left for another attempt.
             return Err(GatewayError::timeout(format!(
@@ -498,9 +535,9 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
-/// Records an attempt's outcome on its deployment and keeps `provider_up` current.
-fn note_health(gw: &Gateway, dep: &Deployment, ok: bool, latency: Duration) {
-    if let Some(state) = dep.health.record(ok, latency) {
+/// Keeps `provider_up` current when an attempt's outcome changed its deployment's circuit.
+fn note_circuit(gw: &Gateway, dep: &Deployment, changed: Option<CircuitState>) {
+    if let Some(state) = changed {
         tracing::warn!(provider = %dep.provider.name, model = %dep.name, state = ?state, "circuit breaker changed state");
         gw.report_provider_health(&gw.registry.load(), &dep.provider.name);
     }
@@ -747,19 +784,20 @@ static JSON_FORMAT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"j
 
 /// The only endpoint of `[server] metrics_listen`.
 pub async fn serve_metrics(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
-    if let Err(e) = gw.edge.admit(&req, Port::Metrics) {
+    let runtime = gw.runtime.load();
+    if let Err(e) = runtime.edge.admit(&req, Port::Metrics) {
         return error_response(&e);
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => metrics(&gw, &req),
+        (&Method::GET, "/metrics") => metrics(&runtime, &gw, &req),
         (method, path) => error_response(&GatewayError::not_found(format!(
             "Unknown request URL: {method} {path}."
         ))),
     }
 }
 
-fn metrics(gw: &Gateway, req: &Request<Incoming>) -> Response<ClientBody> {
-    match gw.edge.metrics_allowed(req.headers()) {
+fn metrics(runtime: &Runtime, gw: &Gateway, req: &Request<Incoming>) -> Response<ClientBody> {
+    match runtime.edge.metrics_allowed(req.headers()) {
         Ok(()) => text_response(gw.metrics.render(), "text/plain; version=0.0.4"),
         Err(e) => error_response(&e),
     }
@@ -781,7 +819,8 @@ async fn list_models(
     req: &Request<Incoming>,
     id: Option<String>,
 ) -> Response<ClientBody> {
-    if let Err(e) = gw.auth.authenticate(req.headers()).await {
+    let auth = gw.runtime.load().auth.clone();
+    if let Err(e) = auth.authenticate(req.headers()).await {
         return error_response(&e);
     }
     let snapshot = gw.registry.load();

@@ -13,11 +13,12 @@ pub use handler::ClientBody;
 pub use upstream::UpstreamClient;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -27,66 +28,200 @@ use crate::config::{Config, LoadedConfig};
 use crate::limits::{LimitSet, LimitSpec, OnRedisFailure, Shared};
 use crate::metering::{usage_pipeline, Metrics, UsageSink};
 use crate::registry::{Registry, Snapshot};
-use crate::store::Db;
+use crate::store::{Db, SyncReport};
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     pub db: Db,
     pub registry: Registry,
-    pub auth: Authenticator,
+    /// The settings a reload can change, swapped whole.
+    pub runtime: ArcSwap<Runtime>,
     pub client: UpstreamClient,
     pub usage: UsageSink,
     pub metrics: Arc<Metrics>,
-    pub request_timeout: Duration,
-    pub max_body_bytes: usize,
-    /// The largest whole answer read from a provider.
-    pub max_response_bytes: usize,
-    /// The header checks made before anything else (Host, Origin, `/metrics` access).
-    edge: edge::Edge,
     /// Per-key limit state, by key id (kept while the key is in use).
     key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
     /// Limits shared through Redis, when `[redis] url` is set.
     shared: Option<Shared>,
     config_path: PathBuf,
-    /// The config the current snapshot was built from (for keys written in the file).
-    config: Mutex<Config>,
+    /// The config the gateway started with: what every setting outside `RUNTIME_SETTINGS`
+    /// still runs with.
+    started: Config,
+    /// The config the last reload applied (the snapshot was built from it, keys written in the
+    /// file included). Locked for a whole reload, so reloads run one at a time.
+    applied: Mutex<Config>,
+}
+
+/// The settings a reload applies to the running gateway. Every other setting outside the
+/// registry (`[[providers]]`, `[[models]]`, `[[routes]]`, which the sync applies) keeps its
+/// start-up value until a restart, and a reload that changes one says so.
+const RUNTIME_SETTINGS: [&str; 8] = [
+    "server.request_timeout_secs",
+    "server.max_body_bytes",
+    "server.max_response_bytes",
+    "server.metrics_token",
+    "server.allow_open_on_public_address",
+    "auth.require_api_key",
+    "auth.master_key",
+    "auth.key_cache_ttl_secs",
+];
+
+/// The settings a request reads, in one piece: one atomic load a request, and a reload
+/// swaps them all at once.
+pub struct Runtime {
+    pub auth: Arc<Authenticator>,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// The largest whole answer read from a provider.
+    pub max_response_bytes: usize,
+    /// The header checks made before anything else (Host, Origin, `/metrics` access): they
+    /// follow `require_api_key`, so they are swapped with it.
+    edge: edge::Edge,
+}
+
+impl Runtime {
+    /// The running authenticator (and its cache of looked-up keys) is kept while the auth
+    /// settings are the same as in the config it was made from.
+    /// `bound` is the config the gateway started with (its listeners' addresses).
+    fn new(
+        db: &Db,
+        config: &Config,
+        bound: &Config,
+        running: Option<(&Runtime, &Config)>,
+    ) -> Runtime {
+        let auth = match running {
+            Some((runtime, old)) if old.auth == config.auth => runtime.auth.clone(),
+            _ => Arc::new(Authenticator::new(
+                db.clone(),
+                config.auth.require_api_key,
+                config.auth.master_key.as_deref(),
+                Duration::from_secs(config.auth.key_cache_ttl_secs),
+            )),
+        };
+        Runtime {
+            auth,
+            request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            max_body_bytes: config.server.max_body_bytes,
+            max_response_bytes: config.server.max_response_bytes,
+            edge: edge::Edge::new(config, bound),
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// What the config sync wrote into the registry.
+    pub sync: SyncReport,
+    /// Deployments serving after the reload.
+    pub deployments: usize,
+    /// Settings that changed and now apply, e.g. `auth.require_api_key`.
+    pub applied: Vec<String>,
+    /// Settings that differ from the running ones and apply only after a restart, e.g.
+    /// `server.listen`: named at every reload until the gateway restarts.
+    pub restart_required: Vec<String>,
+}
+
+impl ReloadReport {
+    fn log(&self, path: &Path) {
+        tracing::info!(
+            providers = self.sync.providers,
+            models = self.sync.models,
+            deactivated = self.sync.deactivated_models,
+            deployments = self.deployments,
+            applied = ?self.applied,
+            "config reloaded"
+        );
+        if !self.restart_required.is_empty() {
+            tracing::warn!(
+                settings = ?self.restart_required,
+                "{} changes settings that apply only after a restart; until then they keep their running values",
+                path.display()
+            );
+        }
+    }
 }
 
 impl Gateway {
-    /// Re-reads config.toml, syncs it into the database and swaps in a new snapshot. A bad
-    /// file is refused and the running registry keeps serving.
-    pub async fn reload(&self) -> anyhow::Result<()> {
-        let result = async {
-            let loaded = Config::load(&self.config_path)?;
-            for w in &loaded.warnings {
-                tracing::warn!("{w}");
-            }
-            let report = self.db.sync_config(&loaded.config).await?;
-            let rows = self.db.load_registry().await?;
-            let snapshot = Snapshot::build(
-                &rows,
-                &loaded.config,
-                Some(&self.registry.load()),
-                self.shared.as_ref(),
-            );
-            tracing::info!(
-                providers = report.providers,
-                models = report.models,
-                deactivated = report.deactivated_models,
-                deployments = snapshot.deployment_count,
-                "registry reloaded"
-            );
-            self.install(snapshot);
-            *self.config.lock().await = loaded.config;
-            Ok::<_, anyhow::Error>(())
-        }
-        .await;
+    /// Re-reads config.toml, syncs its registry into the database, swaps in a new snapshot
+    /// and applies the `RUNTIME_SETTINGS`; the report names what needs a restart instead. A
+    /// file with errors, or one that would take every model it serves now out of service, is
+    /// refused before anything is written, and everything running keeps serving.
+    pub async fn reload(&self) -> anyhow::Result<ReloadReport> {
+        let result = self.apply_file().await;
         let label = if result.is_ok() { "success" } else { "error" };
         self.metrics
             .config_reloads_total
             .with_label_values(&[label])
             .inc();
+        match &result {
+            Ok(report) => report.log(&self.config_path),
+            Err(e) => tracing::error!(
+                "reload of {} refused, the running configuration keeps serving: {e:#}",
+                self.config_path.display()
+            ),
+        }
         result
+    }
+
+    async fn apply_file(&self) -> anyhow::Result<ReloadReport> {
+        let mut applied = self.applied.lock().await;
+        let loaded = Config::load(&self.config_path)?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let new = &loaded.config;
+        self.check_reloadable(&applied, new)?;
+        let sync = self.db.sync_config(new).await?;
+        let rows = self.db.load_registry().await?;
+        let snapshot = Snapshot::build(
+            &rows,
+            new,
+            Some(&self.registry.load()),
+            self.shared.as_ref(),
+        );
+        let is_runtime = |s: &String| RUNTIME_SETTINGS.contains(&s.as_str());
+        let report = ReloadReport {
+            sync,
+            deployments: snapshot.deployment_count,
+            applied: changed_settings(&applied, new)
+                .into_iter()
+                .filter(is_runtime)
+                .collect(),
+            restart_required: changed_settings(&self.started, new)
+                .into_iter()
+                .filter(|s| !is_runtime(s))
+                .collect(),
+        };
+        self.install(snapshot);
+        if !report.applied.is_empty() {
+            let running = self.runtime.load();
+            let runtime = Runtime::new(&self.db, new, &self.started, Some((&running, &applied)));
+            self.runtime.store(Arc::new(runtime));
+        }
+        *applied = loaded.config;
+        Ok(report)
+    }
+
+    /// What a file must not do to a running gateway: open it on a public address, or leave
+    /// none of its models serving (an empty or model-less file, every model inactive, every
+    /// provider disabled) while models from the running file serve.
+    fn check_reloadable(&self, running: &Config, new: &Config) -> anyhow::Result<()> {
+        check_open_gateway(new, self.started.listen_addr())?;
+        let snapshot = self.registry.load();
+        let serving_from_file = running.models.iter().any(|m| {
+            let m = m.get_ref();
+            snapshot
+                .resolve(&format!("{}/{}", m.provider, m.model_id))
+                .is_some()
+        });
+        if serving_from_file && !serves_a_model(new) {
+            anyhow::bail!(
+                "no [[models]] entry would serve (active, at an enabled provider whose key is \
+                 set): the file would take every model it declares out of service"
+            );
+        }
+        Ok(())
     }
 
     fn install(&self, snapshot: Snapshot) {
@@ -171,9 +306,8 @@ impl Running {
                     _ = term.recv() => break,
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading {}", self.gateway.config_path.display());
-                        if let Err(e) = self.gateway.reload().await {
-                            tracing::error!("reload refused, the previous registry keeps serving: {e:#}");
-                        }
+                        // The reload logs what it applied, or why it was refused.
+                        let _ = self.gateway.reload().await;
                     }
                 }
             }
@@ -186,17 +320,10 @@ impl Running {
     }
 }
 
-fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
-/// Connects the database, migrates, syncs the config, loads the registry, starts the usage
-/// writer and the listener.
-pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
-    let config = loaded.config;
-    let addr = config.listen_addr();
+/// Serving without gateway keys on a non-loopback address must be asked for explicitly.
+fn check_open_gateway(config: &Config, addr: SocketAddr) -> anyhow::Result<()> {
     if !config.auth.require_api_key
-        && !is_loopback(&addr)
+        && !addr.ip().is_loopback()
         && !config.server.allow_open_on_public_address
     {
         anyhow::bail!(
@@ -205,6 +332,64 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
              or set [server] allow_open_on_public_address = true if this is really meant"
         );
     }
+    Ok(())
+}
+
+/// Whether some `[[models]]` entry would serve once synced: active (or deprecated before its
+/// date) at an enabled provider whose `env:` key is set.
+fn serves_a_model(config: &Config) -> bool {
+    let today = chrono::Utc::now().date_naive();
+    let key_is_set = |key: Option<&str>| match key.and_then(|k| k.strip_prefix("env:")) {
+        Some(var) => std::env::var(var).is_ok_and(|v| !v.is_empty()),
+        None => true,
+    };
+    let ready: std::collections::HashSet<&str> = config
+        .providers
+        .iter()
+        .map(|p| p.get_ref())
+        .filter(|p| p.enabled && key_is_set(p.api_key.as_deref()))
+        .map(|p| p.name.as_str())
+        .collect();
+    config.models.iter().map(|m| m.get_ref()).any(|m| {
+        ready.contains(m.provider.as_str())
+            && crate::registry::in_service(&m.status, m.deprecation_date.as_deref(), today)
+    })
+}
+
+/// The settings (`section.key`) whose values differ between two configs. The registry
+/// (`[[providers]]`, `[[models]]`, `[[routes]]`) is not among them: the sync applies it.
+fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
+    let sections = |c: &Config| {
+        serde_json::json!({
+            "server": c.server, "database": c.database, "redis": c.redis,
+            "auth": c.auth, "usage": c.usage, "circuit_breaker": c.circuit_breaker,
+        })
+    };
+    let (old, new) = (sections(old), sections(new));
+    let mut changed = Vec::new();
+    for (section, before) in old.as_object().into_iter().flatten() {
+        let after = &new[section];
+        match (before.as_object(), after.as_object()) {
+            (Some(b), Some(a)) => changed.extend(
+                b.keys()
+                    .filter(|k| b.get(*k) != a.get(*k))
+                    .map(|k| format!("{section}.{k}")),
+            ),
+            // `[redis]` added or removed
+            _ if before != after => changed.push(section.clone()),
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// Connects the database, migrates, syncs the config, loads the registry, starts the usage
+/// writer and the listener.
+pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
+    let config = loaded.config;
+    let addr = config.listen_addr();
+    check_open_gateway(&config, addr)?;
+
     // A port in use is found before this instance writes its config into a database another
     // instance may share. A port shared on purpose is bound once this one is ready to answer,
     // so the kernel sends it no connection before then.
@@ -249,28 +434,20 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let writer = tokio::spawn(writer.run(writer_stop_rx));
 
     let gateway = Arc::new(Gateway {
-        auth: Authenticator::new(
-            db.clone(),
-            config.auth.require_api_key,
-            config.auth.master_key.as_deref(),
-            Duration::from_secs(config.auth.key_cache_ttl_secs),
-        ),
+        runtime: ArcSwap::from_pointee(Runtime::new(&db, &config, &config, None)),
         db,
         registry: Registry::new(Snapshot::default()),
         client: UpstreamClient::new(),
         usage,
         metrics,
-        request_timeout: Duration::from_secs(config.server.request_timeout_secs),
-        max_body_bytes: config.server.max_body_bytes,
-        max_response_bytes: config.server.max_response_bytes,
-        edge: edge::Edge::new(&config),
         key_limits: moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_idle(Duration::from_secs(600))
             .build(),
         shared,
         config_path: loaded.path,
-        config: Mutex::new(config.clone()),
+        started: config.clone(),
+        applied: Mutex::new(config.clone()),
     });
     gateway.install(snapshot);
 
@@ -444,4 +621,41 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     })?;
     socket.listen(4096)?;
     Ok(TcpListener::from_std(socket.into())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::from_str_at(text, Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config
+    }
+
+    /// The check runs at start and on every reload (which can turn keys off).
+    #[test]
+    fn an_open_gateway_on_a_public_address_must_be_asked_for() {
+        let open = config("[auth]\nrequire_api_key = false\n");
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(check_open_gateway(&open, public).is_err());
+        assert!(check_open_gateway(&open, "127.0.0.1:8080".parse().unwrap()).is_ok());
+        let asked = config(
+            "[server]\nallow_open_on_public_address = true\n[auth]\nrequire_api_key = false\n",
+        );
+        assert!(check_open_gateway(&asked, public).is_ok());
+    }
+
+    #[test]
+    fn changed_settings_are_named_by_section_and_key() {
+        let old = config("");
+        let new = config(
+            "[server]\nlisten = \"127.0.0.1:9\"\n[auth]\nmaster_key = \"s\"\n[redis]\nurl = \"redis://127.0.0.1:1\"\n",
+        );
+        assert_eq!(
+            changed_settings(&old, &new),
+            ["auth.master_key", "redis", "server.listen"]
+        );
+        assert!(changed_settings(&new, &new).is_empty());
+    }
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Failures / attempts over the window at which the circuit opens.
@@ -100,6 +100,13 @@ impl Health {
             && self.paused_until_ms.load(Ordering::Relaxed) > 0
     }
 
+    /// How much longer the provider asked us to stay away, if it did.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = self.paused_until_ms.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        (until > 0 && now <= until).then(|| Duration::from_millis((until - now).max(1)))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -132,27 +139,40 @@ impl Health {
     }
 
     /// Claims the right to send one attempt now. An open circuit past its cool-down lets
-    /// exactly one probe through (half-open); everything else waits for the probe's result.
-    pub fn try_begin(&self) -> bool {
+    /// exactly one probe through (half-open); everything else waits for the probe's result,
+    /// which the returned pass reports on every path (see [`CircuitPass`]).
+    pub fn try_begin(&self) -> Option<CircuitPass<'_>> {
         if self.paused() {
-            return false;
+            return None;
         }
         let mut b = self.lock();
         let now = Instant::now();
-        match b.state {
-            CircuitState::Closed => true,
+        let probe = match b.state {
+            CircuitState::Closed => None,
             CircuitState::Open if b.since <= now => {
                 b.state = CircuitState::HalfOpen;
-                b.since = now;
-                true
+                Some(now)
             }
-            CircuitState::Open => false,
+            CircuitState::Open => return None,
             // A probe that never reported back (its request vanished) is replaced.
-            CircuitState::HalfOpen if b.since.elapsed() > self.probe_timeout() => {
-                b.since = now;
-                true
-            }
-            CircuitState::HalfOpen => false,
+            CircuitState::HalfOpen if b.since.elapsed() > self.probe_timeout() => Some(now),
+            CircuitState::HalfOpen => return None,
+        };
+        if let Some(at) = probe {
+            b.since = at;
+        }
+        Some(CircuitPass {
+            health: self,
+            probe,
+        })
+    }
+
+    /// The probe sent at `at` ended without a verdict: the next request may probe at once.
+    fn release_probe(&self, at: Instant) {
+        let mut b = self.lock();
+        if b.state == CircuitState::HalfOpen && b.since == at {
+            b.state = CircuitState::Open;
+            b.since = Instant::now();
         }
     }
 
@@ -161,6 +181,11 @@ impl Health {
         if ok {
             self.observe_latency(latency);
         }
+        self.judge(ok)
+    }
+
+    /// Counts an outcome against the breaker; returns the new state when it changed.
+    fn judge(&self, ok: bool) -> Option<CircuitState> {
         let slot_len = (self.config.window_secs.max(1) * 1000 / SLOTS as u64).max(1);
         let slot = self.started.elapsed().as_millis() as u64 / slot_len;
         let mut b = self.lock();
@@ -229,6 +254,47 @@ impl Health {
     }
 }
 
+/// The right to send one attempt, from [`Health::try_begin`]. While a circuit is half-open
+/// its single probe decides for everyone, so the probe must always come back: `succeeded` and
+/// `failed` record the attempt, `answered` says the provider answered but refused the request
+/// (a 429 or another 4xx: it is up), and a pass dropped without any of them (our own limits
+/// refused, the client left) releases the probe so that the next request probes instead.
+#[must_use = "dropping the pass releases a probe without a verdict"]
+pub struct CircuitPass<'a> {
+    health: &'a Health,
+    /// When this attempt is the half-open probe: when it was let through.
+    probe: Option<Instant>,
+}
+
+impl CircuitPass<'_> {
+    /// The attempt worked; returns the circuit's new state when it changed.
+    pub fn succeeded(mut self, latency: Duration) -> Option<CircuitState> {
+        self.probe = None;
+        self.health.record(true, latency)
+    }
+
+    /// The attempt failed (connect error, timeout, 5xx, a broken answer).
+    pub fn failed(mut self, latency: Duration) -> Option<CircuitState> {
+        self.probe = None;
+        self.health.record(false, latency)
+    }
+
+    /// The provider answered with a refusal of this request (429, 4xx): healthy enough to
+    /// close a half-open circuit. A closed circuit's error ratio and the latency average
+    /// leave it out: a refusal says nothing about either.
+    pub fn answered(mut self) -> Option<CircuitState> {
+        self.probe.take().and_then(|_| self.health.judge(true))
+    }
+}
+
+impl Drop for CircuitPass<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.probe {
+            self.health.release_probe(at);
+        }
+    }
+}
+
 pub struct InFlightGuard(std::sync::Arc<Health>);
 
 impl Drop for InFlightGuard {
@@ -257,11 +323,57 @@ mod tests {
         // 2 failures of 4 attempts = 0.5: open
         assert_eq!(h.record(false, ms), Some(CircuitState::Open));
         // cool-down of 0 s is over at once: exactly one probe goes through
-        assert!(h.try_begin());
+        let probe = h.try_begin().expect("the probe");
         assert_eq!(h.state(), CircuitState::HalfOpen);
-        assert!(!h.try_begin());
-        assert_eq!(h.record(true, ms), Some(CircuitState::Closed));
-        assert!(h.try_begin() && h.try_begin());
+        assert!(h.try_begin().is_none());
+        assert_eq!(probe.succeeded(ms), Some(CircuitState::Closed));
+        assert!(h.try_begin().is_some() && h.try_begin().is_some());
+    }
+
+    /// An open circuit whose cool-down (0 s) is over.
+    fn opened() -> Health {
+        let h = Health::new(BreakerConfig {
+            min_requests: 1,
+            cooldown_secs: 0,
+            ..Default::default()
+        });
+        assert_eq!(h.record(false, Duration::ZERO), Some(CircuitState::Open));
+        h
+    }
+
+    #[test]
+    fn a_probe_without_a_verdict_lets_the_next_request_probe() {
+        let h = opened();
+        let probe = h.try_begin().expect("the probe");
+        assert!(h.try_begin().is_none(), "one probe at a time");
+        drop(probe); // our own limits refused it, or its client left
+        assert_eq!(h.state(), CircuitState::Open);
+        let probe = h.try_begin().expect("the next request probes at once");
+        assert_eq!(probe.failed(Duration::ZERO), Some(CircuitState::Open));
+    }
+
+    #[test]
+    fn a_provider_that_answers_a_probe_with_a_refusal_closes_the_circuit() {
+        let h = opened();
+        let probe = h.try_begin().expect("the probe");
+        assert_eq!(probe.answered(), Some(CircuitState::Closed), "a 429 or 400");
+        assert!(h.try_begin().is_some() && h.try_begin().is_some());
+        assert_eq!(h.latency_ewma_us(), 0, "a refusal is no latency sample");
+    }
+
+    #[test]
+    fn refusals_do_not_count_in_a_closed_circuits_error_ratio() {
+        let h = Health::new(BreakerConfig {
+            min_requests: 2,
+            error_ratio: 0.5,
+            ..Default::default()
+        });
+        assert_eq!(h.record(false, Duration::ZERO), None);
+        for _ in 0..5 {
+            assert_eq!(h.try_begin().unwrap().answered(), None);
+        }
+        // two attempts, both failed: the five refusals were not counted as successes
+        assert_eq!(h.record(false, Duration::ZERO), Some(CircuitState::Open));
     }
 
     #[test]
@@ -274,7 +386,10 @@ mod tests {
         assert_eq!(h.record(false, Duration::ZERO), None);
         assert_eq!(h.record(false, Duration::ZERO), None, "below min_requests");
         assert_eq!(h.record(false, Duration::ZERO), Some(CircuitState::Open));
-        assert!(!h.admits() && !h.try_begin(), "open for its cool-down");
+        assert!(
+            !h.admits() && h.try_begin().is_none(),
+            "open for its cool-down"
+        );
     }
 
     #[test]

@@ -66,10 +66,11 @@ pub struct Deployment {
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub context_window: Option<u64>,
     pub max_output_tokens: Option<u64>,
-    pub supports_streaming: bool,
-    pub supports_json: bool,
-    pub supports_tools: bool,
-    pub supports_vision: bool,
+    /// Capability flags: `None` is unknown, which never keeps a request away (see `routing`).
+    pub supports_streaming: Option<bool>,
+    pub supports_json: Option<bool>,
+    pub supports_tools: Option<bool>,
+    pub supports_vision: Option<bool>,
     pub priority: i64,
     pub weight: u32,
     pub created_unix: i64,
@@ -173,15 +174,9 @@ impl Snapshot {
                 tokens_per_minute: p.tokens_per_minute.max(0) as u64,
                 max_parallel: p.max_parallel_requests.clamp(0, u32::MAX as i64) as u32,
             };
-            let limits = match old_limits.get(p.id.as_str()) {
-                Some(l) if l.spec == spec => Arc::clone(l),
-                _ => Arc::new(LimitSet::shared(
-                    "provider",
-                    spec,
-                    format!("provider:{}", p.name),
-                    shared,
-                )),
-            };
+            let name = || format!("provider:{}", p.name);
+            let old = old_limits.get(p.id.as_str()).copied();
+            let limits = limit_set("provider", spec, name, old, shared);
             match provider_from_row(p, config, limits) {
                 Ok(provider) => {
                     let provider = Arc::new(provider);
@@ -201,35 +196,16 @@ impl Snapshot {
             let Some(provider) = providers.get(m.provider_id.as_str()) else {
                 continue;
             };
-            let serving = match m.status.as_str() {
-                "active" => true,
-                "deprecated" => m
-                    .deprecation_date
-                    .as_deref()
-                    .and_then(|d| {
-                        chrono::NaiveDate::parse_from_str(&d[..d.len().min(10)], "%Y-%m-%d").ok()
-                    })
-                    .is_none_or(|d| d > today),
-                _ => false,
-            };
-            if !serving {
+            if !in_service(&m.status, m.deprecation_date.as_deref(), today) {
                 continue;
             }
             let spec = limit_spec(&m.rate_limits);
-            let (health, limits) = match old_health.get(m.id.as_str()) {
-                Some((h, l)) => (
-                    Arc::clone(h),
-                    match l {
-                        Some(l) if l.spec == spec => Some(Arc::clone(l)),
-                        _ => (spec != LimitSpec::default())
-                            .then(|| Arc::new(LimitSet::new("model", spec))),
-                    },
-                ),
-                None => (
-                    Arc::new(Health::new(config.circuit_breaker)),
-                    model_limits(m, spec, shared),
-                ),
+            let (health, old) = match old_health.get(m.id.as_str()) {
+                Some((h, l)) => (Arc::clone(h), *l),
+                None => (Arc::new(Health::new(config.circuit_breaker)), None),
             };
+            let limits = (spec != LimitSpec::default())
+                .then(|| limit_set("model", spec, || format!("model:{}", m.id), old, shared));
             let d = Arc::new(deployment_from_row(m, provider.clone(), limits, health));
             by_name.entry(d.name.clone()).or_default().push(d.clone());
             by_qualified.insert(d.qualified_name(), d);
@@ -307,6 +283,18 @@ impl Snapshot {
     }
 }
 
+/// Whether a model with this `status` serves on `today`: active, or deprecated and not past
+/// its deprecation date (a date, or a timestamp starting with one).
+pub fn in_service(status: &str, deprecation_date: Option<&str>, today: chrono::NaiveDate) -> bool {
+    match status {
+        "active" => true,
+        "deprecated" => deprecation_date
+            .and_then(|d| chrono::NaiveDate::parse_from_str(&d[..d.len().min(10)], "%Y-%m-%d").ok())
+            .is_none_or(|d| d > today),
+        _ => false,
+    }
+}
+
 /// `{"provider": "openai", "model_id": "gpt-4o-mini"}` (or the seed's camelCase spelling)
 /// names a deployment; such a setting can be requested as a model name.
 fn setting_target(value: &str) -> Option<String> {
@@ -319,15 +307,20 @@ fn setting_target(value: &str) -> Option<String> {
     Some(format!("{provider}/{model}"))
 }
 
-fn model_limits(m: &ModelRow, spec: LimitSpec, shared: Option<&Shared>) -> Option<Arc<LimitSet>> {
-    (spec != LimitSpec::default()).then(|| {
-        Arc::new(LimitSet::shared(
-            "model",
-            spec,
-            format!("model:{}", m.id),
-            shared,
-        ))
-    })
+/// The limits of a provider or a model, at start and on every reload: the previous set while
+/// it is configured the same (its buckets and slots carry over), else a new one, kept in Redis
+/// under `name` when limits are shared.
+fn limit_set(
+    scope: &'static str,
+    spec: LimitSpec,
+    name: impl FnOnce() -> String,
+    previous: Option<&Arc<LimitSet>>,
+    shared: Option<&Shared>,
+) -> Arc<LimitSet> {
+    match previous {
+        Some(l) if l.spec == spec => Arc::clone(l),
+        _ => Arc::new(LimitSet::shared(scope, spec, name(), shared)),
+    }
 }
 
 /// `rate_limits` JSON: `{"requests_per_minute", "tokens_per_minute", "max_parallel_requests"}`
@@ -433,17 +426,19 @@ fn deployment_from_row(
         .or_else(|_| chrono::DateTime::parse_from_str(&m.created_at, "%Y-%m-%d %H:%M:%S%.f%#z"))
         .map(|t| t.timestamp())
         .unwrap_or(0);
+    let model_type = match m.model_type.as_str() {
+        "embedding" => ModelType::Embedding,
+        "vlm" => ModelType::Vlm,
+        // "chat", and the seeds' "llm"
+        _ => ModelType::Chat,
+    };
     Deployment {
         id: m.id.clone(),
         name: m.name.clone(),
         display_name: m.display_name.clone(),
         model_id: m.model_id.clone(),
         provider,
-        model_type: match m.model_type.as_str() {
-            "embedding" => ModelType::Embedding,
-            "vlm" => ModelType::Vlm,
-            _ => ModelType::Chat,
-        },
+        model_type,
         prices: Prices {
             input,
             output: decimal(&m.cost_output_per_million),
@@ -462,7 +457,10 @@ fn deployment_from_row(
         supports_streaming: m.supports_streaming,
         supports_json: m.supports_json,
         supports_tools: m.supports_function_calling,
-        supports_vision: m.supports_vision,
+        // A vision-language model takes images unless it says otherwise.
+        supports_vision: m
+            .supports_vision
+            .or((model_type == ModelType::Vlm).then_some(true)),
         priority: m.priority,
         weight: m.weight.clamp(0, u32::MAX as i64) as u32,
         created_unix,
@@ -496,6 +494,109 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::shared::test_support::TestPrefix;
+    use crate::limits::{admit, OnRedisFailure};
+
+    fn provider_row(rpm: i64) -> ProviderRow {
+        ProviderRow {
+            id: "p1".into(),
+            name: "up".into(),
+            display_name: "Up".into(),
+            api: "mock".into(),
+            base_url: String::new(),
+            api_key_ref: None,
+            api_version: None,
+            max_parallel_requests: 0,
+            requests_per_minute: rpm,
+            tokens_per_minute: 0,
+            queue_timeout_ms: 0,
+            timeouts: "{}".into(),
+            is_enabled: true,
+        }
+    }
+
+    fn model_row(rate_limits: &str) -> ModelRow {
+        ModelRow {
+            id: "m1".into(),
+            provider_id: "p1".into(),
+            model_id: "m1".into(),
+            name: "m".into(),
+            display_name: "M".into(),
+            model_type: "chat".into(),
+            context_window: None,
+            max_output_tokens: None,
+            supports_streaming: None,
+            supports_json: None,
+            supports_function_calling: None,
+            supports_vision: None,
+            cost_input_per_million: "0".into(),
+            cost_output_per_million: "0".into(),
+            cost_cache_read_per_million: None,
+            cost_cache_write_per_million: None,
+            parameters: "{}".into(),
+            rate_limits: rate_limits.into(),
+            status: "active".into(),
+            is_default: false,
+            priority: 0,
+            weight: 1,
+            deprecation_date: None,
+            created_at: "2026-11-01T00:00:00Z".into(),
+        }
+    }
+
+    fn rows(provider_rpm: i64, rate_limits: &str) -> RegistryRows {
+        RegistryRows {
+            providers: vec![provider_row(provider_rpm)],
+            models: vec![model_row(rate_limits)],
+            settings: vec![],
+        }
+    }
+
+    /// Against the real Redis: limits changed by a reload are still decided there, so every
+    /// instance keeps counting against one budget.
+    #[tokio::test]
+    async fn a_reload_that_changes_limits_keeps_them_shared() {
+        let prefix = TestPrefix::new();
+        let shared = Shared {
+            limiter: prefix.limiter().await,
+            on_failure: OnRedisFailure::FailClosed,
+            instances: 1,
+            errors: prometheus::IntCounter::new("errors", "errors").unwrap(),
+        };
+        let config = Config::from_str_at("", std::path::Path::new("t.toml"))
+            .unwrap()
+            .config;
+        let first = Snapshot::build(&rows(100, r#"{"rpm": 5}"#), &config, None, Some(&shared));
+        let limits = |s: &Snapshot| {
+            let d = &s.resolve("m").unwrap().deployments[0];
+            (d.provider.limits.clone(), d.limits.clone().unwrap())
+        };
+        let reloaded = rows(1, r#"{"rpm": 1}"#);
+        let after = Snapshot::build(&reloaded, &config, Some(&first), Some(&shared));
+        let (provider, model) = limits(&after);
+        assert_eq!(
+            (
+                provider.spec.requests_per_minute,
+                model.spec.requests_per_minute
+            ),
+            (1, 1)
+        );
+        assert!(provider.is_shared() && model.is_shared());
+
+        // The one request a minute is spent through this instance; another instance with the
+        // same registry, started afresh, finds the Redis buckets empty.
+        let now = tokio::time::Instant::now();
+        admit(&[&model], 0, now).await.unwrap();
+        admit(&[&provider], 0, now).await.unwrap();
+        let other = Snapshot::build(&reloaded, &config, None, Some(&shared));
+        let (other_provider, other_model) = limits(&other);
+        assert_eq!(
+            admit(&[&other_model], 0, now).await.unwrap_err().scope,
+            "model"
+        );
+        let refused = admit(&[&other_provider], 0, now).await.unwrap_err();
+        assert_eq!(refused.scope, "provider");
+    }
 
     #[test]
     fn plain_http_providers_get_their_host_header_made_once() {

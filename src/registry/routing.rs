@@ -3,6 +3,10 @@
 //! Every strategy first keeps only the deployments that fit the request (context window,
 //! vision, tools, JSON mode) and are not cut off by their circuit breaker; then it orders what
 //! is left. The first in the order is tried first, the rest are the fallbacks.
+//!
+//! A capability flag nobody set is unknown: only an explicit `false` keeps a request that
+//! needs the capability away. Deployments that declare what the request needs go before those
+//! whose support is unknown, each group in the strategy's order.
 
 use std::sync::Arc;
 
@@ -78,16 +82,28 @@ pub fn fits(d: &Deployment, needs: &Needs) -> Result<(), NoFit> {
             });
         }
     }
-    if needs.vision && !d.supports_vision {
-        return Err(NoFit::Capability("images"));
-    }
-    if needs.tools && !d.supports_tools {
-        return Err(NoFit::Capability("tools"));
-    }
-    if needs.json && !d.supports_json {
-        return Err(NoFit::Capability("JSON mode"));
+    for (needed, flag, what) in capabilities(d, needs) {
+        if needed && flag == Some(false) {
+            return Err(NoFit::Capability(what));
+        }
     }
     Ok(())
+}
+
+/// Per capability: whether the request needs it, what the deployment says, its name.
+fn capabilities(d: &Deployment, needs: &Needs) -> [(bool, Option<bool>, &'static str); 3] {
+    [
+        (needs.vision, d.supports_vision, "images"),
+        (needs.tools, d.supports_tools, "tools"),
+        (needs.json, d.supports_json, "JSON mode"),
+    ]
+}
+
+/// Whether the deployment declares every capability the request needs.
+fn declares_all(d: &Deployment, needs: &Needs) -> bool {
+    capabilities(d, needs)
+        .iter()
+        .all(|&(needed, flag, _)| !needed || flag == Some(true))
 }
 
 /// The deployments to try, in order. `Err` when none fits the request at all (a 400, since no
@@ -112,6 +128,10 @@ pub fn plan(
     }
     fit.retain(|d| d.health.admits());
     order(&mut fit, strategy, needs);
+    if needs.vision || needs.tools || needs.json {
+        // A stable sort: each group keeps the strategy's order.
+        fit.sort_by_key(|d| !declares_all(d, needs));
+    }
     Ok(fit)
 }
 
@@ -183,9 +203,9 @@ mod tests {
             make("big", "3", 1, &|d| d.context_window = Some(1_000_000)),
             make("cheap", "0.1", 2, &|d| {
                 d.context_window = Some(8_000);
-                d.supports_vision = false;
+                d.supports_vision = Some(false);
             }),
-            make("mid", "1", 3, &|d| d.supports_tools = false),
+            make("mid", "1", 3, &|d| d.supports_tools = Some(false)),
             make("light", "2", 4, &|d| d.weight = 0),
         ]
     }
@@ -247,6 +267,62 @@ mod tests {
         assert!(!ids(&plan(&registry(), Strategy::Fallback, &tools).unwrap()).contains(&"mid"));
         let too_long = plan(&registry(), Strategy::Fallback, &needs(5_000_000)).unwrap_err();
         assert!(matches!(too_long, NoFit::ContextTooLong { .. }));
+    }
+
+    #[test]
+    fn only_an_explicit_false_keeps_a_request_away() {
+        let needing = |what: &str| Needs {
+            vision: what == "images",
+            tools: what == "tools",
+            json: what == "JSON mode",
+            ..needs(10)
+        };
+        for what in ["images", "tools", "JSON mode"] {
+            for (flag, expected) in [
+                (None, Ok(())),
+                (Some(true), Ok(())),
+                (Some(false), Err(NoFit::Capability(what))),
+            ] {
+                let mut d = deployment(Api::Openai, "m");
+                match what {
+                    "images" => d.supports_vision = flag,
+                    "tools" => d.supports_tools = flag,
+                    _ => d.supports_json = flag,
+                }
+                assert_eq!(fits(&d, &needing(what)), expected, "{what}, flag {flag:?}");
+                assert_eq!(fits(&d, &needs(10)), Ok(()), "{what} not needed, {flag:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn deployments_that_declare_what_is_needed_go_before_unknown_ones() {
+        let make = |id: &str, priority: i64, vision: Option<bool>| {
+            let mut d = deployment(Api::Openai, id);
+            d.id = id.into();
+            d.priority = priority;
+            d.supports_vision = vision;
+            Arc::new(d)
+        };
+        let reg = vec![
+            make("unknown", 1, None),
+            make("declared", 2, Some(true)),
+            make("unknown-too", 3, None),
+            make("refuses", 4, Some(false)),
+        ];
+        let images = Needs {
+            vision: true,
+            ..needs(10)
+        };
+        assert_eq!(
+            ids(&plan(&reg, Strategy::Fallback, &images).unwrap()),
+            ["declared", "unknown", "unknown-too"]
+        );
+        assert_eq!(
+            ids(&plan(&reg, Strategy::Fallback, &needs(10)).unwrap()),
+            ["unknown", "declared", "unknown-too", "refuses"],
+            "no images: the configured order"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub enum Db {
 pub enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
-    Bool(bool),
+    Bool(Option<bool>),
 }
 
 impl From<&str> for Arg {
@@ -67,6 +67,11 @@ impl From<Option<i64>> for Arg {
 }
 impl From<bool> for Arg {
     fn from(v: bool) -> Self {
+        Arg::Bool(Some(v))
+    }
+}
+impl From<Option<bool>> for Arg {
+    fn from(v: Option<bool>) -> Self {
         Arg::Bool(v)
     }
 }
@@ -99,6 +104,10 @@ impl DbRow {
         })
     }
     pub fn bool(&self, col: &str) -> anyhow::Result<bool> {
+        self.opt_bool(col)?
+            .with_context(|| format!("column {col} is NULL"))
+    }
+    pub fn opt_bool(&self, col: &str) -> anyhow::Result<Option<bool>> {
         Ok(match self {
             DbRow::Postgres(r) => r.try_get(col)?,
             DbRow::Sqlite(r) => r.try_get(col)?,
@@ -222,7 +231,21 @@ impl Db {
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
             Db::Postgres(p) => PG_MIGRATIONS.run(p).await?,
-            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Db::Sqlite(p) => {
+                // Some migrations rebuild a table that others refer to (SQLite cannot change
+                // a column's constraints in place). With foreign keys on, dropping the old
+                // table would run the ON DELETE actions of every row referring to it; SQLite's
+                // own procedure for such changes turns them off (outside any transaction).
+                let mut conn = p.acquire().await?;
+                sqlx::query("PRAGMA foreign_keys = OFF")
+                    .execute(&mut *conn)
+                    .await?;
+                let migrated = SQLITE_MIGRATIONS.run(&mut *conn).await;
+                sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&mut *conn)
+                    .await?;
+                migrated?
+            }
         }
         Ok(())
     }

@@ -43,10 +43,10 @@ pub struct ModelRow {
     pub model_type: String,
     pub context_window: Option<i64>,
     pub max_output_tokens: Option<i64>,
-    pub supports_streaming: bool,
-    pub supports_json: bool,
-    pub supports_function_calling: bool,
-    pub supports_vision: bool,
+    pub supports_streaming: Option<bool>,
+    pub supports_json: Option<bool>,
+    pub supports_function_calling: Option<bool>,
+    pub supports_vision: Option<bool>,
     pub cost_input_per_million: String,
     pub cost_output_per_million: String,
     pub cost_cache_read_per_million: Option<String>,
@@ -154,7 +154,6 @@ fn toml_table_json(t: &Option<toml::Table>) -> String {
 }
 
 fn model_args(m: &ModelConfig, file_order: usize, now: &str) -> Vec<Arg> {
-    let is_embedding = m.model_type == "embedding";
     let price = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_owned());
     vec![
         new_id().into(),
@@ -165,18 +164,19 @@ fn model_args(m: &ModelConfig, file_order: usize, now: &str) -> Vec<Arg> {
             .clone()
             .unwrap_or_else(|| m.name.clone())
             .into(),
-        m.model_type.as_str().into(),
+        m.normalized_model_type().into(),
         m.family.clone().into(),
         m.version.clone().into(),
         m.tier.clone().into(),
         m.context_window.map(|v| v as i64).into(),
         m.max_output_tokens.map(|v| v as i64).into(),
-        m.supports_streaming.unwrap_or(!is_embedding).into(),
-        m.supports_json.unwrap_or(!is_embedding).into(),
-        m.supports_function_calling.unwrap_or(!is_embedding).into(),
-        m.supports_vision.unwrap_or(m.model_type == "vlm").into(),
-        m.supports_audio.unwrap_or(false).into(),
-        m.supports_system_prompt.unwrap_or(!is_embedding).into(),
+        // An unset flag is stored as unknown (NULL), never guessed.
+        m.supports_streaming.into(),
+        m.supports_json.into(),
+        m.supports_function_calling.into(),
+        m.supports_vision.into(),
+        m.supports_audio.into(),
+        m.supports_system_prompt.into(),
         price(&m.cost_input_per_million)
             .unwrap_or_else(|| "0".into())
             .into(),
@@ -389,10 +389,10 @@ fn model_row(r: &DbRow) -> anyhow::Result<ModelRow> {
         model_type: r.text("model_type")?,
         context_window: r.opt_int("context_window")?,
         max_output_tokens: r.opt_int("max_output_tokens")?,
-        supports_streaming: r.bool("supports_streaming")?,
-        supports_json: r.bool("supports_json")?,
-        supports_function_calling: r.bool("supports_function_calling")?,
-        supports_vision: r.bool("supports_vision")?,
+        supports_streaming: r.opt_bool("supports_streaming")?,
+        supports_json: r.opt_bool("supports_json")?,
+        supports_function_calling: r.opt_bool("supports_function_calling")?,
+        supports_vision: r.opt_bool("supports_vision")?,
         cost_input_per_million: r.text("cost_input_per_million")?,
         cost_output_per_million: r.text("cost_output_per_million")?,
         cost_cache_read_per_million: r.opt_text("cost_cache_read_per_million")?,
