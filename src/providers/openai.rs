@@ -270,6 +270,13 @@ fn next_event_end(buf: &[u8], from: usize) -> usize {
     buf.len()
 }
 
+/// Index just past the first complete event at or after `from`, if one has fully arrived.
+pub(crate) fn complete_event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let end = next_event_end(buf, from);
+    let blank_line = |b: &[u8]| b.ends_with(b"\n\n") || b.ends_with(b"\n\r\n");
+    (end > from && (end < buf.len() || blank_line(&buf[..end]))).then_some(end)
+}
+
 /// The `data` of one complete SSE event (sse-parse does the field parsing).
 pub(crate) fn event_data(event: &[u8]) -> String {
     let mut parser = sse_parse::SseParser::new();

@@ -6,7 +6,10 @@
 //! stream is forwarded without a parse.
 
 use bytes::{Bytes, BytesMut};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::providers::openai::complete_event_end;
 
 /// The most a stream's start is held back. A provider that sends this much without content
 /// (role chunks, empty deltas, comments) has its stream committed and sent as it is.
@@ -26,6 +29,8 @@ pub enum Verdict {
 pub struct Opening {
     parser: sse_parse::SseParser,
     held: BytesMut,
+    /// How far `held` has been fed to the parser: up to the end of its last complete event.
+    read: usize,
 }
 
 impl Opening {
@@ -33,22 +38,28 @@ impl Opening {
         Opening {
             parser: sse_parse::SseParser::new(),
             held: BytesMut::new(),
+            read: 0,
         }
     }
 
-    /// Holds `out` (translated bytes) and reads the events it completes.
+    /// Holds `out` (translated bytes) and reads the events it completes, one at a time and
+    /// only until content: a provider that sends its whole answer in one read is not parsed
+    /// past its first content.
     pub fn push(&mut self, out: &[u8]) -> Verdict {
         if out.is_empty() {
             return Verdict::Waiting;
         }
         self.held.extend_from_slice(out);
-        self.parser.feed(out);
-        while let Some(event) = self.parser.next_event() {
-            match classify(&event.data) {
-                Event::Content => return Verdict::Begun,
-                Event::Error => return Verdict::Failed("an error event"),
-                Event::Unreadable => return Verdict::Failed("data that is not a JSON event"),
-                Event::Preamble => {}
+        while let Some(end) = complete_event_end(&self.held, self.read) {
+            self.parser.feed(&self.held[self.read..end]);
+            self.read = end;
+            while let Some(event) = self.parser.next_event() {
+                match classify(&event.data) {
+                    Event::Content => return Verdict::Begun,
+                    Event::Error => return Verdict::Failed("an error event"),
+                    Event::Unreadable => return Verdict::Failed("data that is not a JSON event"),
+                    Event::Preamble => {}
+                }
             }
         }
         if self.held.len() > MAX_HELD_BYTES {
@@ -70,51 +81,103 @@ enum Event {
     Preamble,
 }
 
+/// The members of a stream chunk that tell content from a preamble, borrowed as raw JSON:
+/// nothing is allocated for what is only looked at.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    choices: Option<Vec<Choice<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<&'a RawValue>,
+    /// Legacy completions carry their text on the choice itself.
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow)]
+    message: Option<Delta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    refusal: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function_call: Option<&'a RawValue>,
+}
+
 /// What one event of an OpenAI-format stream is. Content is any generated text, refusal or
 /// reasoning, a tool or function call, a finish reason, the usage, or the end (`[DONE]`).
 fn classify(data: &str) -> Event {
-    if data.trim() == "[DONE]" {
+    let data = data.trim();
+    if data == "[DONE]" {
         return Event::Content;
     }
-    let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(data) else {
+    // A struct would also take a JSON array, field by field: a chunk is an object.
+    if !data.starts_with('{') {
+        return Event::Unreadable;
+    }
+    let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
         return Event::Unreadable;
     };
-    if chunk.get("error").is_some_and(|e| !e.is_null()) {
+    if chunk.error.is_some() {
         return Event::Error;
     }
-    let has_usage = chunk.get("usage").is_some_and(Value::is_object);
-    let choices = chunk.get("choices").and_then(Value::as_array);
-    if has_usage || choices.is_some_and(|c| c.iter().any(choice_has_content)) {
+    let has_usage = chunk.usage.is_some_and(|u| u.get().starts_with('{'));
+    let choices = chunk.choices.unwrap_or_default();
+    if has_usage || choices.iter().any(choice_has_content) {
         Event::Content
     } else {
         Event::Preamble
     }
 }
 
-fn choice_has_content(choice: &Value) -> bool {
-    let given = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(_) => true,
-    };
-    // Legacy completions carry their text on the choice itself.
-    if given(choice.get("finish_reason")) || given(choice.get("text")) {
+fn choice_has_content(choice: &Choice) -> bool {
+    if given(choice.finish_reason) || given(choice.text) {
         return true;
     }
-    let Some(delta) = choice.get("delta").or_else(|| choice.get("message")) else {
+    let Some(d) = choice.delta.as_ref().or(choice.message.as_ref()) else {
         return false;
     };
     [
-        "content",
-        "refusal",
-        "reasoning",
-        "reasoning_content",
-        "tool_calls",
-        "function_call",
+        d.content,
+        d.refusal,
+        d.reasoning,
+        d.reasoning_content,
+        d.tool_calls,
+        d.function_call,
     ]
-    .iter()
-    .any(|key| given(delta.get(*key)))
+    .into_iter()
+    .any(given)
+}
+
+/// Whether a member holds something: not null (serde gives None for it), not an empty
+/// string, not an empty array.
+fn given(value: Option<&RawValue>) -> bool {
+    let Some(raw) = value.map(RawValue::get) else {
+        return false;
+    };
+    match raw.as_bytes()[0] {
+        b'"' => raw != "\"\"",
+        b'[' => !raw[1..].trim_start().starts_with(']'),
+        _ => true,
+    }
 }
 
 #[cfg(test)]
