@@ -794,7 +794,7 @@ mod tests {
 
     #[test]
     fn shipped_config_is_valid() {
-        let text = include_str!("../config.toml");
+        let text = include_str!("../../config.toml");
         let loaded = load(text).unwrap_or_else(|e| panic!("{e}"));
         assert!(loaded.config.providers.len() >= 7);
         assert!(loaded
