@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 
-use tollgate::config::{Config, LoadedConfig, LogFormat};
+use tollgate::config::{Config, LoadedConfig};
 use tollgate::mock_upstream::MockUpstream;
 use tollgate::providers::mock::MockOptions;
 use tollgate::store::{Db, NewApiKey};
@@ -160,7 +160,9 @@ async fn run(config_path: PathBuf, command: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(loaded.config.server.log_format.get() == LogFormat::Json);
+            init_logging(
+                loaded.config.server.log_format.get() == tollgate::config::LogFormat::Json,
+            );
             tracing::info!(config = %config_path.display(), version = env!("CARGO_PKG_VERSION"), "starting tollgate");
             for w in &loaded.warnings {
                 tracing::warn!("{w}");

@@ -466,3 +466,21 @@ fn words_are_parsed_into_their_enums() {
     assert_eq!(m.status.get(), ModelStatus::Active);
     assert_eq!(r.strategy.get(), Strategy::Fallback);
 }
+
+/// Config is the bottom layer: the runtime imports its types, never the other way round.
+#[test]
+fn config_imports_nothing_above_it() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.file_name() == Some("tests.rs".as_ref()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let above: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("crate::") && !l.contains("crate::error"))
+            .collect();
+        assert_eq!(above, [""; 0], "{}", path.display());
+    }
+}
