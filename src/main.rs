@@ -160,7 +160,9 @@ async fn run(config_path: PathBuf, command: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(loaded.config.server.log_format == "json");
+            init_logging(
+                loaded.config.server.log_format.get() == tollgate::config::LogFormat::Json,
+            );
             tracing::info!(config = %config_path.display(), version = env!("CARGO_PKG_VERSION"), "starting tollgate");
             for w in &loaded.warnings {
                 tracing::warn!("{w}");

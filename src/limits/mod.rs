@@ -14,6 +14,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use crate::config::OnRedisFailure;
 pub use bucket::{Bucket, Exhausted};
 
 /// Every scope a `LimitSet` is made for (the `scope` label of `tollgate_rate_limited_total`).
@@ -25,17 +26,6 @@ pub struct LimitSpec {
     pub requests_per_minute: u64,
     pub tokens_per_minute: u64,
     pub max_parallel: u32,
-}
-
-/// What to do when Redis, which holds the shared limits, cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OnRedisFailure {
-    /// Refuse the request (429): never exceed a provider's limit.
-    FailClosed,
-    /// Keep serving with this instance's share of the limit (limit / instances).
-    #[default]
-    Local,
 }
 
 /// Limits shared by every instance through Redis.

@@ -352,7 +352,11 @@ fn serves_a_model(config: &Config) -> bool {
         .collect();
     config.models.iter().map(|m| m.get_ref()).any(|m| {
         ready.contains(m.provider.as_str())
-            && crate::registry::in_service(&m.status, m.deprecation_date.as_deref(), today)
+            && crate::registry::in_service(
+                m.status.get().as_str(),
+                m.deprecation_date.as_deref(),
+                today,
+            )
     })
 }
 

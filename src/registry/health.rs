@@ -6,30 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BreakerConfig {
-    /// Failures / attempts over the window at which the circuit opens.
-    pub error_ratio: f64,
-    /// Attempts the window must hold before the ratio counts.
-    pub min_requests: u32,
-    pub window_secs: u64,
-    /// How long an open circuit stays open before one probe is let through.
-    pub cooldown_secs: u64,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            error_ratio: 0.5,
-            min_requests: 10,
-            window_secs: 30,
-            cooldown_secs: 15,
-        }
-    }
-}
+use crate::config::BreakerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {

@@ -7,7 +7,8 @@
 mod health;
 pub mod routing;
 
-pub use health::{BreakerConfig, CircuitState, Health, InFlightGuard};
+pub use crate::config::ModelType;
+pub use health::{CircuitState, Health, InFlightGuard};
 pub use routing::{Needs, NoFit, Strategy};
 
 use std::collections::HashMap;
@@ -41,13 +42,6 @@ pub struct Provider {
     pub timeouts: ProviderTimeouts,
     /// Live limit state; kept across reloads while the limits stay the same.
     pub limits: Arc<LimitSet>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelType {
-    Chat,
-    Vlm,
-    Embedding,
 }
 
 /// One model at one provider: what a public name resolves to.
@@ -228,8 +222,7 @@ impl Snapshot {
             .iter()
             .map(|r| {
                 let r = r.get_ref();
-                let strategy = Strategy::parse(&r.strategy).unwrap_or_default();
-                (r.name.clone(), r.targets.clone(), strategy)
+                (r.name.clone(), r.targets.clone(), r.strategy.get())
             })
             .collect();
         for (key, value) in &rows.settings {

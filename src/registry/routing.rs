@@ -16,34 +16,7 @@ use rust_decimal::Decimal;
 use super::Deployment;
 use crate::metering::TokenUsage;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// The configured order: priority (lower first) for a public name, the listed order of
-    /// a route's targets.
-    #[default]
-    Fallback,
-    /// Lowest estimated cost of this request first.
-    Cheapest,
-    /// Lowest observed latency (EWMA) first.
-    LowestLatency,
-    /// Fewest requests in flight first.
-    LeastBusy,
-    /// Random, in proportion to `weight`.
-    Weighted,
-}
-
-impl Strategy {
-    pub fn parse(s: &str) -> Option<Strategy> {
-        Some(match s {
-            "fallback" => Strategy::Fallback,
-            "cheapest" => Strategy::Cheapest,
-            "lowest_latency" => Strategy::LowestLatency,
-            "least_busy" => Strategy::LeastBusy,
-            "weighted" => Strategy::Weighted,
-            _ => return None,
-        })
-    }
-}
+pub use crate::config::Strategy;
 
 /// What a request needs from a model, read cheaply from the request body.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -187,7 +187,7 @@ fn model_args(m: &ModelConfig, file_order: usize, now: &str) -> Vec<Arg> {
         price(&m.cost_cache_write_per_million).into(),
         toml_table_json(&m.parameters).into(),
         toml_table_json(&m.rate_limits).into(),
-        m.status.as_str().into(),
+        m.status.get().as_str().into(),
         m.is_default.into(),
         m.priority.unwrap_or(file_order as i64).into(),
         i64::from(m.weight.unwrap_or(1)).into(),

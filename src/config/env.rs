@@ -1,0 +1,70 @@
+//! `env:NAME` references, and `DATABASE_URL`, which overrides `[database] url`.
+//!
+//! Provider keys are not resolved here: the database keeps the reference, never the key, and
+//! the registry reads the variable when it builds the provider.
+
+use super::{Config, Findings};
+
+/// Secrets that may be left unset: the feature they enable is then off.
+const OPTIONAL_SECRETS: &[&str] = &["auth.master_key", "auth.jwt_secret"];
+
+/// The variable a value refers to, if it is an `env:NAME` reference.
+pub(super) fn reference(value: &str) -> Option<&str> {
+    value.strip_prefix("env:")
+}
+
+/// Whether the variable is set to something (an empty one counts as unset).
+pub(super) fn is_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty())
+}
+
+pub(super) fn resolve(config: &mut Config, found: &mut Findings) {
+    resolve_value("database.url", &mut config.database.url, found);
+    resolve_option("auth.master_key", &mut config.auth.master_key, found);
+    resolve_option("auth.jwt_secret", &mut config.auth.jwt_secret, found);
+    if let Some(redis) = &mut config.redis {
+        resolve_option("redis.url", &mut redis.url, found);
+    }
+    let server = &mut config.server;
+    resolve_value("server.listen", &mut server.listen, found);
+    resolve_option("server.metrics_listen", &mut server.metrics_listen, found);
+    // Not optional like the auth secrets: an unset variable must not leave /metrics open.
+    resolve_option("server.metrics_token", &mut server.metrics_token, found);
+    for p in &mut config.providers {
+        let p = p.get_mut();
+        let place = format!("providers.{}.base_url", p.name);
+        resolve_value(&place, &mut p.base_url, found);
+    }
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        if !url.is_empty() {
+            config.database.url = url;
+        }
+    }
+}
+
+fn resolve_value(place: &str, value: &mut String, found: &mut Findings) {
+    let mut resolved = Some(std::mem::take(value));
+    resolve_option(place, &mut resolved, found);
+    *value = resolved.unwrap_or_default();
+}
+
+/// A reference to an unset variable is an issue, except for the `OPTIONAL_SECRETS`, which
+/// are then left unset with a warning.
+fn resolve_option(place: &str, value: &mut Option<String>, found: &mut Findings) {
+    let Some(name) = value.as_deref().and_then(reference) else {
+        return;
+    };
+    match std::env::var(name) {
+        Ok(set) if !set.is_empty() => *value = Some(set),
+        _ if OPTIONAL_SECRETS.contains(&place) => {
+            found.warn(format!("{place}: environment variable {name} is not set"));
+            *value = None;
+        }
+        // The reference stays in place, so validation knows not to report it again.
+        _ => found.issue(
+            None,
+            place,
+            format!("environment variable {name} is not set"),
+        ),
+    }
+}

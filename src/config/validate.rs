@@ -1,0 +1,315 @@
+//! Validation: one function per section, each adding what is wrong to the findings with its
+//! place. `[redis]`, `[usage]` and `[circuit_breaker]` have no rules beyond their types.
+//!
+//! A value still holding an `env:` reference was reported by `env::resolve` already, so it is
+//! not checked again here.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use rust_decimal::Decimal;
+use toml::Spanned;
+
+use super::env::{is_set, reference};
+use super::{
+    line_of, Api, AuthConfig, Config, DatabaseConfig, Findings, ModelConfig, ProviderConfig,
+    RouteConfig, ServerConfig, MAX_KEY_BYTES,
+};
+
+pub(super) fn validate(config: &Config, text: &str, found: &mut Findings) {
+    server(&config.server, found);
+    auth(&config.auth, found);
+    database(&config.database, found);
+    let providers = providers(&config.providers, text, found);
+    let models = models(&config.models, &providers, text, found);
+    routes(&config.routes, &models, text, found);
+}
+
+fn unresolved(value: &str) -> bool {
+    reference(value).is_some()
+}
+
+fn server(s: &ServerConfig, found: &mut Findings) {
+    if !unresolved(&s.listen) && s.listen.parse::<SocketAddr>().is_err() {
+        let message = format!("{:?} is not an address like 127.0.0.1:8080", s.listen);
+        found.issue(None, "server.listen", message);
+    }
+    for (key, value) in [
+        ("server.max_body_bytes", s.max_body_bytes),
+        ("server.max_response_bytes", s.max_response_bytes),
+    ] {
+        if value == 0 {
+            found.issue(None, key, "must be greater than 0");
+        }
+    }
+    metrics(s, found);
+    if !(1..=86_400).contains(&s.idle_timeout_secs) {
+        found.issue(
+            None,
+            "server.idle_timeout_secs",
+            "must be between 1 and 86400",
+        );
+    }
+    if !(1..=1_000_000).contains(&s.max_connections) {
+        found.issue(
+            None,
+            "server.max_connections",
+            "must be between 1 and 1000000",
+        );
+    }
+    if !s.log_format.is_valid() {
+        found.issue(None, "server.log_format", "must be \"text\" or \"json\"");
+    }
+}
+
+/// `server.metrics_listen` and `server.metrics_token`.
+fn metrics(s: &ServerConfig, found: &mut Findings) {
+    if let Some(m) = &s.metrics_listen {
+        if !unresolved(m) && m.parse::<SocketAddr>().is_err() {
+            let message = format!("{m:?} is not an address like 127.0.0.1:9091");
+            found.issue(None, "server.metrics_listen", message);
+        } else if m
+            .parse::<SocketAddr>()
+            .is_ok_and(|m| m.port() != 0 && s.listen.parse() == Ok(m))
+        {
+            found.issue(
+                None,
+                "server.metrics_listen",
+                "must differ from server.listen",
+            );
+        }
+    }
+    if let Some(t) = &s.metrics_token {
+        if !unresolved(t) && !(16..=MAX_KEY_BYTES).contains(&t.len()) {
+            let message = format!("must be 16 to {MAX_KEY_BYTES} bytes long");
+            found.issue(None, "server.metrics_token", message);
+        }
+    }
+}
+
+fn auth(a: &AuthConfig, found: &mut Findings) {
+    if a.master_key
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_KEY_BYTES)
+    {
+        let message =
+            format!("is longer than {MAX_KEY_BYTES} bytes, the longest key a client may send");
+        found.issue(None, "auth.master_key", message);
+    }
+}
+
+fn database(d: &DatabaseConfig, found: &mut Findings) {
+    let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|s| d.url.starts_with(s));
+    if !unresolved(&d.url) && !known_scheme {
+        let message = "must start with sqlite:, postgres:// or postgresql://";
+        found.issue(None, "database.url", message);
+    }
+}
+
+/// One entry of an array of tables, as issues name it: `line 12: models[3] (gpt-4o)`.
+struct Entry {
+    line: Option<usize>,
+    place: String,
+}
+
+impl Entry {
+    fn new<T>(text: &str, item: &Spanned<T>, table: &str, index: usize, name: &str) -> Entry {
+        Entry {
+            line: Some(line_of(text, item.span().start)),
+            place: format!("{table}[{index}] ({name})"),
+        }
+    }
+
+    /// A problem with the entry as a whole.
+    fn issue(&self, found: &mut Findings, message: impl Into<String>) {
+        found.issue(self.line, self.place.clone(), message);
+    }
+
+    /// A problem with one of its fields.
+    fn field_issue(&self, found: &mut Findings, field: &str, message: impl Into<String>) {
+        found.issue(self.line, format!("{}.{field}", self.place), message);
+    }
+}
+
+/// Returns the names of the providers defined, which models refer to.
+fn providers<'a>(
+    list: &'a [Spanned<ProviderConfig>],
+    text: &str,
+    found: &mut Findings,
+) -> HashSet<&'a str> {
+    let mut names = HashSet::new();
+    for (i, item) in list.iter().enumerate() {
+        let p = item.get_ref();
+        let entry = Entry::new(text, item, "providers", i, &p.name);
+        if p.name.is_empty() || p.name.contains('/') {
+            entry.issue(found, "name must be non-empty and must not contain '/'");
+        }
+        if !names.insert(p.name.as_str()) {
+            entry.issue(found, "a provider with this name is defined twice");
+        }
+        provider_endpoint(p, &entry, found);
+        api_key_warning(p, found);
+    }
+    names
+}
+
+/// `base_url` and, for Azure, `api_version`.
+fn provider_endpoint(p: &ProviderConfig, entry: &Entry, found: &mut Findings) {
+    if p.api != Api::Mock && !unresolved(&p.base_url) {
+        let is_http_url = p.base_url.parse::<http::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
+        if !is_http_url {
+            let message = format!("{:?} is not an http(s) URL", p.base_url);
+            entry.field_issue(found, "base_url", message);
+        }
+    }
+    if p.api == Api::Azure && p.api_version.is_none() {
+        let message = "azure providers need api_version (e.g. \"2024-10-21\")";
+        entry.field_issue(found, "api_version", message);
+    }
+}
+
+/// A provider key is best an `env:` reference; a missing one is worth a word, not an error.
+fn api_key_warning(p: &ProviderConfig, found: &mut Findings) {
+    let name = &p.name;
+    match p.api_key.as_deref() {
+        Some(key) => match reference(key) {
+            Some(var) if p.enabled && !is_set(var) => found.warn(format!(
+                "provider {name}: {var} is not set, the provider stays disabled until it is"
+            )),
+            Some(_) => {}
+            None => found.warn(format!(
+                "provider {name}: api_key is written in the file; prefer \"env:NAME\""
+            )),
+        },
+        None if p.api != Api::Mock && p.enabled => found.warn(format!(
+            "provider {name}: no api_key; requests are sent without one"
+        )),
+        None => {}
+    }
+}
+
+/// The names and deployments the models define, which routes refer to.
+#[derive(Default)]
+struct Defined<'a> {
+    names: HashSet<&'a str>,
+    /// `(provider, model_id)`
+    deployments: HashSet<(&'a str, &'a str)>,
+}
+
+fn models<'a>(
+    list: &'a [Spanned<ModelConfig>],
+    providers: &HashSet<&str>,
+    text: &str,
+    found: &mut Findings,
+) -> Defined<'a> {
+    let mut defined = Defined::default();
+    let mut defaults: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in list.iter().enumerate() {
+        let m = item.get_ref();
+        let entry = Entry::new(text, item, "models", i, &m.name);
+        defined.names.insert(&m.name);
+        if m.name.is_empty() || m.model_id.is_empty() {
+            entry.issue(found, "name and model_id must be non-empty");
+        }
+        if !providers.contains(m.provider.as_str()) {
+            let message = format!("no provider named {:?} is defined", m.provider);
+            entry.field_issue(found, "provider", message);
+        }
+        if !defined.deployments.insert((&m.provider, &m.model_id)) {
+            let message = format!(
+                "model_id {:?} is defined twice for provider {:?}",
+                m.model_id, m.provider
+            );
+            entry.issue(found, message);
+        }
+        if m.is_default {
+            let count = defaults.entry(&m.provider).or_default();
+            *count += 1;
+            if *count == 2 {
+                let message = format!("provider {:?} already has a default model", m.provider);
+                entry.field_issue(found, "is_default", message);
+            }
+        }
+        model_fields(m, &entry, found);
+    }
+    defined
+}
+
+/// The checks of one model that need no other entry.
+fn model_fields(m: &ModelConfig, entry: &Entry, found: &mut Findings) {
+    if !m.model_type.is_valid() {
+        entry.field_issue(
+            found,
+            "model_type",
+            "must be chat (or llm), vlm or embedding",
+        );
+    }
+    if !m.status.is_valid() {
+        entry.field_issue(found, "status", "must be active, inactive or deprecated");
+    }
+    for (field, value) in [
+        ("cost_input_per_million", &m.cost_input_per_million),
+        ("cost_output_per_million", &m.cost_output_per_million),
+        (
+            "cost_cache_read_per_million",
+            &m.cost_cache_read_per_million,
+        ),
+        (
+            "cost_cache_write_per_million",
+            &m.cost_cache_write_per_million,
+        ),
+    ] {
+        if let Some(Err(message)) = value.as_deref().map(parse_price) {
+            entry.field_issue(found, field, message);
+        }
+    }
+    let is_date = |d: &String| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok();
+    if m.deprecation_date.as_ref().is_some_and(|d| !is_date(d)) {
+        entry.field_issue(found, "deprecation_date", "must be a date like 2026-12-31");
+    }
+}
+
+/// Prices are exact decimal strings; a float would already have lost the exact value.
+fn parse_price(v: &str) -> Result<Decimal, String> {
+    let d: Decimal = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a decimal number"))?;
+    if d.is_sign_negative() {
+        return Err(format!("{v:?} is negative; prices must be >= 0"));
+    }
+    Ok(d)
+}
+
+fn routes(list: &[Spanned<RouteConfig>], models: &Defined, text: &str, found: &mut Findings) {
+    for (i, item) in list.iter().enumerate() {
+        let r = item.get_ref();
+        let entry = Entry::new(text, item, "routes", i, &r.name);
+        if models.names.contains(r.name.as_str()) {
+            entry.issue(found, "a route must not share its name with a model");
+        }
+        if !r.strategy.is_valid() {
+            let message = "must be fallback, cheapest, lowest_latency, least_busy or weighted";
+            entry.field_issue(found, "strategy", message);
+        }
+        if r.targets.is_empty() {
+            entry.field_issue(found, "targets", "is empty");
+        }
+        for t in &r.targets {
+            let known = match t.split_once('/') {
+                Some(deployment) => models.deployments.contains(&deployment),
+                None => models.names.contains(t.as_str()),
+            };
+            if !known {
+                let message = format!(
+                    "{t:?} is neither a model name nor a provider/model_id defined in this file"
+                );
+                entry.field_issue(found, "targets", message);
+            }
+        }
+    }
+}
