@@ -100,6 +100,7 @@ enum KeysCommand {
         rpm: Option<i64>,
         #[arg(long)]
         tpm: Option<i64>,
+        /// Stored with the key; not enforced yet.
         #[arg(long)]
         budget_usd: Option<Decimal>,
     },
@@ -369,7 +370,7 @@ async fn check_config(path: &std::path::Path) -> ExitCode {
         if c.auth.master_key.is_some() {
             "set"
         } else {
-            "not set (admin API off)"
+            "not set"
         }
     );
     println!("  providers   {}", c.providers.len());
