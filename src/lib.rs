@@ -7,9 +7,10 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod ids;
 pub mod limits;
 pub mod metering;
-pub mod mock_upstream;
+pub mod mock;
 pub mod providers;
 pub mod proxy;
 pub mod registry;

@@ -8,10 +8,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::chat::testing::{assert_same_choices, choices_of, collect};
-use super::mock::{self, MockOptions};
 use super::testing::deployment;
 use super::{prepare, read_response, Endpoint, JsonObject, StreamTranslator};
 use crate::config::Api;
+use crate::mock::{self, MockOptions};
 
 const REQUESTS: &[&str] = &[
     r#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello to the world"}]}"#,

@@ -37,7 +37,7 @@ use crate::registry::Deployment;
 const THOUGHT_SIGNATURE_MARK: &str = "__thought__";
 
 fn tool_call_id(signature: Option<&str>) -> String {
-    let id = chat::new_tool_call_id();
+    let id = crate::ids::new_tool_call_id();
     match signature {
         Some(s) if !s.is_empty() => format!("{id}{THOUGHT_SIGNATURE_MARK}{s}"),
         _ => id,
@@ -636,7 +636,7 @@ pub fn read_response(
     let completion = chat::Completion {
         id: resp
             .response_id
-            .unwrap_or_else(|| format!("chatcmpl-{}", crate::store::new_id())),
+            .unwrap_or_else(|| format!("chatcmpl-{}", crate::ids::new_id())),
         model: resp
             .model_version
             .unwrap_or_else(|| model_path(dep).to_owned()),
@@ -890,7 +890,7 @@ impl Translator {
             let id = resp
                 .response_id
                 .clone()
-                .unwrap_or_else(|| format!("chatcmpl-{}", crate::store::new_id()));
+                .unwrap_or_else(|| format!("chatcmpl-{}", crate::ids::new_id()));
             let model = resp.model_version.as_deref().unwrap_or(&self.model_id);
             ChunkWriter::new(&id, chat::unix_now(), model)
         });

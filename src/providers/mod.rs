@@ -8,7 +8,6 @@ pub mod body;
 pub mod chat;
 pub mod estimate;
 pub mod gemini;
-pub mod mock;
 pub mod openai;
 
 #[cfg(test)]

@@ -29,9 +29,8 @@ use super::opening::{Opening, Verdict};
 use super::stream::MeteredStream;
 use super::upstream::{SendError, UpstreamBody};
 use super::{Gateway, Runtime};
-use crate::error::GatewayError;
+use crate::error::{BoxError, GatewayError};
 use crate::limits::{self, Admission, LimitSet, Refused};
-use crate::providers::mock::BoxError;
 use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
 use crate::registry::{routing, CircuitState, Deployment, ModelType, Needs, NoFit};
 
@@ -86,7 +85,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)
-        .unwrap_or_else(crate::store::new_id);
+        .unwrap_or_else(crate::ids::new_id);
     let mut meter = RequestMeter::new(request_id.clone(), endpoint, gw.usage.clone());
     let mut response = match proxy(&gw, endpoint, req, &mut meter).await {
         Ok(resp) => resp,

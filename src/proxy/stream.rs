@@ -22,7 +22,7 @@ use tokio::time::Sleep;
 
 use super::meter::{Guards, RequestMeter};
 use super::upstream::UpstreamBody;
-use crate::providers::mock::BoxError;
+use crate::error::BoxError;
 use crate::providers::StreamTranslator;
 
 pub struct MeteredStream {
