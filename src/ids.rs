@@ -12,6 +12,11 @@ pub fn new_id() -> String {
         .to_owned()
 }
 
+/// A chat completion id for providers that give none: `chatcmpl-` and a fresh id.
+pub fn new_completion_id() -> String {
+    format!("chatcmpl-{}", new_id())
+}
+
 /// A tool call id for providers that give none: `call_` and 24 random alphanumerics.
 pub fn new_tool_call_id() -> String {
     use rand::distributions::{Alphanumeric, DistString};

@@ -31,7 +31,7 @@ use super::upstream::{SendError, UpstreamBody};
 use super::{Gateway, Runtime};
 use crate::error::{BoxError, GatewayError};
 use crate::limits::{self, Admission, LimitSet, Refused};
-use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
+use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared};
 use crate::registry::{routing, CircuitState, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -392,7 +392,8 @@ async fn forward(
                     continue;
                 }
             };
-        let prepared = providers::prepare(dep, attempt.endpoint, attempt.body)?;
+        let prepared =
+            providers::adapter(provider.api).prepare(dep, attempt.endpoint, attempt.body)?;
         meter.attempts += 1;
         meter.deployment = Some(dep.clone());
         let guards = Guards {
@@ -665,7 +666,8 @@ async fn respond_whole(
         ..
     } = answer;
     let bytes = read_answer(&dep.provider.name, resp, until, max_bytes).await?;
-    let (mut body, usage) = providers::read_response(dep, prepared, bytes)?;
+    let (mut body, usage) =
+        providers::adapter(dep.provider.api).read_response(dep, prepared, bytes)?;
     let mut content_type = "application/json";
     if prepared.stream {
         body = chat::completion_as_stream(&body, prepared.client_wants_usage).ok_or_else(|| {
@@ -730,7 +732,8 @@ async fn respond_stream(
             "Provider {provider} {what} before its answer began."
         ))
     };
-    let mut translator = StreamTranslator::new(answer.dep, answer.prepared);
+    let mut translator =
+        providers::adapter(answer.dep.provider.api).stream_translator(answer.dep, answer.prepared);
     let mut upstream = answer.resp.into_body();
     let mut opening = Opening::new();
     let ended = loop {

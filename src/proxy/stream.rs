@@ -27,7 +27,7 @@ use crate::providers::StreamTranslator;
 
 pub struct MeteredStream {
     upstream: UpstreamBody,
-    translator: StreamTranslator,
+    translator: Box<dyn StreamTranslator>,
     meter: RequestMeter,
     /// Released when the stream ends, however it ends.
     guards: Option<Guards>,
@@ -63,7 +63,7 @@ impl MeteredStream {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: UpstreamBody,
-        translator: StreamTranslator,
+        translator: Box<dyn StreamTranslator>,
         meter: RequestMeter,
         guards: Guards,
         held: Bytes,
