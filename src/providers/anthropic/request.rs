@@ -26,64 +26,7 @@ pub(super) fn request_body(
             "Anthropic models return one choice per request; 'n' must be 1.",
         ));
     }
-    let mut system: Vec<Value> = Vec::new();
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in chat::messages(body)? {
-        let (role, blocks) = match m.role.as_str() {
-            "system" | "developer" => {
-                // Text blocks, each with its cache_control (a cached system prompt is the
-                // usual use of Anthropic's prompt caching).
-                let blocks = content_blocks(m.content.as_ref())?;
-                system.extend(blocks.into_iter().filter(|b| b["type"] == "text"));
-                continue;
-            }
-            "user" => ("user", content_blocks(m.content.as_ref())?),
-            "assistant" => {
-                let mut blocks = content_blocks(m.content.as_ref())?;
-                for call in m.tool_calls.iter().flatten() {
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.id,
-                        "name": call.function.name,
-                        "input": chat::parse_arguments(&call.function.arguments)?,
-                    }));
-                }
-                ("assistant", blocks)
-            }
-            "tool" => {
-                let id = m.tool_call_id.as_deref().ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        "messages",
-                        "A 'tool' message needs 'tool_call_id'.",
-                    )
-                })?;
-                let text = m.content.as_ref().map(Content::text).unwrap_or_default();
-                (
-                    "user",
-                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": text})],
-                )
-            }
-            other => {
-                return Err(GatewayError::invalid_param(
-                    "messages",
-                    format!("Unknown message role '{other}'."),
-                ))
-            }
-        };
-        if blocks.is_empty() {
-            continue; // Anthropic refuses empty turns; an empty message says nothing anyway
-        }
-        // Turns must alternate: a tool result and the user text after it are one turn.
-        match turns.last_mut() {
-            Some((last, prev)) if *last == role => prev.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
-    }
-    let messages: Vec<Value> = turns
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
-
+    let (system, messages) = conversation(body)?;
     let max_tokens = chat::param::<u64>(body, dep, "max_completion_tokens")?
         .or(chat::param::<u64>(body, dep, "max_tokens")?)
         .or(dep.max_output_tokens)
@@ -95,6 +38,82 @@ pub(super) fn request_body(
     if !system.is_empty() {
         req.insert("system".into(), system.into());
     }
+    sampling(&mut req, dep, body)?;
+    tools(&mut req, dep, body)?;
+    if stream {
+        req.insert("stream".into(), true.into());
+    }
+    Ok(Value::Object(req))
+}
+
+/// The system blocks and the turns of an OpenAI conversation.
+fn conversation(body: &JsonObject) -> Result<(Vec<Value>, Vec<Value>), GatewayError> {
+    let mut system: Vec<Value> = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for m in chat::messages(body)? {
+        if matches!(m.role.as_str(), "system" | "developer") {
+            // Text blocks, each with its cache_control (a cached system prompt is the usual
+            // use of Anthropic's prompt caching).
+            let blocks = content_blocks(m.content.as_ref())?;
+            system.extend(blocks.into_iter().filter(|b| b["type"] == "text"));
+            continue;
+        }
+        let (role, blocks) = turn(&m)?;
+        if blocks.is_empty() {
+            continue; // Anthropic refuses empty turns; an empty message says nothing anyway
+        }
+        // Turns must alternate: a tool result and the user text after it are one turn.
+        match turns.last_mut() {
+            Some((last, prev)) if *last == role => prev.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    let messages = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect();
+    Ok((system, messages))
+}
+
+/// A user, assistant or tool message as the role and blocks of an Anthropic turn.
+fn turn(m: &chat::Message) -> Result<(&'static str, Vec<Value>), GatewayError> {
+    match m.role.as_str() {
+        "user" => Ok(("user", content_blocks(m.content.as_ref())?)),
+        "assistant" => {
+            let mut blocks = content_blocks(m.content.as_ref())?;
+            for call in m.tool_calls.iter().flatten() {
+                blocks.push(json!({
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.function.name,
+                    "input": chat::parse_arguments(&call.function.arguments)?,
+                }));
+            }
+            Ok(("assistant", blocks))
+        }
+        "tool" => {
+            let id = m.tool_call_id.as_deref().ok_or_else(|| {
+                GatewayError::invalid_param("messages", "A 'tool' message needs 'tool_call_id'.")
+            })?;
+            let text = m.content.as_ref().map(Content::text).unwrap_or_default();
+            Ok((
+                "user",
+                vec![json!({"type": "tool_result", "tool_use_id": id, "content": text})],
+            ))
+        }
+        other => Err(GatewayError::invalid_param(
+            "messages",
+            format!("Unknown message role '{other}'."),
+        )),
+    }
+}
+
+/// Stop sequences, temperature, top_p and the end user.
+fn sampling(
+    req: &mut Map<String, Value>,
+    dep: &Deployment,
+    body: &JsonObject,
+) -> Result<(), GatewayError> {
     if let Some(stop) = chat::stop_sequences(body)? {
         req.insert("stop_sequences".into(), json!(stop));
     }
@@ -108,39 +127,46 @@ pub(super) fn request_body(
     if let Some(user) = chat::param::<String>(body, dep, "user")? {
         req.insert("metadata".into(), json!({"user_id": user}));
     }
+    Ok(())
+}
+
+/// The tools and the tool choice, when the request has tools.
+fn tools(
+    req: &mut Map<String, Value>,
+    dep: &Deployment,
+    body: &JsonObject,
+) -> Result<(), GatewayError> {
     let tools = chat::tools(body)?;
-    if !tools.is_empty() {
-        let tools: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                let mut tool = json!({
-                    "name": t.function.name,
-                    "input_schema": t.function.parameters.clone()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                });
-                if let Some(d) = &t.function.description {
-                    tool["description"] = d.clone().into();
-                }
-                tool
-            })
-            .collect();
-        req.insert("tools".into(), tools.into());
-        let parallel = chat::param::<bool>(body, dep, "parallel_tool_calls")?;
-        let mut choice = match chat::tool_choice(body)? {
-            None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
-            Some(ToolChoice::Required) => json!({"type": "any"}),
-            Some(ToolChoice::None) => json!({"type": "none"}),
-            Some(ToolChoice::Named(name)) => json!({"type": "tool", "name": name}),
-        };
-        if parallel == Some(false) && choice["type"] != "none" {
-            choice["disable_parallel_tool_use"] = true.into();
-        }
-        req.insert("tool_choice".into(), choice);
+    if tools.is_empty() {
+        return Ok(());
     }
-    if stream {
-        req.insert("stream".into(), true.into());
+    let tools: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            let mut tool = json!({
+                "name": t.function.name,
+                "input_schema": t.function.parameters.clone()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            });
+            if let Some(d) = &t.function.description {
+                tool["description"] = d.clone().into();
+            }
+            tool
+        })
+        .collect();
+    req.insert("tools".into(), tools.into());
+    let parallel = chat::param::<bool>(body, dep, "parallel_tool_calls")?;
+    let mut choice = match chat::tool_choice(body)? {
+        None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::None) => json!({"type": "none"}),
+        Some(ToolChoice::Named(name)) => json!({"type": "tool", "name": name}),
+    };
+    if parallel == Some(false) && choice["type"] != "none" {
+        choice["disable_parallel_tool_use"] = true.into();
     }
-    Ok(Value::Object(req))
+    req.insert("tool_choice".into(), choice);
+    Ok(())
 }
 
 fn content_blocks(content: Option<&Content>) -> Result<Vec<Value>, GatewayError> {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::response::finish_reason;
-use super::schema::{Event, Usage};
+use super::schema::{Delta, ErrorBody, Event, StartBlock, StartMessage, Usage};
 use crate::providers::chat::{self, ChunkWriter};
 use crate::providers::estimate::{self, OutputSample};
 use crate::providers::{
@@ -116,144 +116,155 @@ impl Translator {
             return;
         };
         match event.kind.as_ref() {
-            "message_start" => {
-                if self.phase != Phase::Start {
-                    return;
-                }
-                self.phase = Phase::Message;
-                let (id, model, usage) = match event.message {
-                    Some(m) => (m.id, m.model, m.usage),
-                    None => (String::new(), String::new(), None),
-                };
-                let model = if model.is_empty() {
-                    &self.model_id
-                } else {
-                    &model
-                };
-                self.writer = ChunkWriter::new(&id, chat::unix_now(), model);
-                if let Some(u) = usage {
-                    self.usage.merge(&u);
-                }
-                self.writer.role(out, 0);
-            }
-            "content_block_start" => {
-                let Some(block) = event.content_block else {
-                    return;
-                };
-                let kind = match block.kind.as_str() {
-                    "text" => {
-                        if !block.text.is_empty() {
-                            self.sent_text.push(&block.text);
-                            self.writer.content(out, 0, &block.text);
-                        }
-                        BlockKind::Text
-                    }
-                    "tool_use" => {
-                        let ordinal = self.tool_calls;
-                        self.tool_calls += 1;
-                        self.writer
-                            .tool_call(out, 0, ordinal, &block.id, &block.name, "");
-                        BlockKind::Tool {
-                            ordinal,
-                            sent_arguments: false,
-                        }
-                    }
-                    _ => BlockKind::Ignored, // thinking, server tools
-                };
-                let index = event.index;
-                if index >= MAX_STREAM_INDEX {
-                    return;
-                }
-                if self.blocks.len() <= index {
-                    self.blocks.resize(index + 1, BlockKind::Ignored);
-                }
-                self.blocks[index] = kind;
-            }
-            "content_block_delta" => {
-                let Some(delta) = event.delta else {
-                    return;
-                };
-                match (self.blocks.get_mut(event.index), delta.kind.as_deref()) {
-                    (Some(BlockKind::Text), Some("text_delta")) => {
-                        let text = delta.text.unwrap_or_default();
-                        if !text.is_empty() {
-                            self.sent_text.push(&text);
-                            self.writer.content(out, 0, &text);
-                        }
-                    }
-                    (
-                        Some(BlockKind::Tool {
-                            ordinal,
-                            sent_arguments,
-                        }),
-                        Some("input_json_delta"),
-                    ) => {
-                        let partial = delta.partial_json.unwrap_or_default();
-                        if !partial.is_empty() {
-                            *sent_arguments = true;
-                            self.sent_text.push(&partial);
-                            self.writer.tool_arguments(out, 0, *ordinal, &partial);
-                        }
-                    }
-                    _ => {} // thinking, signatures, citations
-                }
-            }
-            "content_block_stop" => {
-                // A tool called without input streams no JSON at all; the whole answer says
-                // `{}`, so the stream must too.
-                if let Some(BlockKind::Tool {
-                    ordinal,
-                    sent_arguments: false,
-                }) = self.blocks.get(event.index).copied()
-                {
-                    self.writer.tool_arguments(out, 0, ordinal, "{}");
-                    self.blocks[event.index] = BlockKind::Tool {
-                        ordinal,
-                        sent_arguments: true,
-                    };
-                }
-            }
-            "message_delta" => {
-                if let Some(u) = event.usage {
-                    self.usage.merge(&u);
-                    self.saw_usage = true;
-                }
-                let stop_reason = event.delta.and_then(|d| d.stop_reason);
-                if stop_reason.is_some() {
-                    let reason = chat::finish_reason(
-                        finish_reason(stop_reason.as_deref()),
-                        self.tool_calls > 0,
-                    );
-                    self.writer.finish(out, 0, reason);
-                }
-            }
-            "message_stop" => {
-                if self.client_wants_usage {
-                    if let Some(u) = self.usage() {
-                        self.writer.usage(out, &u.tokens);
-                    }
-                }
-                chat::done(out);
-                self.phase = Phase::Done;
-            }
-            "error" => {
-                let error = event.error.unwrap_or_default();
-                let message = if error.message.is_empty() {
-                    "The provider reported an error mid-stream."
-                } else {
-                    &error.message
-                };
-                let kind = if error.kind.is_empty() {
-                    "api_error"
-                } else {
-                    &error.kind
-                };
-                chat::error_event(out, openai_error_type(kind), kind, message);
-                self.phase = Phase::Failed;
-                self.error_type = Some("upstream_stream_error");
-            }
+            "message_start" => self.message_start(event.message, out),
+            "content_block_start" => self.block_start(event.index, event.content_block, out),
+            "content_block_delta" => self.block_delta(event.index, event.delta, out),
+            "content_block_stop" => self.block_stop(event.index, out),
+            "message_delta" => self.message_delta(event.usage, event.delta, out),
+            "message_stop" => self.message_stop(out),
+            "error" => self.error(event.error.unwrap_or_default(), out),
             _ => {} // ping, and event types added later
         }
+    }
+
+    fn message_start(&mut self, message: Option<StartMessage>, out: &mut Vec<u8>) {
+        if self.phase != Phase::Start {
+            return;
+        }
+        self.phase = Phase::Message;
+        let (id, model, usage) = match message {
+            Some(m) => (m.id, m.model, m.usage),
+            None => (String::new(), String::new(), None),
+        };
+        let model = if model.is_empty() {
+            &self.model_id
+        } else {
+            &model
+        };
+        self.writer = ChunkWriter::new(&id, chat::unix_now(), model);
+        if let Some(u) = usage {
+            self.usage.merge(&u);
+        }
+        self.writer.role(out, 0);
+    }
+
+    fn block_start(&mut self, index: usize, block: Option<StartBlock>, out: &mut Vec<u8>) {
+        let Some(block) = block else {
+            return;
+        };
+        let kind = match block.kind.as_str() {
+            "text" => {
+                if !block.text.is_empty() {
+                    self.sent_text.push(&block.text);
+                    self.writer.content(out, 0, &block.text);
+                }
+                BlockKind::Text
+            }
+            "tool_use" => {
+                let ordinal = self.tool_calls;
+                self.tool_calls += 1;
+                self.writer
+                    .tool_call(out, 0, ordinal, &block.id, &block.name, "");
+                BlockKind::Tool {
+                    ordinal,
+                    sent_arguments: false,
+                }
+            }
+            _ => BlockKind::Ignored, // thinking, server tools
+        };
+        if index >= MAX_STREAM_INDEX {
+            return;
+        }
+        if self.blocks.len() <= index {
+            self.blocks.resize(index + 1, BlockKind::Ignored);
+        }
+        self.blocks[index] = kind;
+    }
+
+    fn block_delta(&mut self, index: usize, delta: Option<Delta>, out: &mut Vec<u8>) {
+        let Some(delta) = delta else {
+            return;
+        };
+        match (self.blocks.get_mut(index), delta.kind.as_deref()) {
+            (Some(BlockKind::Text), Some("text_delta")) => {
+                let text = delta.text.unwrap_or_default();
+                if !text.is_empty() {
+                    self.sent_text.push(&text);
+                    self.writer.content(out, 0, &text);
+                }
+            }
+            (
+                Some(BlockKind::Tool {
+                    ordinal,
+                    sent_arguments,
+                }),
+                Some("input_json_delta"),
+            ) => {
+                let partial = delta.partial_json.unwrap_or_default();
+                if !partial.is_empty() {
+                    *sent_arguments = true;
+                    self.sent_text.push(&partial);
+                    self.writer.tool_arguments(out, 0, *ordinal, &partial);
+                }
+            }
+            _ => {} // thinking, signatures, citations
+        }
+    }
+
+    /// A tool called without input streams no JSON at all; the whole answer says `{}`, so
+    /// the stream must too.
+    fn block_stop(&mut self, index: usize, out: &mut Vec<u8>) {
+        if let Some(BlockKind::Tool {
+            ordinal,
+            sent_arguments: false,
+        }) = self.blocks.get(index).copied()
+        {
+            self.writer.tool_arguments(out, 0, ordinal, "{}");
+            self.blocks[index] = BlockKind::Tool {
+                ordinal,
+                sent_arguments: true,
+            };
+        }
+    }
+
+    fn message_delta(&mut self, usage: Option<Usage>, delta: Option<Delta>, out: &mut Vec<u8>) {
+        if let Some(u) = usage {
+            self.usage.merge(&u);
+            self.saw_usage = true;
+        }
+        let stop_reason = delta.and_then(|d| d.stop_reason);
+        if stop_reason.is_some() {
+            let reason =
+                chat::finish_reason(finish_reason(stop_reason.as_deref()), self.tool_calls > 0);
+            self.writer.finish(out, 0, reason);
+        }
+    }
+
+    fn message_stop(&mut self, out: &mut Vec<u8>) {
+        if self.client_wants_usage {
+            if let Some(u) = self.usage() {
+                self.writer.usage(out, &u.tokens);
+            }
+        }
+        chat::done(out);
+        self.phase = Phase::Done;
+    }
+
+    /// Told to the client as an OpenAI error event; the stream ends there.
+    fn error(&mut self, error: ErrorBody, out: &mut Vec<u8>) {
+        let message = if error.message.is_empty() {
+            "The provider reported an error mid-stream."
+        } else {
+            &error.message
+        };
+        let kind = if error.kind.is_empty() {
+            "api_error"
+        } else {
+            &error.kind
+        };
+        chat::error_event(out, openai_error_type(kind), kind, message);
+        self.phase = Phase::Failed;
+        self.error_type = Some("upstream_stream_error");
     }
 }
 

@@ -1,5 +1,5 @@
-//! JSON Schema (tools' parameters, `json_schema` response formats) cut down to the OpenAPI
-//! subset Gemini's `Schema` accepts.
+//! The JSON Schemas of tools' parameters and `json_schema` response formats, in the form
+//! Gemini accepts.
 
 use serde_json::{json, Map, Value};
 
@@ -15,28 +15,30 @@ pub(super) fn openapi_schema(schema: &Value) -> Value {
     convert_schema(schema, &defs, 0)
 }
 
+/// The keywords Gemini's `Schema` knows that pass as they are.
+const KEPT: &[&str] = &[
+    "type",
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "propertyOrdering",
+    "default",
+    "minimum",
+    "maximum",
+];
+
 fn convert_schema(schema: &Value, defs: &Value, depth: usize) -> Value {
-    const KEPT: &[&str] = &[
-        "type",
-        "format",
-        "title",
-        "description",
-        "nullable",
-        "enum",
-        "maxItems",
-        "minItems",
-        "required",
-        "minProperties",
-        "maxProperties",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "example",
-        "propertyOrdering",
-        "default",
-        "minimum",
-        "maximum",
-    ];
     let Some(obj) = schema.as_object() else {
         return schema.clone();
     };
@@ -51,54 +53,60 @@ fn convert_schema(schema: &Value, defs: &Value, depth: usize) -> Value {
     }
     let mut out = Map::new();
     for (k, v) in obj {
-        match k.as_str() {
-            "type" => match v {
-                Value::Array(types) => {
-                    let real: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
-                    if real.len() < types.len() {
-                        out.insert("nullable".into(), true.into());
-                    }
-                    if let Some(t) = real.first() {
-                        out.insert("type".into(), (*t).clone());
-                    }
-                }
-                _ => {
-                    out.insert(k.clone(), v.clone());
-                }
-            },
-            "const" => {
-                out.insert("enum".into(), json!([v]));
-            }
-            "properties" => {
-                let props: Map<String, Value> = v
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(name, s)| (name.clone(), convert_schema(s, defs, depth + 1)))
-                    .collect();
-                out.insert(k.clone(), props.into());
-            }
-            "items" => {
-                out.insert(k.clone(), convert_schema(v, defs, depth + 1));
-            }
-            "anyOf" | "oneOf" => {
-                let alts: Vec<Value> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|a| a.get("type").and_then(Value::as_str) != Some("null"))
-                    .map(|a| convert_schema(a, defs, depth + 1))
-                    .collect();
-                if alts.len() < v.as_array().map_or(0, Vec::len) {
-                    out.insert("nullable".into(), true.into());
-                }
-                out.insert("anyOf".into(), alts.into());
-            }
-            _ if KEPT.contains(&k.as_str()) => {
-                out.insert(k.clone(), v.clone());
-            }
-            _ => {}
-        }
+        convert_keyword(&mut out, k, v, defs, depth);
     }
     Value::Object(out)
+}
+
+/// Writes one keyword of a schema object into `out` as Gemini's `Schema` takes it (or not
+/// at all).
+fn convert_keyword(out: &mut Map<String, Value>, k: &str, v: &Value, defs: &Value, depth: usize) {
+    match k {
+        "type" => match v {
+            Value::Array(types) => {
+                let real: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+                if real.len() < types.len() {
+                    out.insert("nullable".into(), true.into());
+                }
+                if let Some(t) = real.first() {
+                    out.insert("type".into(), (*t).clone());
+                }
+            }
+            _ => {
+                out.insert(k.into(), v.clone());
+            }
+        },
+        "const" => {
+            out.insert("enum".into(), json!([v]));
+        }
+        "properties" => {
+            let props: Map<String, Value> = v
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, s)| (name.clone(), convert_schema(s, defs, depth + 1)))
+                .collect();
+            out.insert(k.into(), props.into());
+        }
+        "items" => {
+            out.insert(k.into(), convert_schema(v, defs, depth + 1));
+        }
+        "anyOf" | "oneOf" => {
+            let alts: Vec<Value> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a.get("type").and_then(Value::as_str) != Some("null"))
+                .map(|a| convert_schema(a, defs, depth + 1))
+                .collect();
+            if alts.len() < v.as_array().map_or(0, Vec::len) {
+                out.insert("nullable".into(), true.into());
+            }
+            out.insert("anyOf".into(), alts.into());
+        }
+        _ if KEPT.contains(&k) => {
+            out.insert(k.into(), v.clone());
+        }
+        _ => {}
+    }
 }

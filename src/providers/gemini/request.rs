@@ -17,6 +17,22 @@ use crate::registry::Deployment;
 
 /// The `generateContent` request for an OpenAI chat request.
 pub(super) fn request_body(dep: &Deployment, body: &JsonObject) -> Result<Value, GatewayError> {
+    let (system, contents) = conversation(body)?;
+    let mut req = Map::new();
+    req.insert("contents".into(), contents.into());
+    if !system.is_empty() {
+        req.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    let config = generation_config(dep, body)?;
+    if !config.is_empty() {
+        req.insert("generationConfig".into(), config.into());
+    }
+    tools(&mut req, body)?;
+    Ok(Value::Object(req))
+}
+
+/// The system instruction's parts and the contents of an OpenAI conversation.
+fn conversation(body: &JsonObject) -> Result<(Vec<Value>, Vec<Value>), GatewayError> {
     let messages = chat::messages(body)?;
     // Gemini's function calls have no ids: remember which name each OpenAI id stood for.
     let mut call_names: HashMap<&str, &str> = HashMap::new();
@@ -28,59 +44,14 @@ pub(super) fn request_body(dep: &Deployment, body: &JsonObject) -> Result<Value,
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for m in &messages {
-        let (role, parts) = match m.role.as_str() {
-            "system" | "developer" => {
-                let text = m.content.as_ref().map(Content::text).unwrap_or_default();
-                if !text.is_empty() {
-                    system.push(json!({"text": text}));
-                }
-                continue;
+        if matches!(m.role.as_str(), "system" | "developer") {
+            let text = m.content.as_ref().map(Content::text).unwrap_or_default();
+            if !text.is_empty() {
+                system.push(json!({"text": text}));
             }
-            "user" => ("user", parts(m.content.as_ref())?),
-            "assistant" => {
-                let mut parts = parts(m.content.as_ref())?;
-                for c in m.tool_calls.iter().flatten() {
-                    let mut part = json!({"functionCall": {
-                        "name": c.function.name,
-                        "args": chat::parse_arguments(&c.function.arguments)?,
-                    }});
-                    if let Some((_, signature)) = c.id.split_once(THOUGHT_SIGNATURE_MARK) {
-                        part["thoughtSignature"] = signature.into();
-                    }
-                    parts.push(part);
-                }
-                ("model", parts)
-            }
-            "tool" => {
-                let name = m
-                    .tool_call_id
-                    .as_deref()
-                    .and_then(|id| call_names.get(id).copied())
-                    .or(m.name.as_deref())
-                    .ok_or_else(|| {
-                        GatewayError::invalid_param(
-                            "messages",
-                            "A 'tool' message's tool_call_id matches no tool call of an earlier assistant message.",
-                        )
-                    })?;
-                let text = m.content.as_ref().map(Content::text).unwrap_or_default();
-                // Gemini wants an object: a JSON object result is passed as is.
-                let response = match serde_json::from_str::<Value>(&text) {
-                    Ok(v @ Value::Object(_)) => v,
-                    _ => json!({"output": text}),
-                };
-                (
-                    "user",
-                    vec![json!({"functionResponse": {"name": name, "response": response}})],
-                )
-            }
-            other => {
-                return Err(GatewayError::invalid_param(
-                    "messages",
-                    format!("Unknown message role '{other}'."),
-                ))
-            }
-        };
+            continue;
+        }
+        let (role, parts) = turn(m, &call_names)?;
         if parts.is_empty() {
             continue;
         }
@@ -90,16 +61,70 @@ pub(super) fn request_body(dep: &Deployment, body: &JsonObject) -> Result<Value,
             _ => contents.push((role, parts)),
         }
     }
-    let contents: Vec<Value> = contents
+    let contents = contents
         .into_iter()
         .map(|(role, parts)| json!({"role": role, "parts": parts}))
         .collect();
+    Ok((system, contents))
+}
 
-    let mut req = Map::new();
-    req.insert("contents".into(), contents.into());
-    if !system.is_empty() {
-        req.insert("systemInstruction".into(), json!({"parts": system}));
+/// A user, assistant or tool message as the role and parts of a Gemini turn; `call_names`
+/// names the function each earlier tool call id called.
+fn turn(
+    m: &chat::Message,
+    call_names: &HashMap<&str, &str>,
+) -> Result<(&'static str, Vec<Value>), GatewayError> {
+    match m.role.as_str() {
+        "user" => Ok(("user", parts(m.content.as_ref())?)),
+        "assistant" => {
+            let mut parts = parts(m.content.as_ref())?;
+            for c in m.tool_calls.iter().flatten() {
+                let mut part = json!({"functionCall": {
+                    "name": c.function.name,
+                    "args": chat::parse_arguments(&c.function.arguments)?,
+                }});
+                if let Some((_, signature)) = c.id.split_once(THOUGHT_SIGNATURE_MARK) {
+                    part["thoughtSignature"] = signature.into();
+                }
+                parts.push(part);
+            }
+            Ok(("model", parts))
+        }
+        "tool" => {
+            let name = m
+                .tool_call_id
+                .as_deref()
+                .and_then(|id| call_names.get(id).copied())
+                .or(m.name.as_deref())
+                .ok_or_else(|| {
+                    GatewayError::invalid_param(
+                        "messages",
+                        "A 'tool' message's tool_call_id matches no tool call of an earlier assistant message.",
+                    )
+                })?;
+            let text = m.content.as_ref().map(Content::text).unwrap_or_default();
+            // Gemini wants an object: a JSON object result is passed as is.
+            let response = match serde_json::from_str::<Value>(&text) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => json!({"output": text}),
+            };
+            Ok((
+                "user",
+                vec![json!({"functionResponse": {"name": name, "response": response}})],
+            ))
+        }
+        other => Err(GatewayError::invalid_param(
+            "messages",
+            format!("Unknown message role '{other}'."),
+        )),
     }
+}
+
+/// Token limit, sampling parameters, candidates, stop sequences and the response format.
+fn generation_config(
+    dep: &Deployment,
+    body: &JsonObject,
+) -> Result<Map<String, Value>, GatewayError> {
     let mut config = Map::new();
     let max = chat::param::<u64>(body, dep, "max_completion_tokens")?.or(chat::param::<u64>(
         body,
@@ -129,67 +154,75 @@ pub(super) fn request_body(dep: &Deployment, body: &JsonObject) -> Result<Value,
         config.insert("stopSequences".into(), json!(stop));
     }
     if let Some(format) = chat::param::<Value>(body, dep, "response_format")? {
-        match format.get("type").and_then(Value::as_str) {
-            Some("json_object") => {
-                config.insert("responseMimeType".into(), "application/json".into());
-            }
-            Some("json_schema") => {
-                config.insert("responseMimeType".into(), "application/json".into());
-                if let Some(schema) = format.pointer("/json_schema/schema") {
-                    config.insert("responseSchema".into(), openapi_schema(schema));
-                }
-            }
-            Some("text") | None => {}
-            Some(other) => {
-                return Err(GatewayError::invalid_param(
-                    "response_format",
-                    format!("Unknown response_format type '{other}'."),
-                ))
-            }
-        }
+        response_format(&mut config, &format)?;
     }
-    if !config.is_empty() {
-        req.insert("generationConfig".into(), config.into());
-    }
+    Ok(config)
+}
 
-    let tools = chat::tools(body)?;
-    if !tools.is_empty() {
-        let declarations: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                let mut d = json!({"name": t.function.name});
-                if let Some(desc) = &t.function.description {
-                    d["description"] = desc.clone().into();
-                }
-                // Gemini refuses an object schema without properties: leave it out.
-                if let Some(p) = t.function.parameters.as_ref().filter(|p| {
-                    p.get("properties")
-                        .and_then(Value::as_object)
-                        .is_some_and(|o| !o.is_empty())
-                }) {
-                    d["parameters"] = openapi_schema(p);
-                }
-                d
-            })
-            .collect();
-        req.insert(
-            "tools".into(),
-            json!([{"functionDeclarations": declarations}]),
-        );
-        if let Some(choice) = chat::tool_choice(body)? {
-            let config = match choice {
-                ToolChoice::Auto => json!({"mode": "AUTO"}),
-                ToolChoice::None => json!({"mode": "NONE"}),
-                ToolChoice::Required => json!({"mode": "ANY"}),
-                ToolChoice::Named(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
-            };
-            req.insert(
-                "toolConfig".into(),
-                json!({"functionCallingConfig": config}),
-            );
+/// JSON mode, with the schema when the client gave one.
+fn response_format(config: &mut Map<String, Value>, format: &Value) -> Result<(), GatewayError> {
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_object") => {
+            config.insert("responseMimeType".into(), "application/json".into());
+        }
+        Some("json_schema") => {
+            config.insert("responseMimeType".into(), "application/json".into());
+            if let Some(schema) = format.pointer("/json_schema/schema") {
+                config.insert("responseSchema".into(), openapi_schema(schema));
+            }
+        }
+        Some("text") | None => {}
+        Some(other) => {
+            return Err(GatewayError::invalid_param(
+                "response_format",
+                format!("Unknown response_format type '{other}'."),
+            ))
         }
     }
-    Ok(Value::Object(req))
+    Ok(())
+}
+
+/// The function declarations and the tool config, when the request has tools.
+fn tools(req: &mut Map<String, Value>, body: &JsonObject) -> Result<(), GatewayError> {
+    let tools = chat::tools(body)?;
+    if tools.is_empty() {
+        return Ok(());
+    }
+    let declarations: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            let mut d = json!({"name": t.function.name});
+            if let Some(desc) = &t.function.description {
+                d["description"] = desc.clone().into();
+            }
+            // Gemini refuses an object schema without properties: leave it out.
+            if let Some(p) = t.function.parameters.as_ref().filter(|p| {
+                p.get("properties")
+                    .and_then(Value::as_object)
+                    .is_some_and(|o| !o.is_empty())
+            }) {
+                d["parameters"] = openapi_schema(p);
+            }
+            d
+        })
+        .collect();
+    req.insert(
+        "tools".into(),
+        json!([{"functionDeclarations": declarations}]),
+    );
+    if let Some(choice) = chat::tool_choice(body)? {
+        let config = match choice {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::Named(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        };
+        req.insert(
+            "toolConfig".into(),
+            json!({"functionCallingConfig": config}),
+        );
+    }
+    Ok(())
 }
 
 fn parts(content: Option<&Content>) -> Result<Vec<Value>, GatewayError> {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::schema::Response;
+use super::schema::{Candidate, Response};
 use super::{model_path, tool_call_id};
 use crate::error::GatewayError;
 use crate::providers::{chat, estimate, Endpoint, Prepared, ReportedUsage, MAX_STREAM_INDEX};
@@ -32,37 +32,12 @@ pub(super) fn read_response(
     body: &[u8],
 ) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
     let resp: Response = serde_json::from_slice(body).map_err(|_| malformed())?;
-    let mut choices: Vec<chat::Choice> = Vec::new();
     if resp.error.is_some() {
         return Err(GatewayError::upstream(
             "The provider answered with an error instead of a response.",
         ));
     }
-    for (pos, cand) in resp.candidates.iter().enumerate() {
-        let i = cand.index.unwrap_or(pos);
-        if i >= MAX_STREAM_INDEX {
-            return Err(malformed());
-        }
-        if choices.len() <= i {
-            choices.resize_with(i + 1, chat::Choice::default);
-        }
-        let choice = &mut choices[i];
-        for part in cand.content.iter().flat_map(|c| &c.parts) {
-            if let Some(call) = &part.function_call {
-                choice.tool_calls.push(chat::ToolCall {
-                    id: tool_call_id(part.thought_signature.as_deref()),
-                    name: call.name.clone(),
-                    arguments: args_json(call.args.as_ref()),
-                });
-            } else if let (Some(text), None | Some(false)) = (&part.text, part.thought) {
-                choice.content.push_str(text);
-            }
-        }
-        choice.finish_reason = chat::finish_reason(
-            finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP")),
-            !choice.tool_calls.is_empty(),
-        );
-    }
+    let mut choices = choices(&resp.candidates)?;
     if choices.is_empty() {
         // The prompt itself was blocked: no candidates at all.
         let blocked = resp
@@ -103,6 +78,37 @@ pub(super) fn read_response(
         usage: usage.as_ref().map(|u| u.tokens),
     };
     Ok((completion.to_json(), usage))
+}
+
+/// The candidates as OpenAI choices, each at its own index.
+fn choices(candidates: &[Candidate]) -> Result<Vec<chat::Choice>, GatewayError> {
+    let mut choices: Vec<chat::Choice> = Vec::new();
+    for (pos, cand) in candidates.iter().enumerate() {
+        let i = cand.index.unwrap_or(pos);
+        if i >= MAX_STREAM_INDEX {
+            return Err(malformed());
+        }
+        if choices.len() <= i {
+            choices.resize_with(i + 1, chat::Choice::default);
+        }
+        let choice = &mut choices[i];
+        for part in cand.content.iter().flat_map(|c| &c.parts) {
+            if let Some(call) = &part.function_call {
+                choice.tool_calls.push(chat::ToolCall {
+                    id: tool_call_id(part.thought_signature.as_deref()),
+                    name: call.name.clone(),
+                    arguments: args_json(call.args.as_ref()),
+                });
+            } else if let (Some(text), None | Some(false)) = (&part.text, part.thought) {
+                choice.content.push_str(text);
+            }
+        }
+        choice.finish_reason = chat::finish_reason(
+            finish_reason(cand.finish_reason.as_deref().unwrap_or("STOP")),
+            !choice.tool_calls.is_empty(),
+        );
+    }
+    Ok(choices)
 }
 
 /// A function call's arguments as the JSON text of OpenAI's `arguments` (`{}` for none).

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::response::{args_json, finish_reason};
-use super::schema::{Response, UsageMetadata};
+use super::schema::{Candidate, ErrorBody, Response, UsageMetadata};
 use super::{model_path, tool_call_id};
 use crate::providers::chat::{self, ChunkWriter};
 use crate::providers::estimate::{self, OutputSample};
@@ -89,24 +89,7 @@ impl Translator {
             return;
         };
         if let Some(err) = resp.error {
-            let message = if err.message.is_empty() {
-                "The provider reported an error mid-stream."
-            } else {
-                &err.message
-            };
-            let code = if err.status.is_empty() {
-                "upstream_error"
-            } else {
-                &err.status
-            };
-            let kind = match code {
-                "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "NOT_FOUND" => "invalid_request_error",
-                "RESOURCE_EXHAUSTED" => "rate_limit_exceeded",
-                _ => "server_error",
-            };
-            chat::error_event(out, kind, code, message);
-            self.phase = Phase::Failed;
-            self.error_type = Some("upstream_stream_error");
+            self.error(err, out);
             return;
         }
         if let Some(u) = resp.usage_metadata {
@@ -122,16 +105,7 @@ impl Translator {
         });
         if resp.candidates.is_empty() {
             if resp.prompt_feedback.and_then(|f| f.block_reason).is_some() {
-                if self.candidates.is_empty() {
-                    self.candidates.push(CandidateState::default());
-                }
-                let state = &mut self.candidates[0];
-                if !state.started {
-                    writer.role(out, 0);
-                    state.started = true;
-                }
-                writer.finish(out, 0, "content_filter");
-                state.finished = true;
+                prompt_blocked(writer, &mut self.candidates, out);
             }
             return;
         }
@@ -144,42 +118,90 @@ impl Translator {
                 self.candidates.resize(i + 1, CandidateState::default());
             }
             let state = &mut self.candidates[i];
-            if state.finished {
-                continue;
-            }
-            if !state.started {
-                writer.role(out, i);
-                state.started = true;
-            }
-            for part in cand.content.into_iter().flat_map(|c| c.parts) {
-                if let Some(call) = part.function_call {
-                    let args = args_json(call.args.as_ref());
-                    self.sent_text.push(&args);
-                    writer.tool_call(
-                        out,
-                        i,
-                        state.tool_calls,
-                        &tool_call_id(part.thought_signature.as_deref()),
-                        &call.name,
-                        &args,
-                    );
-                    state.tool_calls += 1;
-                } else if let (Some(text), None | Some(false)) = (part.text, part.thought) {
-                    if !text.is_empty() {
-                        self.sent_text.push(&text);
-                        writer.content(out, i, &text);
-                    }
-                }
-            }
-            if let Some(reason) = cand.finish_reason {
-                writer.finish(
-                    out,
-                    i,
-                    chat::finish_reason(finish_reason(&reason), state.tool_calls > 0),
-                );
-                state.finished = true;
+            if !state.finished {
+                candidate(writer, state, &mut self.sent_text, i, cand, out);
             }
         }
+    }
+
+    /// Told to the client as an OpenAI error event; the stream ends there.
+    fn error(&mut self, err: ErrorBody, out: &mut Vec<u8>) {
+        let message = if err.message.is_empty() {
+            "The provider reported an error mid-stream."
+        } else {
+            &err.message
+        };
+        let code = if err.status.is_empty() {
+            "upstream_error"
+        } else {
+            &err.status
+        };
+        let kind = match code {
+            "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "NOT_FOUND" => "invalid_request_error",
+            "RESOURCE_EXHAUSTED" => "rate_limit_exceeded",
+            _ => "server_error",
+        };
+        chat::error_event(out, kind, code, message);
+        self.phase = Phase::Failed;
+        self.error_type = Some("upstream_stream_error");
+    }
+}
+
+/// A blocked prompt has no candidates: the first choice ends with `content_filter`.
+fn prompt_blocked(writer: &ChunkWriter, candidates: &mut Vec<CandidateState>, out: &mut Vec<u8>) {
+    if candidates.is_empty() {
+        candidates.push(CandidateState::default());
+    }
+    let state = &mut candidates[0];
+    if !state.started {
+        writer.role(out, 0);
+        state.started = true;
+    }
+    writer.finish(out, 0, "content_filter");
+    state.finished = true;
+}
+
+/// Choice `i`'s next piece: its role chunk first, then its text and function calls, then
+/// its finish when the candidate has a finishReason.
+fn candidate(
+    writer: &ChunkWriter,
+    state: &mut CandidateState,
+    sent_text: &mut OutputSample,
+    i: usize,
+    cand: Candidate,
+    out: &mut Vec<u8>,
+) {
+    if !state.started {
+        writer.role(out, i);
+        state.started = true;
+    }
+    for part in cand.content.into_iter().flat_map(|c| c.parts) {
+        if let Some(call) = part.function_call {
+            let args = args_json(call.args.as_ref());
+            sent_text.push(&args);
+            writer.tool_call(
+                out,
+                i,
+                state.tool_calls,
+                &tool_call_id(part.thought_signature.as_deref()),
+                &call.name,
+                &args,
+            );
+            state.tool_calls += 1;
+        } else if let (Some(text), None | Some(false)) = (part.text, part.thought) {
+            if !text.is_empty() {
+                sent_text.push(&text);
+                writer.content(out, i, &text);
+            }
+        }
+    }
+    if let Some(reason) = cand.finish_reason {
+        writer.finish(
+            out,
+            i,
+            chat::finish_reason(finish_reason(&reason), state.tool_calls > 0),
+        );
+        state.finished = true;
     }
 }
 
