@@ -7,8 +7,7 @@ use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 
 use tollgate::config::{Config, LoadedConfig};
-use tollgate::mock_upstream::MockUpstream;
-use tollgate::providers::mock::MockOptions;
+use tollgate::mock::{MockOptions, MockUpstream};
 use tollgate::store::{Db, NewApiKey};
 
 // The request path allocates many small short-lived buffers; mimalloc measured cheaper than

@@ -187,8 +187,8 @@ async fn beyond_max_connections_a_client_waits_for_a_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_are_closed_but_slow_answers_are_not() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let (_mock, upstream) = start_mock(tollgate::mock_upstream::MockUpstream {
-        options: tollgate::providers::mock::MockOptions {
+    let (_mock, upstream) = start_mock(tollgate::mock::MockUpstream {
+        options: tollgate::mock::MockOptions {
             ttft_ms: 2500,
             ..Default::default()
         },

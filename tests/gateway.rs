@@ -613,7 +613,7 @@ async fn config_sync_and_reload_follow_the_file(backend: Backend) {
     store
         .execute(
             "INSERT INTO llm_providers (id, name, display_name, api, base_url, managed_by) VALUES ($1::uuid, 'manual', 'Manual', 'openai', 'http://127.0.0.1:1/v1', 'api')",
-            &[tollgate::store::new_id().into()],
+            &[tollgate::ids::new_id().into()],
         )
         .await
         .unwrap();
@@ -769,7 +769,7 @@ async fn capability_flags_left_unset_never_refuse(backend: Backend) {
         .execute(
             "INSERT INTO llm_models (id, provider_id, model_id, name, display_name, model_type)
              SELECT $1::uuid, id, 'seeded-1', 'seeded', 'Seeded', 'llm' FROM llm_providers WHERE name = 'up'",
-            &[tollgate::store::new_id().into()],
+            &[tollgate::ids::new_id().into()],
         )
         .await
         .unwrap();
@@ -783,7 +783,7 @@ async fn the_database_enforces_the_registry_rules(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.connect().await;
     store.migrate().await.unwrap();
-    let pid = tollgate::store::new_id();
+    let pid = tollgate::ids::new_id();
     store
         .execute(
             "INSERT INTO llm_providers (id, name, display_name) VALUES ($1::uuid, 'p', 'P')",
@@ -799,7 +799,7 @@ async fn the_database_enforces_the_registry_rules(backend: Backend) {
                 .execute(
                     "INSERT INTO llm_models (id, provider_id, model_id, name, display_name, is_default, cost_input_per_million)
                      VALUES ($1::uuid, $2::uuid, $3, $3, $3, $4, $5::numeric)",
-                    &[tollgate::store::new_id().into(), pid.into(), model_id.into(), default.into(), price.into()],
+                    &[tollgate::ids::new_id().into(), pid.into(), model_id.into(), default.into(), price.into()],
                 )
                 .await
         }
@@ -909,8 +909,8 @@ async fn a_stream_ends_at_done_and_its_connection_goes_back_to_the_pool() {
     use std::time::{Duration, Instant};
 
     let db = TestDb::new(Backend::Sqlite).await;
-    let (mock, addr) = start_mock(tollgate::mock_upstream::MockUpstream {
-        options: tollgate::providers::mock::MockOptions {
+    let (mock, addr) = start_mock(tollgate::mock::MockUpstream {
+        options: tollgate::mock::MockOptions {
             chunk_ms: 5,
             ..Default::default()
         },
@@ -1025,7 +1025,7 @@ async fn writers_racing_for_a_new_months_partition_all_succeed() {
         // One pool each, like separate gateway instances.
         let store = db.connect().await;
         let record: tollgate::metering::UsageRecord = serde_json::from_value(json!({
-            "id": tollgate::store::new_id(), "request_id": format!("r{i}"),
+            "id": tollgate::ids::new_id(), "request_id": format!("r{i}"),
             "created_at": "2031-03-15T12:00:00Z",
             "llm_model_id": null, "provider_id": null, "project_id": null, "api_key_id": null,
             "model_name": "m", "provider_name": "", "project_name": "",

@@ -168,7 +168,7 @@ async fn assert_integer_rollup(store: &Db) {
 /// any id makes a row the database refuses).
 fn record(request_id: &str, model: Option<String>) -> UsageRecord {
     serde_json::from_value(json!({
-        "id": tollgate::store::new_id(), "request_id": request_id,
+        "id": tollgate::ids::new_id(), "request_id": request_id,
         "created_at": chrono::Utc::now(),
         "llm_model_id": model, "provider_id": null, "project_id": null, "api_key_id": null,
         "model_name": "m", "provider_name": "", "project_name": "",
@@ -273,7 +273,7 @@ async fn a_row_the_database_refuses_is_set_aside_and_the_rest_lands(backend: Bac
     // and replayed them for ever).
     let old: Vec<UsageRecord> = vec![
         record("spooled-1", None),
-        record("spooled-bad", Some(tollgate::store::new_id())),
+        record("spooled-bad", Some(tollgate::ids::new_id())),
         record("spooled-2", None),
     ];
     let text: String = old
@@ -294,7 +294,7 @@ async fn a_row_the_database_refuses_is_set_aside_and_the_rest_lands(backend: Bac
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(writer.run(stop_rx));
     for i in 0..22 {
-        let model = (i == 7).then(tollgate::store::new_id);
+        let model = (i == 7).then(tollgate::ids::new_id);
         sink.record(record(&format!("live-{i}"), model));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -10,8 +10,7 @@ use common::*;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use serde_json::json;
-use tollgate::mock_upstream::MockUpstream;
-use tollgate::providers::mock::MockOptions;
+use tollgate::mock::{MockOptions, MockUpstream};
 
 fn chat(model: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})

@@ -180,7 +180,7 @@ impl UsageRecord {
 #[cfg(test)]
 pub(crate) fn sample_record() -> UsageRecord {
     UsageRecord {
-        id: crate::store::new_id(),
+        id: crate::ids::new_id(),
         request_id: "r".into(),
         created_at: chrono::Utc::now(),
         llm_model_id: None,

@@ -329,15 +329,6 @@ pub fn finish_reason(mapped: &'static str, has_tool_calls: bool) -> &'static str
     }
 }
 
-/// A tool call id for providers that give none: `call_` and 24 random alphanumerics.
-pub fn new_tool_call_id() -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    format!(
-        "call_{}",
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
-    )
-}
-
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

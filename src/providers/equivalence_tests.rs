@@ -8,10 +8,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::chat::testing::{assert_same_choices, choices_of, collect};
-use super::mock::{self, MockOptions};
 use super::testing::deployment;
-use super::{prepare, read_response, Endpoint, JsonObject, StreamTranslator};
+use super::{adapter, Endpoint, JsonObject};
 use crate::config::Api;
+use crate::mock::{self, MockOptions};
 
 const REQUESTS: &[&str] = &[
     r#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello to the world"}]}"#,
@@ -43,20 +43,24 @@ async fn streamed_and_whole_answers_have_the_same_message_usage_and_cost() {
         let dep = deployment(api, "mock-model");
         for request in REQUESTS {
             let whole_req = JsonObject::parse(Bytes::copy_from_slice(request.as_bytes())).unwrap();
-            let p = prepare(&dep, Endpoint::ChatCompletions, &whole_req).unwrap();
+            let p = adapter(api)
+                .prepare(&dep, Endpoint::ChatCompletions, &whole_req)
+                .unwrap();
             let body = upstream(p.request.uri.path(), p.request.body.clone()).await;
-            let (client_body, usage) = read_response(&dep, &p, body).unwrap();
+            let (client_body, usage) = adapter(api).read_response(&dep, &p, body).unwrap();
             let whole: Value = serde_json::from_slice(&client_body).unwrap();
             let usage = usage.expect("the mock reports usage");
             assert!(!usage.estimated, "{api:?}");
 
             let stream_req = JsonObject::parse(Bytes::from(with_stream(request))).unwrap();
-            let sp = prepare(&dep, Endpoint::ChatCompletions, &stream_req).unwrap();
+            let sp = adapter(api)
+                .prepare(&dep, Endpoint::ChatCompletions, &stream_req)
+                .unwrap();
             assert!(sp.stream && sp.client_wants_usage);
             let sse = upstream(sp.request.uri.path(), sp.request.body.clone()).await;
             // whole, and in pieces of 1, 7 and 64 bytes
             for piece in [sse.len().max(1), 1, 7, 64] {
-                let mut t = StreamTranslator::new(&dep, &sp);
+                let mut t = adapter(api).stream_translator(&dep, &sp);
                 let mut out = Vec::new();
                 for c in sse.chunks(piece) {
                     out.extend_from_slice(&t.push(Bytes::copy_from_slice(c)));
@@ -94,9 +98,11 @@ async fn mock_misbehaviour_reaches_every_adapter_in_its_own_shape() {
         // mid-stream error: content, then an OpenAI error event, no [DONE]
         let dep = deployment(api, "mock-stream-error");
         let req = JsonObject::parse(Bytes::from(with_stream(request))).unwrap();
-        let p = prepare(&dep, Endpoint::ChatCompletions, &req).unwrap();
+        let p = adapter(api)
+            .prepare(&dep, Endpoint::ChatCompletions, &req)
+            .unwrap();
         let sse = upstream(p.request.uri.path(), p.request.body.clone()).await;
-        let mut t = StreamTranslator::new(&dep, &p);
+        let mut t = adapter(api).stream_translator(&dep, &p);
         let mut out = t.push(sse).to_vec();
         out.extend_from_slice(&t.finish());
         let c = collect(&out);
@@ -106,9 +112,11 @@ async fn mock_misbehaviour_reaches_every_adapter_in_its_own_shape() {
 
         // cut stream: no [DONE], estimated usage
         let dep = deployment(api, "mock-cut");
-        let p = prepare(&dep, Endpoint::ChatCompletions, &req).unwrap();
+        let p = adapter(api)
+            .prepare(&dep, Endpoint::ChatCompletions, &req)
+            .unwrap();
         let sse = upstream(p.request.uri.path(), p.request.body.clone()).await;
-        let mut t = StreamTranslator::new(&dep, &p);
+        let mut t = adapter(api).stream_translator(&dep, &p);
         let mut out = t.push(sse).to_vec();
         out.extend_from_slice(&t.finish());
         assert!(!collect(&out).done, "{api:?}");
@@ -118,7 +126,9 @@ async fn mock_misbehaviour_reaches_every_adapter_in_its_own_shape() {
         // error statuses carry the provider's own error body, with a message at /error/message
         let dep = deployment(api, "mock-status-529");
         let whole = JsonObject::parse(Bytes::from_static(request.as_bytes())).unwrap();
-        let p = prepare(&dep, Endpoint::ChatCompletions, &whole).unwrap();
+        let p = adapter(api)
+            .prepare(&dep, Endpoint::ChatCompletions, &whole)
+            .unwrap();
         let mut body: Value = serde_json::from_str(request).unwrap();
         body["model"] = "mock-status-529".into();
         let resp = mock::respond(
@@ -141,9 +151,11 @@ async fn gemini_embeddings_through_the_mock() {
     for input in [r#""hello world""#, r#"["hello world","again"]"#] {
         let req =
             JsonObject::parse(Bytes::from(format!(r#"{{"model":"e","input":{input}}}"#))).unwrap();
-        let p = prepare(&dep, Endpoint::Embeddings, &req).unwrap();
+        let p = adapter(Api::Gemini)
+            .prepare(&dep, Endpoint::Embeddings, &req)
+            .unwrap();
         let body = upstream(p.request.uri.path(), p.request.body.clone()).await;
-        let (out, usage) = read_response(&dep, &p, body).unwrap();
+        let (out, usage) = adapter(Api::Gemini).read_response(&dep, &p, body).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         let n = if input.starts_with('[') { 2 } else { 1 };
         assert_eq!(v["data"].as_array().unwrap().len(), n);

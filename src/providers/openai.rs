@@ -14,12 +14,59 @@ use http::HeaderMap;
 use memchr::memmem;
 
 use super::{
-    chat, estimate, Endpoint, JsonObject, Prepared, ReportedUsage, UpstreamRequest, MAX_EVENT_BYTES,
+    chat, estimate, Adapter, Endpoint, JsonObject, Prepared, ReportedUsage, StreamTranslator,
+    UpstreamRequest, MAX_EVENT_BYTES,
 };
 use crate::config::Api;
 use crate::error::GatewayError;
 use crate::metering::TokenUsage;
 use crate::registry::Deployment;
+
+/// OpenAI's format, spoken by OpenAI, Azure OpenAI, the compatible APIs and the mock.
+pub struct OpenAi;
+
+impl Adapter for OpenAi {
+    fn prepare(
+        &self,
+        dep: &Deployment,
+        endpoint: Endpoint,
+        body: &JsonObject,
+    ) -> Result<Prepared, GatewayError> {
+        prepare(dep, endpoint, body)
+    }
+
+    fn read_response(
+        &self,
+        dep: &Deployment,
+        prepared: &Prepared,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<ReportedUsage>), GatewayError> {
+        read_response(dep, prepared, body)
+    }
+
+    fn stream_translator(
+        &self,
+        dep: &Deployment,
+        prepared: &Prepared,
+    ) -> Box<dyn StreamTranslator> {
+        Box::new(PassThrough::new(dep, prepared))
+    }
+}
+
+impl StreamTranslator for PassThrough {
+    fn push(&mut self, chunk: Bytes) -> Bytes {
+        PassThrough::push(self, chunk)
+    }
+    fn finish(&mut self) -> Bytes {
+        PassThrough::finish(self)
+    }
+    fn usage(&self) -> Option<ReportedUsage> {
+        PassThrough::usage(self)
+    }
+    fn error_type(&self) -> Option<&'static str> {
+        PassThrough::error_type(self)
+    }
+}
 
 pub fn prepare(
     dep: &Deployment,

@@ -29,10 +29,9 @@ use super::opening::{Opening, Verdict};
 use super::stream::MeteredStream;
 use super::upstream::{SendError, UpstreamBody};
 use super::{Gateway, Runtime};
-use crate::error::GatewayError;
+use crate::error::{BoxError, GatewayError};
 use crate::limits::{self, Admission, LimitSet, Refused};
-use crate::providers::mock::BoxError;
-use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
+use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared};
 use crate::registry::{routing, CircuitState, Deployment, ModelType, Needs, NoFit};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -86,7 +85,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)
-        .unwrap_or_else(crate::store::new_id);
+        .unwrap_or_else(crate::ids::new_id);
     let mut meter = RequestMeter::new(request_id.clone(), endpoint, gw.usage.clone());
     let mut response = match proxy(&gw, endpoint, req, &mut meter).await {
         Ok(resp) => resp,
@@ -393,7 +392,8 @@ async fn forward(
                     continue;
                 }
             };
-        let prepared = providers::prepare(dep, attempt.endpoint, attempt.body)?;
+        let prepared =
+            providers::adapter(provider.api).prepare(dep, attempt.endpoint, attempt.body)?;
         meter.attempts += 1;
         meter.deployment = Some(dep.clone());
         let guards = Guards {
@@ -666,7 +666,8 @@ async fn respond_whole(
         ..
     } = answer;
     let bytes = read_answer(&dep.provider.name, resp, until, max_bytes).await?;
-    let (mut body, usage) = providers::read_response(dep, prepared, bytes)?;
+    let (mut body, usage) =
+        providers::adapter(dep.provider.api).read_response(dep, prepared, bytes)?;
     let mut content_type = "application/json";
     if prepared.stream {
         body = chat::completion_as_stream(&body, prepared.client_wants_usage).ok_or_else(|| {
@@ -731,7 +732,8 @@ async fn respond_stream(
             "Provider {provider} {what} before its answer began."
         ))
     };
-    let mut translator = StreamTranslator::new(answer.dep, answer.prepared);
+    let mut translator =
+        providers::adapter(answer.dep.provider.api).stream_translator(answer.dep, answer.prepared);
     let mut upstream = answer.resp.into_body();
     let mut opening = Opening::new();
     let ended = loop {

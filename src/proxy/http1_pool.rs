@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::upstream::{error_chain, SendError, UpstreamBody};
-use crate::providers::mock::BoxError;
+use crate::error::BoxError;
 
 /// Idle connections kept per provider, and for how long. A connection the provider closed
 /// while idle ends its task at once; its handle is dropped at the next checkout.

@@ -87,7 +87,7 @@ impl RequestMeter {
         };
         let ms = |d: Duration| d.as_millis() as u64;
         self.sink.record(UsageRecord {
-            id: crate::store::new_id(),
+            id: crate::ids::new_id(),
             request_id: self.request_id.clone(),
             created_at: self.created_at,
             llm_model_id: dep.map(|d| d.id.clone()),

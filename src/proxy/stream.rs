@@ -22,12 +22,12 @@ use tokio::time::Sleep;
 
 use super::meter::{Guards, RequestMeter};
 use super::upstream::UpstreamBody;
-use crate::providers::mock::BoxError;
+use crate::error::BoxError;
 use crate::providers::StreamTranslator;
 
 pub struct MeteredStream {
     upstream: UpstreamBody,
-    translator: StreamTranslator,
+    translator: Box<dyn StreamTranslator>,
     meter: RequestMeter,
     /// Released when the stream ends, however it ends.
     guards: Option<Guards>,
@@ -63,7 +63,7 @@ impl MeteredStream {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: UpstreamBody,
-        translator: StreamTranslator,
+        translator: Box<dyn StreamTranslator>,
         meter: RequestMeter,
         guards: Guards,
         held: Bytes,

@@ -12,7 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::Api;
-use crate::providers::mock::{self, BoxError, MockOptions};
+use crate::error::BoxError;
+use crate::mock::{self, MockOptions};
 use crate::providers::UpstreamRequest;
 use crate::registry::Provider;
 

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use rust_decimal::Decimal;
 
-use super::{new_id, timestamp, Arg, Db, DbRow};
+use super::{timestamp, Arg, Db, DbRow};
+use crate::ids::new_id;
 
 #[derive(Debug, Clone, Default)]
 pub struct NewApiKey {

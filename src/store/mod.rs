@@ -338,16 +338,6 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// A time-ordered UUID (v7) as text. Encoded into a buffer rather than through `Display`,
-/// which costs several times more; two are made per request.
-pub fn new_id() -> String {
-    let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut buf)
-        .to_owned()
-}
-
 /// Timestamps are written by the application in one format, so SQLite compares them as text.
 /// Written out digit by digit (the same text as chrono's `to_rfc3339_opts(Millis, true)`, which
 /// costs several times more): every usage row is stamped.

@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 
-use super::{new_id, timestamp, Arg, Db, DbRow};
+use super::{timestamp, Arg, Db, DbRow};
 use crate::config::{Config, ModelConfig, ProviderConfig};
+use crate::ids::new_id;
 
 /// What one config sync did, for the start-up log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tollgate::config::Config;
-use tollgate::mock_upstream::MockUpstream;
+use tollgate::mock::MockUpstream;
 use tollgate::proxy::Running;
 use tollgate::store::Db;
 

@@ -13,7 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::providers::mock::{self, MockOptions};
+use super::{respond, MockBody, MockOptions};
+use crate::error::BoxError;
 
 /// One request as the mock received it.
 #[derive(Debug, Clone)]
@@ -65,13 +66,13 @@ impl Answering {
 
 /// A body that keeps its answer counted until it is dropped.
 struct Counted {
-    inner: mock::MockBody,
+    inner: MockBody,
     _answering: Answering,
 }
 
 impl http_body::Body for Counted {
     type Data = Bytes;
-    type Error = mock::BoxError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -138,14 +139,14 @@ impl MockUpstream {
                         }
                         let answering = Answering::new(&this.counters);
                         let resp = if this.failing.load(Ordering::SeqCst) {
-                            mock::respond(
+                            respond(
                                 "/v1/chat/completions",
                                 br#"{"model":"mock-status-500"}"#.as_slice().into(),
                                 &this.options,
                             )
                             .await
                         } else {
-                            mock::respond(parts.uri.path(), body, &this.options).await
+                            respond(parts.uri.path(), body, &this.options).await
                         };
                         // The count ends when the body is done with, however that happens.
                         let resp = resp.map(|inner| Counted {
