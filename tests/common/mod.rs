@@ -293,3 +293,52 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             .then(|| value.parse().ok())?
     })
 }
+
+/// Runs each named `async fn(Backend)` as two tests, one on each database.
+#[allow(unused_macros)]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_databases;
+
+/// An OpenAI-compatible provider named `name` at `addr`.
+pub fn upstream_provider(addr: SocketAddr, name: &str, key: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "{name}"
+api = "openai"
+base_url = "http://{addr}/v1"
+api_key = "{key}"
+"#
+    )
+}
+
+/// A chat model `fast` on the provider `up`, with prices and default parameters.
+pub const CHAT_MODEL: &str = r#"
+[[models]]
+name = "fast"
+provider = "up"
+model_id = "upstream-model-v1"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+parameters = { temperature = 0.25, top_p = 0.5 }
+"#;
