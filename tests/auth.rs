@@ -7,7 +7,7 @@ use common::*;
 use http::StatusCode;
 use serde_json::json;
 
-on_both_databases!(gateway_keys_are_required_and_attributed,);
+on_both_databases!(gateway_keys_are_required_and_attributed);
 
 async fn gateway_keys_are_required_and_attributed(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -43,45 +43,59 @@ async fn gateway_keys_are_required_and_attributed(backend: Backend) {
     })
     .await;
     let running = gw.running;
-    let url = format!("http://{}/v1/chat/completions", running.addr);
+    let chat = &format!("http://{}/v1/chat/completions", running.addr);
+    let models = &format!("http://{}/v1/models", running.addr);
+    let never_issued = Some("Bearer tg-not-a-real-key");
+    let (bearer_revoked, bearer_key) = (format!("Bearer {revoked}"), format!("Bearer {key}"));
+    let (revoked_key, valid_key) = (Some(bearer_revoked.as_str()), Some(bearer_key.as_str()));
+    let (unauthorized, invalid_key) = (StatusCode::UNAUTHORIZED, Some("invalid_api_key"));
+    let missing = "You didn't provide an API key";
+    let incorrect = "Incorrect API key provided";
+    // (what, url, authorization, status, error.code, a fragment of error.message)
+    #[rustfmt::skip]
+    let cases = [
+        ("no key: code null, as OpenAI's", chat, None, unauthorized, None, missing),
+        ("a key never issued", chat, never_issued, unauthorized, invalid_key, incorrect),
+        ("a revoked key", chat, revoked_key, unauthorized, invalid_key, incorrect),
+        ("a valid key", chat, valid_key, StatusCode::OK, None, ""),
+        ("the model list without a key", models, None, unauthorized, None, missing),
+    ];
     let body = json!({"model": "fast", "messages": [{"role": "user", "content": "x y"}]});
-
-    let r = post(&url, &body, &[]).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        r.json()["error"]["code"],
-        serde_json::Value::Null,
-        "as OpenAI's"
-    );
-    let r = post(
-        &url,
-        &body,
-        &[("authorization", "Bearer tg-not-a-real-key")],
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
-    let r = post(
-        &url,
-        &body,
-        &[("authorization", &format!("Bearer {revoked}"))],
-    )
-    .await;
-    assert_eq!(
-        r.status,
-        StatusCode::UNAUTHORIZED,
-        "revoked keys are refused"
-    );
-    let r = post(&url, &body, &[("authorization", &format!("Bearer {key}"))]).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let r = get(&format!("http://{}/v1/models", running.addr), &[]).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    for (what, url, authorization, status, code, says) in cases {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        let r = if url == models {
+            get(url, &headers).await
+        } else {
+            post(url, &body, &headers).await
+        };
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        if status != StatusCode::OK {
+            let e = &r.json()["error"];
+            assert_eq!(e["type"], "invalid_request_error", "{what}: {e}");
+            assert_eq!(e["code"].as_str(), code, "{what}: {e}");
+            assert!(e["message"].as_str().unwrap().contains(says), "{what}: {e}");
+        }
+    }
 
     running.stop().await;
     let rows = usage_rows(&store).await;
     let ok = rows.iter().find(|r| r.status_code == 200).unwrap();
     assert_eq!(ok.api_key_id.as_deref(), Some(key_id.as_str()));
-    assert!(ok.project_id.is_some());
+    let alpha = store
+        .fetch_all(
+            "SELECT id::text AS id FROM projects WHERE name = 'alpha'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.project_id,
+        alpha[0].opt_text("id").unwrap(),
+        "the key's project"
+    );
     assert_eq!(rows.len(), 1, "refusals without a caller have no row");
     let keys = store.list_api_keys().await.unwrap();
     assert_eq!(keys.len(), 2);

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 
-on_both_databases!(the_database_enforces_the_registry_rules,);
+on_both_databases!(the_database_enforces_the_registry_rules);
 
 async fn the_database_enforces_the_registry_rules(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -33,26 +33,61 @@ async fn the_database_enforces_the_registry_rules(backend: Backend) {
         }
     };
     insert("m1", true, "1.5").await.unwrap();
-    assert!(
-        insert("m2", true, "1").await.is_err(),
-        "one default model per provider"
-    );
-    assert!(
-        insert("m1", false, "1").await.is_err(),
-        "unique (provider, model_id)"
-    );
-    assert!(insert("m3", false, "-0.01").await.is_err(), "costs >= 0");
+    // (what, model_id, is_default, price, the rule that refuses it on SQLite / PostgreSQL)
+    #[rustfmt::skip]
+    let refusals = [
+        ("one default model per provider", "m2", true, "1",
+            ("UNIQUE constraint failed: llm_models.provider_id",
+             "unique constraint \"llm_models_one_default_per_provider\"")),
+        ("unique (provider, model_id)", "m1", false, "1",
+            ("UNIQUE constraint failed: llm_models.provider_id, llm_models.model_id",
+             "unique constraint \"llm_models_provider_id_model_id_key\"")),
+        ("costs >= 0", "m3", false, "-0.01",
+            ("CHECK constraint failed: CAST(cost_input_per_million AS REAL) >= 0",
+             "check constraint \"llm_models_cost_input_per_million_check\"")),
+    ];
+    for (what, model_id, default, price, rule) in refusals {
+        let refused = insert(model_id, default, price).await;
+        assert_refused_by(backend, refused, rule, what);
+    }
     insert("m4", false, "0").await.unwrap();
-    assert!(
-        store
-            .execute(
-                "UPDATE llm_models SET model_id = 'renamed' WHERE model_id = 'm1'",
-                &[]
-            )
-            .await
-            .is_err(),
-        "model_id is immutable"
+    let rename = store
+        .execute(
+            "UPDATE llm_models SET model_id = 'renamed' WHERE model_id = 'm1'",
+            &[],
+        )
+        .await;
+    let immutable = (
+        "llm_models.model_id is immutable",
+        "llm_models.model_id is immutable (m1 -> renamed)",
     );
+    assert_refused_by(backend, rename, immutable, "model_id is immutable");
+}
+
+/// `result` failed, refused by `rule.0` on SQLite (the columns or CHECK it names) or by
+/// `rule.1` on PostgreSQL (the constraint's name).
+fn assert_refused_by(
+    backend: Backend,
+    result: anyhow::Result<u64>,
+    rule: (&str, &str),
+    what: &str,
+) {
+    let rule = match backend {
+        Backend::Sqlite => rule.0,
+        Backend::Postgres => rule.1,
+    };
+    assert_refused(result, rule, what);
+}
+
+/// `result` failed, and its error ends with the rule that refused it.
+fn assert_refused(result: anyhow::Result<u64>, rule: &str, what: &str) {
+    match result {
+        Ok(_) => panic!("{what}: accepted"),
+        Err(e) => assert!(
+            e.to_string().ends_with(rule),
+            "{what}: refused by {e}, not {rule}"
+        ),
+    }
 }
 
 /// An SQLite database made before the usage table's key changed keeps its rows through the
@@ -120,7 +155,10 @@ async fn sqlite_usage_rows_survive_the_key_migration() {
         )
     };
     assert!(store.execute(&insert("estimated"), &[]).await.is_ok());
-    assert!(store.execute(&insert("bogus"), &[]).await.is_err());
+    let usage_source = "CHECK constraint failed: usage_source = 'provider' OR \
+                        usage_source = 'estimated' OR usage_source = 'none'";
+    let bogus = store.execute(&insert("bogus"), &[]).await;
+    assert_refused(bogus, usage_source, "an unknown usage_source");
     let program = store
         .fetch_all(&format!("EXPLAIN {}", insert("none")), &[])
         .await
@@ -199,13 +237,12 @@ async fn sqlite_models_and_their_usage_survive_the_capability_migration() {
                   VALUES ('o', 'no-such-provider', 'o1', 'o', 'O')";
     for _ in 0..4 {
         // every pooled connection, the migrating one included
-        assert!(store.execute(orphan, &[]).await.is_err(), "foreign keys on");
+        let refused = store.execute(orphan, &[]).await;
+        assert_refused(refused, "FOREIGN KEY constraint failed", "foreign keys on");
     }
-    assert!(
-        store
-            .execute("UPDATE llm_models SET model_id = 'x' WHERE id = 'm'", &[])
-            .await
-            .is_err(),
-        "model_id is still immutable"
-    );
+    let rename = store
+        .execute("UPDATE llm_models SET model_id = 'x' WHERE id = 'm'", &[])
+        .await;
+    let immutable = "llm_models.model_id is immutable";
+    assert_refused(rename, immutable, "model_id is still immutable");
 }

@@ -102,7 +102,11 @@ async fn a_second_gateway_on_a_port_in_use_fails_unless_both_share_it() {
     assert!(!db2.dir().join("t.db").exists());
     // Asking for sharing on one side only is not enough.
     let err = try_start_on(&db2, &addr, "reuse_port = true").await.err();
-    assert!(err.is_some());
+    let msg = format!("{:#}", err.expect("refused"));
+    assert!(
+        msg.contains(&format!("cannot listen on {addr}: another process")),
+        "{msg}"
+    );
     first.stop().await;
 
     let first = try_start_on(&db1, "127.0.0.1:0", "reuse_port = true")

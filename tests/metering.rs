@@ -325,7 +325,7 @@ async fn refusals_of_unauthenticated_requests_are_counted_not_written(backend: B
         role: "user".into(),
         ..Default::default()
     };
-    store.insert_api_key(&new, &hash, &prefix).await.unwrap();
+    let key_id = store.insert_api_key(&new, &hash, &prefix).await.unwrap();
     let (_mock, addr) = mock_upstream().await;
     let gw = start_gateway_with(&db, &format!("{}{MODELS}", provider(addr)), |t| {
         t.replace("require_api_key = false", "require_api_key = true")
@@ -364,7 +364,7 @@ async fn refusals_of_unauthenticated_requests_are_counted_not_written(backend: B
     let rows = usage_rows(&store).await;
     assert_eq!(rows.len(), 1, "only the keyed request has a row: {rows:?}");
     assert_eq!(rows[0].status_code, 200);
-    assert!(rows[0].api_key_id.is_some());
+    assert_eq!(rows[0].api_key_id.as_deref(), Some(key_id.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use http::StatusCode;
+use rust_decimal::prelude::ToPrimitive;
 use serde_json::json;
 
 on_both_databases!(
@@ -75,7 +76,14 @@ async fn chat_is_rewritten_forwarded_and_metered_exactly(backend: Backend) {
         ),
         Some(16.0)
     );
-    assert!(metric(&metrics, "tollgate_cost_usd_total", &[("model", "fast")]).is_some());
+    // 4 prompt tokens at $0.15 and 16 completion tokens at $0.60 per million
+    let cost = (dec("4") * dec("0.15") + dec("16") * dec("0.60")) / dec("1000000");
+    assert_eq!(cost, dec("0.0000102"));
+    assert_eq!(
+        metric(&metrics, "tollgate_cost_usd_total", &[("model", "fast")]),
+        cost.to_f64(),
+        "the metric holds the row's exact cost"
+    );
     assert_eq!(
         metric(&metrics, "tollgate_usage_log_dropped_total", &[]),
         Some(0.0)
@@ -90,8 +98,7 @@ async fn chat_is_rewritten_forwarded_and_metered_exactly(backend: Backend) {
         (r.input_tokens, r.output_tokens, r.status_code),
         (4, 16, 200)
     );
-    // 4 * 0.15 + 16 * 0.60 = 10.2 per million tokens
-    assert_eq!(dec(&r.cost_usd), dec("0.0000102"));
+    assert_eq!(dec(&r.cost_usd), cost);
     assert_eq!(r.usage_source, "provider");
     assert_eq!(r.provider.as_deref(), Some("up"));
     assert_eq!(
@@ -107,7 +114,7 @@ async fn chat_is_rewritten_forwarded_and_metered_exactly(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(report[0].group, "up/upstream-model-v1");
-    assert_eq!(report[0].totals.cost_usd, dec("0.0000102"));
+    assert_eq!(report[0].totals.cost_usd, cost);
     assert_eq!(report[0].totals.output_tokens, 16);
 }
 

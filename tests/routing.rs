@@ -48,8 +48,17 @@ model_id = "mock-status-429"
     assert_eq!(models, ["mock-status-503", "healthy"]);
     let r = post(&url, &json!({"model": "limited", "messages": msgs}), &[]).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.json()["error"]["type"], "rate_limit_exceeded");
-    assert!(r.headers.contains_key("retry-after"));
+    let e = &r.json()["error"];
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("rate_limit_exceeded"), &json!("rate_limit_exceeded")),
+        "{e}"
+    );
+    assert_eq!(e["message"], "Provider up is rate limiting requests.");
+    assert_eq!(
+        r.headers["retry-after"], "1",
+        "the provider's own retry-after"
+    );
 
     let metrics = get(&format!("{}/metrics", gw.base), &[]).await.text();
     assert_eq!(
@@ -86,19 +95,25 @@ async fn capability_flags_left_unset_never_refuse(backend: Backend) {
             {"type": "text", "text": "what is this?"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]})
     };
-    for (m, status) in [
-        ("unset", StatusCode::OK),
-        ("sees", StatusCode::OK),
-        ("blind", StatusCode::BAD_REQUEST),
-    ] {
-        let r = post(&url, &image(m), &[]).await;
-        assert_eq!(r.status, status, "{m}: {}", r.text());
+    let refused = "No deployment of `blind` supports images.";
+    // (what, model, status, error.message)
+    #[rustfmt::skip]
+    let cases = [
+        ("flags left unset never refuse", "unset", StatusCode::OK, None),
+        ("supports_vision = true serves", "sees", StatusCode::OK, None),
+        ("supports_vision = false refuses", "blind", StatusCode::BAD_REQUEST, Some(refused)),
+    ];
+    for (what, model, status, says) in cases {
+        let r = post(&url, &image(model), &[]).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        if let Some(says) = says {
+            let e = &r.json()["error"];
+            assert_eq!(
+                (&e["type"], &e["message"]),
+                (&json!("invalid_request_error"), &json!(says))
+            );
+        }
     }
-    let r = post(&url, &image("blind"), &[]).await;
-    assert_eq!(
-        r.json()["error"]["message"],
-        "No deployment of `blind` supports images."
-    );
     let sent = mock.received();
     assert_eq!(sent.len(), 2);
     assert_eq!(

@@ -747,11 +747,17 @@ async fn streams_pass_through_and_usage_chunk_follows_the_client(backend: Backen
     assert!(rows
         .iter()
         .all(|r| r.stream && r.status_code == 200 && r.usage_source == "provider"));
-    assert_eq!((rows[0].input_tokens, rows[0].output_tokens), (3, 5));
-    assert_eq!((rows[1].input_tokens, rows[1].output_tokens), (3, 16));
-    // 3 * 0.15 + 5 * 0.60 = 3.45 per million
-    assert_eq!(dec(&rows[0].cost_usd), dec("0.00000345"));
-    assert!(rows[0].ttft_ms.is_some());
+    // (what, prompt and completion tokens, cost at $0.15 and $0.60 per million)
+    #[rustfmt::skip]
+    let expected = [
+        ("max_tokens = 5, no usage asked", (3, 5), "0.00000345"), // 3 * 0.15 + 5 * 0.60
+        ("usage asked for", (3, 16), "0.00001005"),                // 3 * 0.15 + 16 * 0.60
+    ];
+    for ((what, tokens, cost), row) in expected.into_iter().zip(&rows) {
+        assert_eq!((row.input_tokens, row.output_tokens), tokens, "{what}");
+        assert_eq!(dec(&row.cost_usd), dec(cost), "{what}");
+        assert!(row.ttft_ms.is_some(), "{what}: time to first token");
+    }
 }
 
 /// The client's stream ends with `data: [DONE]`, even while the provider keeps its body open
