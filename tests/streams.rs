@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 on_both_databases!(streams_pass_through_and_usage_chunk_follows_the_client);
 
@@ -82,8 +82,11 @@ async fn answer(
     answers: Answers,
     marks: Arc<Mutex<Vec<Instant>>>,
 ) {
-    let Some(asked) = read_request(&mut socket).await else {
+    let Some(asked) = read_upstream_request(&mut socket).await else {
         return;
+    };
+    let asked = Asked {
+        model: asked.model(),
     };
     let script = answers(&asked);
     if socket.write_all(script.head.as_bytes()).await.is_err() {
@@ -101,45 +104,6 @@ async fn answer(
             Step::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
         }
     }
-}
-
-/// Reads one request (headers, then `content-length` bytes of body).
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Asked> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let head_end = loop {
-        let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let path = head.split(' ').nth(1)?;
-    let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or_default();
-    let model = match body["model"].as_str() {
-        Some(m) => m.to_owned(),
-        // Gemini: /v1beta/models/{model}:streamGenerateContent?alt=sse
-        None => path
-            .split("/models/")
-            .nth(1)
-            .and_then(|p| p.split(':').next())
-            .unwrap_or_default()
-            .to_owned(),
-    };
-    Some(Asked { model })
 }
 
 // ---------------------------------------------------------------------------------------
