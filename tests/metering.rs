@@ -1,7 +1,8 @@
 //! Metering that fails safe, against real databases (each case on SQLite and on PostgreSQL):
 //! refusals of unauthenticated requests are counted, not written; an absurd usage report is
 //! clamped; a row the database refuses is set aside without holding back its batch; the
-//! hourly roll-up stays integer.
+//! hourly roll-up stays integer; a database outage or a race for a new month's partition
+//! loses no row; the counters exist at zero before their first increase.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Reloading config.toml while serving (SIGHUP calls `Gateway::reload`): what applies at run
 //! time applies, what needs a restart is named, and a file that would leave nothing serving
-//! is refused while the running configuration keeps serving.
+//! is refused while the running configuration keeps serving. The file's models and providers
+//! are synced into the database on every load, on SQLite and on PostgreSQL.
 
 mod common;
 

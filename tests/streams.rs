@@ -1,6 +1,8 @@
 //! Streams and upstream bodies end to end, against upstreams written here byte by byte on
 //! loopback (as providers no one here wrote send them): JSON spaced and split over lines,
 //! garbage, whole bodies where a stream was asked for, bodies that stall, break or never end.
+//! Also the stream's own rules against the mock (the usage chunk only when asked for, the end
+//! at `[DONE]`) and upstream connections that close or linger.
 
 mod common;
 
