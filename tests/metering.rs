@@ -1,7 +1,8 @@
 //! Metering that fails safe, against real databases (each case on SQLite and on PostgreSQL):
 //! refusals of unauthenticated requests are counted, not written; an absurd usage report is
 //! clamped; a row the database refuses is set aside without holding back its batch; the
-//! hourly roll-up stays integer.
+//! hourly roll-up stays integer; a database outage or a race for a new month's partition
+//! loses no row; the counters exist at zero before their first increase.
 
 mod common;
 
@@ -13,27 +14,6 @@ use http::StatusCode;
 use serde_json::json;
 use tollgate::metering::{usage_pipeline, Metrics, UsageRecord};
 use tollgate::store::Db;
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_databases!(
     an_absurd_usage_report_is_clamped_and_its_batch_lands,
@@ -346,7 +326,7 @@ async fn refusals_of_unauthenticated_requests_are_counted_not_written(backend: B
         role: "user".into(),
         ..Default::default()
     };
-    store.insert_api_key(&new, &hash, &prefix).await.unwrap();
+    let key_id = store.insert_api_key(&new, &hash, &prefix).await.unwrap();
     let (_mock, addr) = mock_upstream().await;
     let gw = start_gateway_with(&db, &format!("{}{MODELS}", provider(addr)), |t| {
         t.replace("require_api_key = false", "require_api_key = true")
@@ -385,5 +365,136 @@ async fn refusals_of_unauthenticated_requests_are_counted_not_written(backend: B
     let rows = usage_rows(&store).await;
     assert_eq!(rows.len(), 1, "only the keyed request has a row: {rows:?}");
     assert_eq!(rows[0].status_code, 200);
-    assert!(rows[0].api_key_id.is_some());
+    assert_eq!(rows[0].api_key_id.as_deref(), Some(key_id.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_survives_a_database_outage() {
+    // PostgreSQL stops accepting connections, the writer spools to disk, and replays the
+    // records once the database is back: none is lost.
+    let db = TestDb::new(Backend::Postgres).await;
+    let (_mock, addr) = mock_upstream().await;
+    let gw = start_gateway(
+        &db,
+        &format!("{}{CHAT_MODEL}", upstream_provider(addr, "up", "k")),
+    )
+    .await;
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let admin = tollgate::store::Db::connect(&pg_admin_url(), 1)
+        .await
+        .unwrap();
+    admin
+        .execute(
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+            &[],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[name.as_str().into()],
+        )
+        .await
+        .unwrap();
+
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for _ in 0..3 {
+        let r = post(
+            &url,
+            &json!({"model": "fast", "messages": [{"role": "user", "content": "x"}]}),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "serving does not need the database: {}",
+            r.text()
+        );
+    }
+    let spool = db.dir().join("usage.spool");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::fs::read_to_string(&spool).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records were not spooled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    assert_eq!(
+        metric(&metrics, "tollgate_usage_log_spooled_total", &[]),
+        Some(3.0)
+    );
+
+    admin
+        .execute(
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+            &[],
+        )
+        .await
+        .unwrap();
+    admin.close().await;
+    gw.running.stop().await; // replays the spool on the way out
+    let rows = usage_rows(&db.connect().await).await;
+    assert_eq!(rows.len(), 3);
+    assert!(!spool.exists() || std::fs::read_to_string(&spool).unwrap().is_empty());
+}
+
+/// Several instances writing the first rows of a new month race to create its partition;
+/// every one of them must still write its batch (not spool it as if the database failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_racing_for_a_new_months_partition_all_succeed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    db.connect().await.migrate().await.unwrap();
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        // One pool each, like separate gateway instances.
+        let store = db.connect().await;
+        let record: tollgate::metering::UsageRecord = serde_json::from_value(json!({
+            "id": tollgate::ids::new_id(), "request_id": format!("r{i}"),
+            "created_at": "2031-03-15T12:00:00Z",
+            "llm_model_id": null, "provider_id": null, "project_id": null, "api_key_id": null,
+            "model_name": "m", "provider_name": "", "project_name": "",
+            "endpoint": "chat.completions", "stream": false, "status_code": 200, "error_type": null,
+            "tokens": {"input": 1, "cache_read": 0, "cache_write": 0, "output": 1, "reasoning": 0},
+            "raw_usage": null, "usage_source": "provider", "cache_hit": false,
+            "cost_usd": "0", "latency_ms": 1, "ttft_ms": null, "upstream_ms": null, "attempts": 1
+        }))
+        .unwrap();
+        writers.push(tokio::spawn(async move {
+            store.insert_usage(std::sync::Arc::new([record])).await
+        }));
+    }
+    for w in writers {
+        w.await.unwrap().expect("each batch is written");
+    }
+    let store = db.connect().await;
+    let rows = store
+        .fetch_all("SELECT COUNT(*) AS n FROM llm_usage_logs_y2031m03", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].int("n").unwrap(), 8);
+}
+
+/// Dashboards and alerts need a series before its first increase; a metric nothing moves
+/// yet is not exported at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_gateway_exports_known_counters_at_zero_and_no_cache_metrics() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, "").await;
+    let text = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    for line in [
+        "tollgate_config_reloads_total{result=\"success\"} 0",
+        "tollgate_config_reloads_total{result=\"error\"} 0",
+        "tollgate_rate_limited_total{scope=\"provider\"} 0",
+        "tollgate_rate_limited_total{scope=\"model\"} 0",
+        "tollgate_rate_limited_total{scope=\"key\"} 0",
+        "tollgate_usage_log_dropped_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    assert!(!text.contains("tollgate_cache_"), "{text}");
+    gw.running.stop().await;
 }

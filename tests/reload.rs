@@ -1,12 +1,15 @@
 //! Reloading config.toml while serving (SIGHUP calls `Gateway::reload`): what applies at run
 //! time applies, what needs a restart is named, and a file that would leave nothing serving
-//! is refused while the running configuration keeps serving.
+//! is refused while the running configuration keeps serving. The file's models and providers
+//! are synced into the database on every load, on SQLite and on PostgreSQL.
 
 mod common;
 
 use common::*;
 use http::StatusCode;
 use serde_json::json;
+
+on_both_databases!(config_sync_and_reload_follow_the_file);
 
 fn chat(model: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
@@ -159,4 +162,101 @@ async fn a_file_that_would_leave_nothing_serving_is_refused() {
         .await
         .unwrap();
     assert_eq!(rows[0].text("status").unwrap(), "active");
+}
+
+async fn config_sync_and_reload_follow_the_file(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_mock, addr) = mock_upstream().await;
+    let two_models = format!(
+        "{}\n[[models]]\nname = \"a\"\nprovider = \"up\"\nmodel_id = \"a1\"\nis_default = true\n[[models]]\nname = \"b\"\nprovider = \"up\"\nmodel_id = \"b1\"\n",
+        upstream_provider(addr, "up", "k")
+    );
+    let gw = start_gateway(&db, &two_models).await;
+    let store = db.connect().await;
+    // a row the admin API made: the file never touches it
+    store
+        .execute(
+            "INSERT INTO llm_providers (id, name, display_name, api, base_url, managed_by) VALUES ($1::uuid, 'manual', 'Manual', 'openai', 'http://127.0.0.1:1/v1', 'api')",
+            &[tollgate::ids::new_id().into()],
+        )
+        .await
+        .unwrap();
+    let chat = |m: &str| json!({"model": m, "messages": [{"role": "user", "content": "x"}]});
+    let url = format!("{}/v1/chat/completions", gw.base);
+    assert_eq!(post(&url, &chat("b"), &[]).await.status, StatusCode::OK);
+
+    // b leaves the file, a gets new prices and stops being the default, c appears
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let new_models = "[[models]]\nname = \"a\"\nprovider = \"up\"\nmodel_id = \"a1\"\ncost_input_per_million = \"5\"\n[[models]]\nname = \"c\"\nprovider = \"up\"\nmodel_id = \"c1\"\nis_default = true\n";
+    let head = &text[..text.find("[[models]]").unwrap()];
+    std::fs::write(&gw.config_path, format!("{head}{new_models}")).unwrap();
+    gw.running.gateway.reload().await.unwrap();
+    assert_eq!(
+        post(&url, &chat("b"), &[]).await.status,
+        StatusCode::NOT_FOUND,
+        "removed from the file: inactive"
+    );
+    assert_eq!(post(&url, &chat("c"), &[]).await.status, StatusCode::OK);
+    // a system setting naming a deployment can be asked for by its key (seed 001's infra models)
+    store
+        .put_setting(
+            "infra_model_summarization",
+            &json!({"providerId": "up", "modelId": "c1"}),
+        )
+        .await
+        .unwrap();
+    gw.running.gateway.reload().await.unwrap();
+    let r = post(&url, &chat("infra_model_summarization"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // a broken file is refused and the registry keeps serving
+    std::fs::write(&gw.config_path, "[[models]]\nname = \n").unwrap();
+    assert!(gw.running.gateway.reload().await.is_err());
+    assert_eq!(post(&url, &chat("c"), &[]).await.status, StatusCode::OK);
+    let metrics = get(&format!("{}/metrics", gw.base), &[]).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "tollgate_config_reloads_total",
+            &[("result", "error")]
+        ),
+        Some(1.0)
+    );
+    gw.running.stop().await;
+
+    let rows = store
+        .fetch_all(
+            "SELECT m.model_id, m.status, m.is_default, m.cost_input_per_million::text AS price FROM llm_models m ORDER BY m.model_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let state: Vec<(String, String, bool, rust_decimal::Decimal)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.text("model_id").unwrap(),
+                r.text("status").unwrap(),
+                r.bool("is_default").unwrap(),
+                dec(&r.text("price").unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("a1".into(), "active".into(), false, dec("5")),
+            ("b1".into(), "inactive".into(), false, dec("0")),
+            ("c1".into(), "active".into(), true, dec("0")),
+        ]
+    );
+    let manual = store
+        .fetch_all(
+            "SELECT managed_by, is_enabled FROM llm_providers WHERE name = 'manual'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(manual[0].text("managed_by").unwrap(), "api");
+    assert!(manual[0].bool("is_enabled").unwrap());
 }

@@ -1,6 +1,8 @@
 //! Streams and upstream bodies end to end, against upstreams written here byte by byte on
 //! loopback (as providers no one here wrote send them): JSON spaced and split over lines,
 //! garbage, whole bodies where a stream was asked for, bodies that stall, break or never end.
+//! Also the stream's own rules against the mock (the usage chunk only when asked for, the end
+//! at `[DONE]`) and upstream connections that close or linger.
 
 mod common;
 
@@ -15,7 +17,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+on_both_databases!(streams_pass_through_and_usage_chunk_follows_the_client);
 
 // ---------------------------------------------------------------------------------------
 // A scripted upstream
@@ -80,8 +84,11 @@ async fn answer(
     answers: Answers,
     marks: Arc<Mutex<Vec<Instant>>>,
 ) {
-    let Some(asked) = read_request(&mut socket).await else {
+    let Some(asked) = read_upstream_request(&mut socket).await else {
         return;
+    };
+    let asked = Asked {
+        model: asked.model(),
     };
     let script = answers(&asked);
     if socket.write_all(script.head.as_bytes()).await.is_err() {
@@ -99,45 +106,6 @@ async fn answer(
             Step::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
         }
     }
-}
-
-/// Reads one request (headers, then `content-length` bytes of body).
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Asked> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let head_end = loop {
-        let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let path = head.split(' ').nth(1)?;
-    let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or_default();
-    let model = match body["model"].as_str() {
-        Some(m) => m.to_owned(),
-        // Gemini: /v1beta/models/{model}:streamGenerateContent?alt=sse
-        None => path
-            .split("/models/")
-            .nth(1)
-            .and_then(|p| p.split(':').next())
-            .unwrap_or_default()
-            .to_owned(),
-    };
-    Some(Asked { model })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -675,4 +643,198 @@ async fn huge_answers_stream_or_are_refused_clearly() {
         .map(|r| (r.status, r.error_type.as_deref()))
         .collect();
     assert_eq!(refused, [(502, Some("upstream_response_too_large")); 3]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Against the mock and plain loopback servers
+
+async fn streams_pass_through_and_usage_chunk_follows_the_client(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mock, addr) = mock_upstream().await;
+    let gw = start_gateway(
+        &db,
+        &format!("{}{CHAT_MODEL}", upstream_provider(addr, "up", "k")),
+    )
+    .await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    let messages = json!([{"role": "user", "content": "a b c"}]);
+
+    let plain = post(
+        &url,
+        &json!({"model": "fast", "stream": true, "max_tokens": 5, "messages": messages}),
+        &[],
+    )
+    .await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(plain.headers["content-type"], "text/event-stream");
+    let text = plain.text();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        !text.contains("\"choices\":[]"),
+        "usage chunk must be cut when not asked for: {text}"
+    );
+    let content: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, "This is a mock answer");
+    // upstream was asked for usage even though the client was not
+    assert_eq!(
+        mock.received()[0].json()["stream_options"]["include_usage"],
+        true
+    );
+
+    let with_usage = post(
+        &url,
+        &json!({"model": "fast", "stream": true, "stream_options": {"include_usage": true}, "messages": messages}),
+        &[],
+    )
+    .await;
+    let text = with_usage.text();
+    let usage_line = text
+        .lines()
+        .find(|l| l.contains("\"choices\":[]"))
+        .expect("usage chunk kept");
+    let usage: serde_json::Value =
+        serde_json::from_str(usage_line.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], 3);
+    assert_eq!(usage["usage"]["completion_tokens"], 16);
+
+    gw.running.stop().await;
+    let rows = usage_rows(&db.connect().await).await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r.stream && r.status_code == 200 && r.usage_source == "provider"));
+    // (what, prompt and completion tokens, cost at $0.15 and $0.60 per million)
+    #[rustfmt::skip]
+    let expected = [
+        ("max_tokens = 5, no usage asked", (3, 5), "0.00000345"), // 3 * 0.15 + 5 * 0.60
+        ("usage asked for", (3, 16), "0.00001005"),                // 3 * 0.15 + 16 * 0.60
+    ];
+    for ((what, tokens, cost), row) in expected.into_iter().zip(&rows) {
+        assert_eq!((row.input_tokens, row.output_tokens), tokens, "{what}");
+        assert_eq!(dec(&row.cost_usd), dec(cost), "{what}");
+        assert!(row.ttft_ms.is_some(), "{what}: time to first token");
+    }
+}
+
+/// The client's stream ends with `data: [DONE]`, even while the provider keeps its body open
+/// after it; the provider's connection is still read to its end and pooled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_done_and_its_connection_goes_back_to_the_pool() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (mock, addr) = start_mock(tollgate::mock::MockUpstream {
+        options: tollgate::mock::MockOptions {
+            chunk_ms: 5,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let models = "[[models]]\nname = \"linger\"\nprovider = \"up\"\nmodel_id = \"mock-linger\"\n\
+                  [[models]]\nname = \"plain\"\nprovider = \"up\"\nmodel_id = \"mock-chat\"\n";
+    let gw = start_gateway(&db, &(upstream_provider(addr, "up", "k") + models)).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    let ask = |model: &str| json!({"model": model, "stream": true, "max_tokens": 4, "messages": [{"role": "user", "content": "a b"}]});
+
+    let started = Instant::now();
+    let r = post(&url, &ask("linger"), &[]).await;
+    let took = started.elapsed();
+    assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+    assert!(
+        took < Duration::from_secs(2),
+        "the stream ended at [DONE], not 3 s later with the provider's body: {took:?}"
+    );
+    // Once the provider's body has ended, its connection serves the next request.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(post(&url, &ask("plain"), &[]).await.status, StatusCode::OK);
+    assert_eq!(mock.counters.connections.load(Ordering::SeqCst), 1);
+
+    gw.running.stop().await;
+    let rows = usage_rows(&db.connect().await).await;
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!((row.status_code, row.error_type.as_deref()), (200, None));
+        assert_eq!((row.input_tokens, row.output_tokens), (2, 4));
+    }
+}
+
+/// A provider that closes each connection after one answer (without saying so, as some
+/// servers do on their idle timeout): the next request goes on a new connection, never to the
+/// client as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_closing_its_kept_alive_connections_costs_no_request() {
+    assert_one_connection_per_answer(false).await;
+}
+
+/// The same race caught later: the provider reads the next request on the kept-alive
+/// connection and closes it without a word. That request goes again on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_provider_dropped_on_a_kept_alive_connection_goes_again() {
+    assert_one_connection_per_answer(true).await;
+}
+
+/// Five requests to a provider that answers once per connection; `read_the_next` makes it
+/// read a second request before it closes.
+async fn assert_one_connection_per_answer(read_the_next: bool) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // One request (headers and the small JSON body arrive together), one answer.
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let body = r#"{"id":"x","object":"chat.completion","model":"m1","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                if read_the_next {
+                    let _ = socket.read(&mut buf).await;
+                }
+                // and then the connection is closed, with no `connection: close` said
+            });
+        }
+    });
+    let extra = upstream_provider(addr, "up", "k")
+        + "[[models]]\nname = \"m\"\nprovider = \"up\"\nmodel_id = \"m1\"\n";
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, &extra).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for i in 0..5 {
+        let r = post(
+            &url,
+            &json!({"model": "m", "messages": [{"role": "user", "content": "a b"}]}),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        assert_eq!(r.json()["choices"][0]["message"]["content"], "hi");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        5,
+        "one connection per answer"
+    );
+    gw.running.stop().await;
 }

@@ -298,13 +298,24 @@ async fn every_kind_of_failure_before_content_falls_back() {
     drop(mock);
     gw.running.stop().await;
     let rows = usage_rows(&db.connect().await).await;
-    let attempts: Vec<i64> = rows
-        .iter()
-        .filter(|r| r.status_code == 200)
-        .map(|r| r.attempts)
-        .collect();
-    // each fallback took two attempts; the request during the 429's pause went straight on
-    assert_eq!(attempts, [2, 2, 2, 1, 2]);
+    let answered: Vec<&UsageRow> = rows.iter().filter(|r| r.status_code == 200).collect();
+    // (what, model, attempts): each fallback took two; during the 429's pause, one
+    #[rustfmt::skip]
+    let expected = [
+        ("a 429, then the fallback", "after-429", 2),
+        ("a hang past first_token_ms, then the fallback", "after-hang", 2),
+        ("a refused connection, then the fallback", "after-refused", 2),
+        ("the 429's deployment skipped for its retry-after", "after-429", 1),
+        ("an error event before content, then the fallback", "after-early-error", 2),
+    ];
+    assert_eq!(answered.len(), expected.len(), "{answered:?}");
+    for ((what, model, attempts), row) in expected.into_iter().zip(answered) {
+        assert_eq!(
+            (row.model_name.as_str(), row.attempts),
+            (model, attempts),
+            "{what}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,15 +447,24 @@ async fn key_limits_apply_per_key() {
     let gw = start_gateway(&db, &(provider(addr, "") + &model("m", "m1", ""))).await;
     let url = format!("{}/v1/chat/completions", gw.base);
     let auth = format!("Bearer {key}");
-    let mut got = Vec::new();
-    for _ in 0..3 {
-        got.push(post(&url, &chat("m"), &[("authorization", &auth)]).await);
+    let limit = "the key limit on requests is used up";
+    // (what, status, a fragment of error.message)
+    #[rustfmt::skip]
+    let cases = [
+        ("the first of 2 per minute", StatusCode::OK, None),
+        ("the second of 2 per minute", StatusCode::OK, None),
+        ("a third within the minute", StatusCode::TOO_MANY_REQUESTS, Some(limit)),
+    ];
+    for (what, status, says) in cases {
+        let r = post(&url, &chat("m"), &[("authorization", &auth)]).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert_eq!(r.headers["x-ratelimit-limit-requests"], "2", "{what}");
+        if let Some(says) = says {
+            let e = &r.json()["error"];
+            assert_eq!(e["code"], "rate_limit_exceeded", "{what}: {e}");
+            assert!(e["message"].as_str().unwrap().contains(says), "{what}: {e}");
+        }
     }
-    assert_eq!(
-        got.iter().map(|r| r.status.as_u16()).collect::<Vec<_>>(),
-        [200, 200, 429]
-    );
-    assert_eq!(got[2].headers["x-ratelimit-limit-requests"], "2");
     // other callers are not affected
     assert_eq!(post(&url, &chat("m"), &[]).await.status, StatusCode::OK);
     gw.running.stop().await;

@@ -122,8 +122,8 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection until the client closes it, the server stops, or it has had no
-    /// request in progress for `idle` (checked four times per idle period, so it closes
-    /// within 1.25 times that). A connection that never sends a byte counts as idle from its
+    /// request in progress for `idle`, as seen by looks four times per idle period (so it
+    /// closes between 0.75 and 1.25 times that after its last request). A connection that never sends a byte counts as idle from its
     /// start, HTTP/1 and HTTP/2 alike.
     async fn serve<H, F>(
         mut self,

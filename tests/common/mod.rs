@@ -230,7 +230,9 @@ pub struct UsageRow {
     pub error_type: Option<String>,
     pub input_tokens: i64,
     pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
     pub output_tokens: i64,
+    pub reasoning_tokens: i64,
     pub cost_usd: String,
     pub usage_source: String,
     pub attempts: i64,
@@ -244,7 +246,8 @@ pub async fn usage_rows(db: &Db) -> Vec<UsageRow> {
     let rows = db
         .fetch_all(
             "SELECT u.model_name, u.endpoint, u.stream, u.status_code, u.error_type, u.input_tokens,
-                u.cache_read_tokens, u.output_tokens, u.cost_usd::text AS cost_usd, u.usage_source,
+                u.cache_read_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens,
+                u.cost_usd::text AS cost_usd, u.usage_source,
                 u.attempts, u.api_key_id::text AS api_key_id, u.project_id::text AS project_id,
                 p.name AS provider, u.ttft_ms
              FROM llm_usage_logs u LEFT JOIN llm_providers p ON p.id = u.provider_id
@@ -262,7 +265,9 @@ pub async fn usage_rows(db: &Db) -> Vec<UsageRow> {
             error_type: r.opt_text("error_type").unwrap(),
             input_tokens: r.int("input_tokens").unwrap(),
             cache_read_tokens: r.int("cache_read_tokens").unwrap(),
+            cache_write_tokens: r.int("cache_write_tokens").unwrap(),
             output_tokens: r.int("output_tokens").unwrap(),
+            reasoning_tokens: r.int("reasoning_tokens").unwrap(),
             cost_usd: r.text("cost_usd").unwrap(),
             usage_source: r.text("usage_source").unwrap(),
             attempts: r.int("attempts").unwrap(),
@@ -291,5 +296,109 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             .iter()
             .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
             .then(|| value.parse().ok())?
+    })
+}
+
+/// Runs each named `async fn(Backend)` as two tests, one on each database.
+#[allow(unused_macros)]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_databases;
+
+/// An OpenAI-compatible provider named `name` at `addr`.
+pub fn upstream_provider(addr: SocketAddr, name: &str, key: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "{name}"
+api = "openai"
+base_url = "http://{addr}/v1"
+api_key = "{key}"
+"#
+    )
+}
+
+/// A chat model `fast` on the provider `up`, with prices and default parameters.
+pub const CHAT_MODEL: &str = r#"
+[[models]]
+name = "fast"
+provider = "up"
+model_id = "upstream-model-v1"
+cost_input_per_million = "0.15"
+cost_output_per_million = "0.60"
+parameters = { temperature = 0.25, top_p = 0.5 }
+"#;
+
+/// One request as a loopback upstream written in a test reads it.
+pub struct UpstreamRequest {
+    pub path: String,
+    /// The JSON body; Null when there is none or it is not JSON.
+    pub body: serde_json::Value,
+}
+
+impl UpstreamRequest {
+    /// The model asked for: from the body, or from Gemini's path
+    /// (`/v1beta/models/{model}:streamGenerateContent?alt=sse`).
+    pub fn model(&self) -> String {
+        match self.body["model"].as_str() {
+            Some(m) => m.to_owned(),
+            None => self
+                .path
+                .split("/models/")
+                .nth(1)
+                .and_then(|p| p.split(':').next())
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request (headers, then `content-length` bytes of body) from `socket`.
+pub async fn read_upstream_request(socket: &mut tokio::net::TcpStream) -> Option<UpstreamRequest> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = socket.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(UpstreamRequest {
+        path: head.split(' ').nth(1)?.to_owned(),
+        body: serde_json::from_slice(&buf[head_end..]).unwrap_or_default(),
     })
 }

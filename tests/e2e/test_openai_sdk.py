@@ -4,6 +4,7 @@ in front of a real `tollgate mock-upstream`, with a gateway key created by `toll
 Run by scripts/test.sh with TOLLGATE_BIN pointing at the built binary.
 """
 
+import contextlib
 import os
 import socket
 import sqlite3
@@ -36,8 +37,9 @@ def wait_http(url, timeout=20):
     raise RuntimeError(f"{url} did not come up")
 
 
-@pytest.fixture(scope="module")
-def gateway():
+@contextlib.contextmanager
+def running_gateway():
+    """A gateway (the binary) with a fresh database, its mock upstream and a gateway key."""
     tmp = tempfile.mkdtemp()
     mock_port, gw_port = free_port(), free_port()
     db = os.path.join(tmp, "e2e.db")
@@ -90,6 +92,12 @@ cost_input_per_million = "0.02"
         mock.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def gateway():
+    with running_gateway() as running:
+        yield running
+
+
 def test_chat(gateway):
     client, _, _ = gateway
     r = client.chat.completions.create(model="gpt-e2e", messages=[{"role": "user", "content": "hello from the sdk"}])
@@ -139,14 +147,23 @@ def test_errors_raise_the_sdk_exceptions(gateway):
         bad.chat.completions.create(model="gpt-e2e", messages=[{"role": "user", "content": "x"}])
 
 
-def test_zz_usage_rows_are_exact(gateway):
-    # Runs last (name order): stop the gateway so the batch writer flushes, then read the rows.
-    _, db, serve = gateway
-    serve.terminate()
-    serve.wait(timeout=20)
-    rows = sqlite3.connect(db).execute(
-        "SELECT endpoint, stream, status_code, input_tokens, output_tokens, cost_usd FROM llm_usage_logs "
-        "WHERE status_code = 200 ORDER BY created_at").fetchall()
+def test_usage_rows_are_exact():
+    # A gateway of its own: pytest does not promise to run this after the tests above, and
+    # their requests must not change what this one counts.
+    with running_gateway() as (client, db, serve):
+        client.chat.completions.create(model="gpt-e2e", messages=[{"role": "user", "content": "hello from the sdk"}])
+        list(client.chat.completions.create(
+            model="gpt-e2e", stream=True, max_tokens=4, messages=[{"role": "user", "content": "a b"}]))
+        list(client.chat.completions.create(
+            model="gpt-e2e", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "a b c"}]))
+        client.embeddings.create(model="embed-e2e", input=["one two", "three"])
+        # stop the gateway so the batch writer flushes, then read the rows
+        serve.terminate()
+        serve.wait(timeout=20)
+        rows = sqlite3.connect(db).execute(
+            "SELECT endpoint, stream, status_code, input_tokens, output_tokens, cost_usd FROM llm_usage_logs "
+            "WHERE status_code = 200 ORDER BY created_at").fetchall()
     assert [(r[0], r[1], r[3], r[4]) for r in rows] == [
         ("chat.completions", 0, 4, 16),
         ("chat.completions", 1, 2, 4),
