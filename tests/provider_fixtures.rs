@@ -89,6 +89,22 @@ fn text(s: &str) -> Option<String> {
     Some(s.to_owned())
 }
 
+/// The text of every event of a recorded Gemini stream, joined: what its client must read.
+fn recorded_gemini_text(fixture: &str) -> String {
+    let recorded = std::fs::read_to_string(format!("{FIXTURES}/{fixture}")).unwrap();
+    let mut out = String::new();
+    for data in recorded.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let event: Value = serde_json::from_str(data).unwrap();
+        for part in event["candidates"][0]["content"]["parts"]
+            .as_array()
+            .unwrap()
+        {
+            out.push_str(part["text"].as_str().unwrap_or_default());
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------
 // The fixtures, provider by provider
 
@@ -176,6 +192,10 @@ async fn gemini_documented_answers_translate_exactly() {
             tool_call: None,
             // usage comes with every event; the last one counts: 7 * 2 + 10 * 8 = 94 per million
             usage: Usage::Reported(tokens(7, 0, 0, 10, 0), "0.000094") },
+        // gemini-pro put finishReason STOP on every event: every event's text still counts
+        Expected { fixture: "gemini/stream_crlf.sse",
+            content: text(&recorded_gemini_text("gemini/stream_crlf.sse")), finish_reason: "stop",
+            tool_call: None, usage: Usage::Estimated },
     ];
     check_fixtures("gemini", cases).await;
 }

@@ -27,7 +27,11 @@ enum Phase {
 struct CandidateState {
     started: bool,
     tool_calls: usize,
+    /// A finishReason arrived. Older models put `STOP` on every event, not only the last,
+    /// so the text that follows it is still the answer's.
     finished: bool,
+    /// The finish chunk to send when the body ends, after all of the candidate's text.
+    finish: Option<&'static str>,
 }
 
 /// Gemini SSE in, OpenAI chunks out.
@@ -118,9 +122,7 @@ impl Translator {
                 self.candidates.resize(i + 1, CandidateState::default());
             }
             let state = &mut self.candidates[i];
-            if !state.finished {
-                candidate(writer, state, &mut self.sent_text, i, cand, out);
-            }
+            candidate(writer, state, &mut self.sent_text, i, cand, out);
         }
     }
 
@@ -161,8 +163,8 @@ fn prompt_blocked(writer: &ChunkWriter, candidates: &mut Vec<CandidateState>, ou
     state.finished = true;
 }
 
-/// Choice `i`'s next piece: its role chunk first, then its text and function calls, then
-/// its finish when the candidate has a finishReason.
+/// Choice `i`'s next piece: its role chunk first, then its text and function calls; a
+/// finishReason is kept for the end of the body (`finish_candidates`).
 fn candidate(
     writer: &ChunkWriter,
     state: &mut CandidateState,
@@ -196,12 +198,18 @@ fn candidate(
         }
     }
     if let Some(reason) = cand.finish_reason {
-        writer.finish(
-            out,
-            i,
-            chat::finish_reason(finish_reason(&reason), state.tool_calls > 0),
-        );
+        state.finish = Some(finish_reason(&reason));
         state.finished = true;
+    }
+}
+
+/// Each finished candidate's finish chunk, once its text is complete: tool calls present
+/// make it `tool_calls`, whatever Gemini's reason says.
+fn finish_candidates(writer: &ChunkWriter, candidates: &mut [CandidateState], out: &mut Vec<u8>) {
+    for (i, state) in candidates.iter_mut().enumerate() {
+        if let Some(reason) = state.finish.take() {
+            writer.finish(out, i, chat::finish_reason(reason, state.tool_calls > 0));
+        }
     }
 }
 
@@ -221,6 +229,9 @@ impl StreamTranslator for Translator {
         let finished =
             !self.candidates.is_empty() && self.candidates.iter().all(|c| c.finished || !c.started);
         if self.phase == Phase::Streaming && finished {
+            if let Some(w) = &self.writer {
+                finish_candidates(w, &mut self.candidates, &mut out);
+            }
             if self.client_wants_usage {
                 if let (Some(w), Some(u)) = (&self.writer, self.usage()) {
                     w.usage(&mut out, &u.tokens);
