@@ -488,16 +488,20 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     })
 }
 
-/// Raises the open-file limit as far as allowed and says when `max_connections` may still
-/// not fit in it: a client connection usually comes with one to its provider.
+/// Descriptors beside the client connections: provider connections (pooled and shared by
+/// requests, so far fewer than the clients), the database, the spool, the listeners.
+const SPARE_DESCRIPTORS: u64 = 1024;
+
+/// Raises the open-file limit as far as allowed and says when `max_connections` clients and
+/// the spare descriptors do not fit in it (the shipped default fits in 20,000).
 fn check_fd_limit(max_connections: usize) {
     match conn::raise_fd_limit() {
-        Ok(limit) if (max_connections as u64) * 2 + 256 > limit => tracing::warn!(
+        Ok(limit) if max_connections as u64 + SPARE_DESCRIPTORS > limit => tracing::warn!(
             limit,
             max_connections,
-            "the open-file limit is low for [server] max_connections: about two descriptors a \
-             connection are needed; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower \
-             max_connections"
+            "the open-file limit is low for [server] max_connections: each client connection \
+             needs a descriptor, and providers and the database need some more; raise the hard \
+             limit (ulimit -Hn, LimitNOFILE=) or lower max_connections"
         ),
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
