@@ -5,6 +5,10 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
+/// The error of a body in flight (the client's, a provider's, the mock's): whatever broke it,
+/// boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, Clone)]
 pub struct GatewayError {
     pub status: StatusCode,

@@ -14,3 +14,4 @@ pub mod providers;
 pub mod proxy;
 pub mod registry;
 pub mod store;
+pub mod upstream;

@@ -17,7 +17,6 @@ mod equivalence_tests;
 pub use body::{JsonObject, Kind};
 
 use bytes::Bytes;
-use http::HeaderMap;
 
 use crate::config::Api;
 use crate::error::GatewayError;
@@ -65,13 +64,7 @@ impl Endpoint {
     }
 }
 
-/// An upstream request ready for the HTTP client.
-#[derive(Debug, Clone)]
-pub struct UpstreamRequest {
-    pub uri: http::Uri,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
+pub use crate::upstream::UpstreamRequest;
 
 /// A prepared attempt: the request, and what reading its answer needs to know.
 #[derive(Debug, Clone)]
@@ -225,8 +218,7 @@ pub(crate) mod testing {
                     http::HeaderName::from_static(header),
                     http::HeaderValue::from_static(value),
                 )),
-                host_header: None,
-                http1: None,
+                target: Default::default(),
                 queue_timeout_ms: 0,
                 timeouts: Default::default(),
                 limits: Arc::new(crate::limits::LimitSet::new("provider", Default::default())),

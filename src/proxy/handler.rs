@@ -27,13 +27,15 @@ use super::edge::{self, Port};
 use super::meter::{Guards, InFlight, RequestMeter};
 use super::opening::{Opening, Verdict};
 use super::stream::MeteredStream;
-use super::upstream::{SendError, UpstreamBody};
 use super::{Gateway, Runtime};
+use crate::config::Api;
+use crate::error::BoxError;
 use crate::error::GatewayError;
 use crate::limits::{self, Admission, LimitSet, Refused};
-use crate::providers::mock::BoxError;
+use crate::providers::mock::{self, MockOptions};
 use crate::providers::{self, chat, Endpoint, JsonObject, Kind, Prepared, StreamTranslator};
-use crate::registry::{routing, CircuitState, Deployment, ModelType, Needs, NoFit};
+use crate::registry::{routing, CircuitState, Deployment, ModelType, Needs, NoFit, Provider};
+use crate::upstream::{SendError, UpstreamBody, UpstreamRequest};
 
 pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -413,7 +415,7 @@ async fn forward(
         let sent = Instant::now();
         let error = match tokio::time::timeout_at(
             first_until,
-            gw.client.send(provider, &prepared.request),
+            send(gw, provider, &prepared.request),
         )
         .await
         {
@@ -522,6 +524,20 @@ async fn forward(
             meter.model_name
         ))
     }))
+}
+
+/// Sends an attempt: the in-process mock answers `api = "mock"` providers, the upstream
+/// client the others.
+async fn send(
+    gw: &Gateway,
+    provider: &Provider,
+    req: &UpstreamRequest,
+) -> Result<Response<UpstreamBody>, SendError> {
+    if provider.api == Api::Mock {
+        let options = MockOptions::default();
+        return Ok(mock::respond(req.uri.path(), req.body.clone(), &options).await);
+    }
+    gw.client.send(&provider.target, req).await
 }
 
 /// A provider's `retry-after-ms` or `retry-after` (seconds; an HTTP date is not worth parsing

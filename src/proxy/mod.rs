@@ -3,14 +3,11 @@
 mod conn;
 mod edge;
 mod handler;
-pub mod http1_pool;
 mod meter;
 mod opening;
 mod stream;
-mod upstream;
 
 pub use handler::ClientBody;
-pub use upstream::UpstreamClient;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +26,10 @@ use crate::limits::{LimitSet, LimitSpec, OnRedisFailure, Shared};
 use crate::metering::{usage_pipeline, Metrics, UsageSink};
 use crate::registry::{Registry, Snapshot};
 use crate::store::{Db, SyncReport};
+use crate::upstream::UpstreamClient;
+
+// A deployment keeps one upstream URL per endpoint, by the endpoint's index.
+const _: () = assert!(crate::providers::Endpoint::COUNT == crate::registry::ENDPOINTS);
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {

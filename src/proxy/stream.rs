@@ -21,9 +21,9 @@ use serde_json::json;
 use tokio::time::Sleep;
 
 use super::meter::{Guards, RequestMeter};
-use super::upstream::UpstreamBody;
 use crate::providers::mock::BoxError;
 use crate::providers::StreamTranslator;
+use crate::upstream::UpstreamBody;
 
 pub struct MeteredStream {
     upstream: UpstreamBody,

@@ -21,8 +21,8 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::{error_chain, SendError, UpstreamBody};
-use crate::providers::mock::BoxError;
+use super::{error_chain, SendError, UpstreamBody};
+use crate::error::BoxError;
 
 /// Idle connections kept per provider, and for how long. A connection the provider closed
 /// while idle ends its task at once; its handle is dropped at the next checkout.
