@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 use serde_json::json;
-use tollgate::metering::{usage_pipeline, Metrics, UsageRecord};
-use tollgate::store::Db;
+use tollgate::metering::{Metrics, UsageRecord};
+use tollgate::store::{usage_pipeline, Db};
 
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Caller;
-use crate::metering::{ModelLabel, UsageRecord, UsageSink, UsageSource};
+use crate::metering::{ModelLabel, UsageRecord, UsageSource};
 use crate::providers::{Endpoint, ReportedUsage};
 use crate::registry::Deployment;
+use crate::store::UsageSink;
 
 #[derive(Clone)]
 pub struct RequestMeter {

@@ -23,9 +23,9 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadedConfig};
 use crate::limits::{LimitSet, LimitSpec, OnRedisFailure, Shared};
-use crate::metering::{usage_pipeline, Metrics, UsageSink};
+use crate::metering::Metrics;
 use crate::registry::{Registry, Snapshot};
-use crate::store::{Db, SyncReport};
+use crate::store::{usage_pipeline, Db, SyncReport, UsageSink};
 use crate::upstream::UpstreamClient;
 
 // A deployment keeps one upstream URL per endpoint, by the endpoint's index.
