@@ -1,13 +1,23 @@
 //! The data plane: the gateway's shared state, its start-up and shutdown, and the HTTP server.
+//! A request's path through it is in `handler`, phase by phase.
 
+mod admit;
+mod answer;
+mod attempt;
+mod choose;
 mod conn;
+mod context;
 mod edge;
 mod handler;
 mod meter;
 mod opening;
+mod ops;
+mod outcome;
+mod respond;
+mod send;
 mod stream;
 
-pub use handler::ClientBody;
+pub use respond::ClientBody;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -578,14 +588,7 @@ impl Listeners {
                 max_connections: METRICS_CONNECTIONS,
                 ..limits
             };
-            conn::serve(
-                listener,
-                gateway,
-                handler::serve_metrics,
-                limits,
-                stop,
-                grace,
-            )
+            conn::serve(listener, gateway, ops::serve_metrics, limits, stop, grace)
         });
         async move {
             let metrics = async {

@@ -7,7 +7,7 @@
 mod health;
 pub mod routing;
 
-pub use health::{BreakerConfig, CircuitState, Health, InFlightGuard};
+pub use health::{BreakerConfig, CircuitPass, CircuitState, Health, InFlightGuard};
 pub use routing::{Needs, NoFit, Strategy};
 
 use std::collections::HashMap;

@@ -1,14 +1,17 @@
 //! The upstream HTTP client: how the gateway reaches providers. TLS providers share one pooled
 //! client (HTTP/1.1 and HTTP/2 by ALPN, rustls, in `client`); each plain-http provider gets a
 //! leaner pool of kept-alive HTTP/1.1 connections (`http1_pool`). It sends a request to a
-//! [`Target`] and hands back the response headers and a body to read.
+//! [`Target`] and hands back the response headers and a body to read (`read_limited` reads
+//! one whole).
 //!
 //! It sits low in the module layers: it knows nothing of providers' wire formats, the
 //! registry or the request path, which build on it.
 
+mod body;
 mod client;
 mod http1_pool;
 
+pub use body::{read_limited, ReadError};
 pub use client::UpstreamClient;
 
 use std::sync::Arc;
