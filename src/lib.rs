@@ -1,8 +1,11 @@
 //! Tollgate: an OpenAI-compatible LLM gateway that routes, limits, falls back and meters.
 //!
-//! The request path lives in `proxy::handler`; `providers` translate wire formats; `registry`
-//! holds the snapshot of providers and models; `metering` turns each request into a usage row
-//! and metrics; `store` is the database.
+//! The modules are layers, each importing only the ones below it (`tests/layers.rs` keeps it
+//! so), from the bottom: `error` and `config`; `limits` and the `upstream` HTTP client;
+//! `metering` (usage records, costs, metrics); `store` (the database and the usage writer);
+//! `registry` (the snapshot of providers and models) and `auth`; the `providers`' wire-format
+//! translations; the mock; and on top `proxy`, the data plane, whose request path is
+//! `proxy::handler`, phase by phase.
 
 pub mod auth;
 pub mod config;
