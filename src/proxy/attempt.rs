@@ -48,7 +48,8 @@ pub async fn admit<'p>(
     ctx: &mut RequestCtx<'_>,
     dep: &'p Arc<Deployment>,
 ) -> Option<Attempt<'p>> {
-    // None while its half-open probe is out: that one's verdict is awaited.
+    // None when the circuit lets nothing through now: another request's half-open probe is
+    // out, and its verdict is awaited.
     let pass = dep.health.try_begin()?;
     let provider = &dep.provider;
     let mut sets: Vec<&Arc<LimitSet>> = vec![&provider.limits];

@@ -23,7 +23,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::{ClientBody, Gateway};
-use crate::providers::mock::BoxError;
+use crate::error::BoxError;
 
 /// How many connections one listener takes, and how long one may stay without a request.
 #[derive(Debug, Clone, Copy)]

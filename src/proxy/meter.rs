@@ -21,8 +21,9 @@ pub struct RequestMeter {
     /// Whether the registry knows `model_name` (only then may it become a metric label).
     pub known_model: bool,
     pub caller: Option<Arc<Caller>>,
-    pub deployment: Option<Arc<Deployment>>,
-    pub attempts: u32,
+    /// The deployment of the last attempt sent, and how many were (`start_attempt`).
+    deployment: Option<Arc<Deployment>>,
+    attempts: u32,
     /// The time the ended attempts spent with their providers.
     upstream: Duration,
     /// When the attempt still running was sent.

@@ -176,12 +176,12 @@ impl PassedOver {
             .push((refused, sets.iter().map(|s| (*s).clone()).collect()));
     }
 
-    /// The answer when no deployment of `model` (of `tried` in the plan) answered: the last
-    /// failure, summed up when there were others to try; else our own limits' refusal that
-    /// frees up first; else the provider's 429.
-    pub fn into_error(self, model: &str, tried: usize) -> GatewayError {
+    /// The answer when none of the `planned` deployments of `model` answered: the last
+    /// failure, summed up when there were others; else our own limits' refusal that frees up
+    /// first; else the provider's 429.
+    pub fn into_error(self, model: &str, planned: usize) -> GatewayError {
         if let Some(e) = self.failed {
-            return if tried > 1 && e.status != StatusCode::GATEWAY_TIMEOUT {
+            return if planned > 1 && e.status != StatusCode::GATEWAY_TIMEOUT {
                 GatewayError::upstream(format!(
                     "Every provider serving `{model}` failed; the last said: {}",
                     e.message

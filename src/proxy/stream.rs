@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::time::Sleep;
 
 use super::meter::{Guards, RequestMeter};
-use crate::providers::mock::BoxError;
+use crate::error::BoxError;
 use crate::providers::StreamTranslator;
 use crate::upstream::UpstreamBody;
 
