@@ -1,10 +1,12 @@
 //! Tollgate: an OpenAI-compatible LLM gateway that routes, limits, falls back and meters.
 //!
-//! The request path lives in `proxy::handler`; `providers` translate wire formats (one
-//! `Adapter` per provider API); `registry` holds the snapshot of providers and models;
-//! `metering` turns each request into a usage row and metrics; `store` is the database;
-//! `mock` is the fake model behind `api = "mock"` and `tollgate mock-upstream`; `ids` makes
-//! the ids all of them use.
+//! The modules are layers, each importing only the ones below it (`tests/layers.rs` keeps it
+//! so), from the bottom: `error`, `ids` and `config`; `limits` and the `upstream` HTTP client;
+//! `metering` (usage records, costs, metrics); `store` (the database and the usage writer);
+//! `registry` (the snapshot of providers and models) and `auth`; the `providers`' wire-format
+//! translations (one `Adapter` per provider API); `mock`, the fake model behind
+//! `api = "mock"` and `tollgate mock-upstream`; and on top `proxy`, the data plane, whose
+//! request path is `proxy::handler`, phase by phase.
 
 pub mod auth;
 pub mod config;
@@ -17,3 +19,4 @@ pub mod providers;
 pub mod proxy;
 pub mod registry;
 pub mod store;
+pub mod upstream;

@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 use serde_json::json;
-use tollgate::metering::{usage_pipeline, Metrics, UsageRecord};
-use tollgate::store::Db;
+use tollgate::metering::{Metrics, UsageRecord};
+use tollgate::store::{usage_pipeline, Db};
 
 on_both_databases!(
     an_absurd_usage_report_is_clamped_and_its_batch_lands,

@@ -427,6 +427,41 @@ async fn upstream_time_of_a_failed_answer_is_counted_once() {
     assert_eq!(rows[1].error_type.as_deref(), Some("upstream_error"));
 }
 
+/// A client that hangs up while its attempt is still with the provider: the time the attempt
+/// spent upstream until then is counted too, as whichever other way an attempt ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_time_of_an_attempt_its_client_left_is_counted() {
+    let up = upstream(|_| Script {
+        head: String::new(),
+        steps: vec![Step::Hang], // not even the status line
+    })
+    .await;
+    let extra = providers(up.addr) + &model("silent", "oa", "silent", "");
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gw = start_gateway(&db, &extra).await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    for stream in [false, true] {
+        let body = chat("silent", stream);
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(400), post(&url, &body, &[])).await;
+        assert!(gave_up.is_err(), "the provider never answers");
+    }
+    let rows = rows_after_stop(gw, &db).await;
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(
+            (row.status, row.error_type.as_deref(), row.attempts),
+            (499, Some("client_disconnected"), 1)
+        );
+        let upstream_ms = row.upstream_ms.unwrap();
+        assert!(
+            (350..=row.latency_ms).contains(&upstream_ms),
+            "upstream {upstream_ms} ms, latency {} ms",
+            row.latency_ms
+        );
+    }
+}
+
 const HTML: &str = "<html>\n<body><h1>502 Bad Gateway</h1></body>\n</html>\n\n";
 
 /// What each kind of provider sends for `case`.

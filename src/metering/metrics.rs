@@ -58,7 +58,7 @@ pub struct Metrics {
     pub usage_log_rejected_total: IntCounter,
     pub auth_failures_total: IntCounterVec,
     /// The warning lines that go with `auth_failures_total`.
-    pub(super) refusals: super::refusals::RefusalLog,
+    refusals: super::refusals::RefusalLog,
     pub genai_token_usage: HistogramVec,
     pub genai_operation_duration: HistogramVec,
     pub genai_time_to_first_token: HistogramVec,
@@ -242,6 +242,16 @@ impl Metrics {
             .entry(key.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Counts a request refused before it had a caller, and logs it (see `refusals`).
+    pub fn refused(self: &Arc<Self>, status: u16, error_type: Option<&str>) {
+        let reason = super::refusals::reason(status, error_type);
+        self.auth_failures_total.with_label_values(&[reason]).inc();
+        if self.refusals.count(reason) {
+            let metrics = self.clone();
+            tokio::spawn(async move { metrics.refusals.write_lines().await });
+        }
     }
 
     /// Counts one finished request. `upstream_secs` is the time spent waiting on providers.

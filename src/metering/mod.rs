@@ -1,16 +1,15 @@
-//! Metering: what a request used and cost, how it reaches the database and Prometheus.
+//! Metering: what a request used and cost, and the Prometheus metrics it is counted in.
 //!
 //! `UsageRecord` is the one row every request produces (success or failure). The request path
-//! only builds it and hands it to `UsageSink`; the batch writer does the database work.
+//! only builds it and hands it to the store's `UsageSink`, whose batch writer does the
+//! database work.
 
 mod cost;
 mod metrics;
 mod refusals;
-mod writer;
 
 pub use cost::{cost_e10, Prices};
 pub use metrics::Metrics;
-pub use writer::{usage_pipeline, UsageSink, UsageWriter};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

@@ -19,7 +19,6 @@ pub(crate) mod testing;
 pub use body::{JsonObject, Kind};
 
 use bytes::Bytes;
-use http::HeaderMap;
 
 use crate::config::Api;
 use crate::error::GatewayError;
@@ -67,13 +66,7 @@ impl Endpoint {
     }
 }
 
-/// An upstream request ready for the HTTP client.
-#[derive(Debug, Clone)]
-pub struct UpstreamRequest {
-    pub uri: http::Uri,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
+pub use crate::upstream::UpstreamRequest;
 
 /// A prepared attempt: the request, and what reading its answer needs to know.
 #[derive(Debug, Clone)]

@@ -1,13 +1,16 @@
-//! One request's metering context: it collects what the request path learns (caller, model,
-//! deployment, attempts, timings) and turns it into exactly one `UsageRecord`.
+//! One request's metering: it collects what the request path learns (caller, model,
+//! deployment, attempts, timings) and turns it into exactly one `UsageRecord`, whichever way
+//! the request ends. Its upstream time is added up here only (`end_attempt`), and what an
+//! attempt holds is released by the guards below when they are dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Caller;
-use crate::metering::{ModelLabel, UsageRecord, UsageSink, UsageSource};
+use crate::metering::{ModelLabel, UsageRecord, UsageSource};
 use crate::providers::{Endpoint, ReportedUsage};
 use crate::registry::Deployment;
+use crate::store::UsageSink;
 
 #[derive(Clone)]
 pub struct RequestMeter {
@@ -18,9 +21,13 @@ pub struct RequestMeter {
     /// Whether the registry knows `model_name` (only then may it become a metric label).
     pub known_model: bool,
     pub caller: Option<Arc<Caller>>,
-    pub deployment: Option<Arc<Deployment>>,
-    pub attempts: u32,
-    pub upstream: Duration,
+    /// The deployment of the last attempt sent, and how many were (`start_attempt`).
+    deployment: Option<Arc<Deployment>>,
+    attempts: u32,
+    /// The time the ended attempts spent with their providers.
+    upstream: Duration,
+    /// When the attempt still running was sent.
+    attempt_sent: Option<Instant>,
     pub started: Instant,
     created_at: chrono::DateTime<chrono::Utc>,
     sink: UsageSink,
@@ -39,6 +46,7 @@ impl RequestMeter {
             deployment: None,
             attempts: 0,
             upstream: Duration::ZERO,
+            attempt_sent: None,
             started: Instant::now(),
             created_at: chrono::Utc::now(),
             sink,
@@ -54,6 +62,28 @@ impl RequestMeter {
         meter
     }
 
+    /// An attempt is sent to `dep`: it counts, and its time with the provider runs until
+    /// `end_attempt`.
+    pub fn start_attempt(&mut self, dep: &Arc<Deployment>) {
+        self.attempts += 1;
+        self.deployment = Some(dep.clone());
+        self.attempt_sent = Some(Instant::now());
+    }
+
+    /// How long the running attempt has been with its provider.
+    pub fn attempt_time(&self) -> Duration {
+        self.attempt_sent.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// The running attempt is over (its answer read, or it failed): its time is added to the
+    /// request's upstream time, once. `record` ends one still running: a stream's, which runs
+    /// until the stream ends, or one whose client went away.
+    pub fn end_attempt(&mut self) {
+        if let Some(sent) = self.attempt_sent.take() {
+            self.upstream += sent.elapsed();
+        }
+    }
+
     /// Records the request's one usage row. Later calls do nothing.
     pub fn record(
         &mut self,
@@ -66,6 +96,7 @@ impl RequestMeter {
             return;
         }
         self.recorded = true;
+        self.end_attempt();
         let Some(caller) = self.caller.as_deref() else {
             // Refused before authentication: nobody to bill, so no row (see `refusals`).
             self.sink.refused(status, error_type);

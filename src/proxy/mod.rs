@@ -1,16 +1,23 @@
 //! The data plane: the gateway's shared state, its start-up and shutdown, and the HTTP server.
+//! A request's path through it is in `handler`, phase by phase.
 
+mod admit;
+mod answer;
+mod attempt;
+mod choose;
 mod conn;
+mod context;
 mod edge;
 mod handler;
-pub mod http1_pool;
 mod meter;
 mod opening;
+mod ops;
+mod outcome;
+mod respond;
+mod send;
 mod stream;
-mod upstream;
 
-pub use handler::ClientBody;
-pub use upstream::UpstreamClient;
+pub use respond::ClientBody;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,9 +33,13 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::{Config, LoadedConfig};
 use crate::limits::{LimitSet, LimitSpec, OnRedisFailure, Shared};
-use crate::metering::{usage_pipeline, Metrics, UsageSink};
+use crate::metering::Metrics;
 use crate::registry::{Registry, Snapshot};
-use crate::store::{Db, SyncReport};
+use crate::store::{usage_pipeline, Db, SyncReport, UsageSink};
+use crate::upstream::UpstreamClient;
+
+// A deployment keeps one upstream URL per endpoint, by the endpoint's index.
+const _: () = assert!(crate::providers::Endpoint::COUNT == crate::registry::ENDPOINTS);
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
@@ -585,14 +596,7 @@ impl Listeners {
                 max_connections: METRICS_CONNECTIONS,
                 ..limits
             };
-            conn::serve(
-                listener,
-                gateway,
-                handler::serve_metrics,
-                limits,
-                stop,
-                grace,
-            )
+            conn::serve(listener, gateway, ops::serve_metrics, limits, stop, grace)
         });
         async move {
             let metrics = async {

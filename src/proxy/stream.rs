@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -21,9 +21,9 @@ use serde_json::json;
 use tokio::time::Sleep;
 
 use super::meter::{Guards, RequestMeter};
-use super::upstream::UpstreamBody;
 use crate::error::BoxError;
 use crate::providers::StreamTranslator;
+use crate::upstream::UpstreamBody;
 
 pub struct MeteredStream {
     upstream: UpstreamBody,
@@ -35,7 +35,6 @@ pub struct MeteredStream {
     held: Option<Bytes>,
     deadline: Pin<Box<Sleep>>,
     first_byte: Option<Duration>,
-    upstream_started: Instant,
     done: bool,
     /// The client's stream ended at `data: [DONE]` before the provider's body did.
     drain_upstream: bool,
@@ -59,8 +58,8 @@ fn error_event(message: &str, code: &str) -> Bytes {
 
 impl MeteredStream {
     /// `held` is what the provider sent before the response was committed; `ended` says the
-    /// provider's stream was already complete then.
-    #[allow(clippy::too_many_arguments)]
+    /// provider's stream was already complete then. The meter's attempt runs until the stream
+    /// ends.
     pub fn new(
         upstream: UpstreamBody,
         translator: Box<dyn StreamTranslator>,
@@ -69,7 +68,6 @@ impl MeteredStream {
         held: Bytes,
         ended: bool,
         deadline: tokio::time::Instant,
-        upstream_started: Instant,
     ) -> MeteredStream {
         // Held bytes go out as the response starts: that is the first byte's time.
         let first_byte = (!held.is_empty()).then(|| meter.started.elapsed());
@@ -81,7 +79,6 @@ impl MeteredStream {
             held: (!held.is_empty()).then_some(held),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             first_byte,
-            upstream_started,
             done: false,
             drain_upstream: false,
         };
@@ -101,7 +98,6 @@ impl MeteredStream {
 
     fn finish(&mut self, error_type: Option<&str>) {
         self.done = true;
-        self.meter.upstream += self.upstream_started.elapsed();
         let usage = self.translator.usage();
         if let Some(mut guards) = self.guards.take() {
             guards.settle(usage.as_ref());

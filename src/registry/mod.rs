@@ -7,8 +7,8 @@
 mod health;
 pub mod routing;
 
-pub use crate::config::ModelType;
-pub use health::{CircuitState, Health, InFlightGuard};
+pub use crate::config::{BreakerConfig, ModelType};
+pub use health::{CircuitPass, CircuitState, Health, InFlightGuard};
 pub use routing::{Needs, NoFit, Strategy};
 
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ use crate::config::{Api, Config, ProviderTimeouts};
 use crate::limits::{LimitSet, LimitSpec, Shared};
 use crate::metering::Prices;
 use crate::store::{ModelRow, ProviderRow, RegistryRows};
+use crate::upstream::Target;
 
 #[derive(Debug)]
 pub struct Provider {
@@ -33,10 +34,8 @@ pub struct Provider {
     pub api_version: Option<String>,
     /// The header carrying the provider's key, built once (marked sensitive: never logged).
     pub auth_header: Option<(HeaderName, HeaderValue)>,
-    /// The Host header for a plain-http base URL, made once (see `plain_http_host`).
-    pub host_header: Option<HeaderValue>,
-    /// Kept-alive connections, for a plain-http base URL (TLS ones use the shared client).
-    pub http1: Option<Arc<crate::proxy::http1_pool::Http1Pool>>,
+    /// How the upstream client reaches it (a plain-http one has its own connections).
+    pub target: Target,
     /// How long a request may wait for this provider's limits before moving on.
     pub queue_timeout_ms: u64,
     pub timeouts: ProviderTimeouts,
@@ -74,8 +73,13 @@ pub struct Deployment {
     pub health: Arc<Health>,
     /// The OpenAI-format upstream URL per endpoint, made on first use: formatting and parsing
     /// it was 1.5k instructions a request.
-    pub upstream_uris: [std::sync::OnceLock<http::Uri>; crate::providers::Endpoint::COUNT],
+    pub upstream_uris: [std::sync::OnceLock<http::Uri>; ENDPOINTS],
 }
+
+/// How many API endpoints a deployment keeps an upstream URL for: `providers::Endpoint::COUNT`,
+/// repeated here as the registry sits below the adapters (the request path checks that the two
+/// agree).
+pub const ENDPOINTS: usize = 3;
 
 impl Deployment {
     pub fn qualified_name(&self) -> String {
@@ -372,7 +376,7 @@ fn provider_from_row(
             Some((name, value))
         }
     };
-    let host_header = plain_http_host(&p.base_url);
+    let timeouts: ProviderTimeouts = serde_json::from_str(&p.timeouts).unwrap_or_default();
     Ok(Provider {
         id: p.id.clone(),
         name: p.name.clone(),
@@ -380,28 +384,11 @@ fn provider_from_row(
         base_url: p.base_url.trim_end_matches('/').to_owned(),
         api_version: p.api_version.clone(),
         auth_header,
-        http1: host_header.is_some().then(Default::default),
-        host_header,
+        target: Target::new(&p.base_url, timeouts.connect_ms),
         queue_timeout_ms: p.queue_timeout_ms.max(0) as u64,
-        timeouts: serde_json::from_str(&p.timeouts).unwrap_or_default(),
+        timeouts,
         limits,
     })
-}
-
-/// The Host header of a plain-http provider, made once. Its connections (`http1_pool`) are
-/// hyper's bare HTTP/1.1 ones, which send only the headers given. Over TLS the shared client
-/// sets it, as it may speak HTTP/2 there (where the authority travels as `:authority`).
-fn plain_http_host(base_url: &str) -> Option<HeaderValue> {
-    let uri: http::Uri = base_url.parse().ok()?;
-    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
-        return None;
-    }
-    let host = uri.host()?;
-    let value = match uri.port_u16() {
-        Some(port) if port != 80 => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    HeaderValue::from_str(&value).ok()
 }
 
 fn decimal(s: &str) -> Decimal {
@@ -589,28 +576,5 @@ mod tests {
         );
         let refused = admit(&[&other_provider], 0, now).await.unwrap_err();
         assert_eq!(refused.scope, "provider");
-    }
-
-    #[test]
-    fn plain_http_providers_get_their_host_header_made_once() {
-        let host = |url: &str| plain_http_host(url).map(|v| v.to_str().unwrap().to_owned());
-        assert_eq!(
-            host("http://127.0.0.1:18080/v1").as_deref(),
-            Some("127.0.0.1:18080")
-        );
-        assert_eq!(
-            host("http://vllm.internal/v1").as_deref(),
-            Some("vllm.internal")
-        );
-        assert_eq!(
-            host("http://vllm.internal:80/v1").as_deref(),
-            Some("vllm.internal")
-        );
-        assert_eq!(
-            host("http://user:pw@[::1]:8000").as_deref(),
-            Some("[::1]:8000")
-        );
-        assert_eq!(host("https://api.openai.com/v1"), None, "TLS may be HTTP/2");
-        assert_eq!(host("mock://mock"), None);
     }
 }

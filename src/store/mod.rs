@@ -1,4 +1,5 @@
-//! The database: one pool, PostgreSQL or SQLite, and the queries per table.
+//! The database: one pool, PostgreSQL or SQLite, the queries per table, and the usage writer
+//! that batches the request path's usage rows into it (`writer`).
 //!
 //! Every statement is written once, in PostgreSQL syntax with `$N` parameters and explicit
 //! casts (`$1::uuid`). For SQLite the casts are dropped and `$N` becomes `?N`, which SQLite
@@ -9,10 +10,12 @@
 mod keys;
 mod registry;
 mod usage;
+mod writer;
 
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use registry::{ModelRow, ProviderRow, RegistryRows, SyncReport};
 pub use usage::{refuses_rows, UsageReportRow, UsageTotals};
+pub use writer::{usage_pipeline, UsageSink, UsageWriter};
 
 use std::borrow::Cow;
 use std::str::FromStr;

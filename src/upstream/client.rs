@@ -1,6 +1,5 @@
-//! The pooled upstream HTTP client (HTTP/1.1 and HTTP/2 by ALPN, rustls) for TLS providers, a
-//! leaner HTTP/1.1 pool for plain-http ones (`http1_pool`), plus the in-process path for
-//! `api = "mock"` providers.
+//! The client the request path sends with: the pooled HTTPS client (HTTP/1.1 and HTTP/2 by
+//! ALPN, rustls) for TLS providers, a plain-http provider's own `http1_pool`.
 
 use std::time::Duration;
 
@@ -11,36 +10,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::Api;
+use super::{error_chain, SendError, Target, UpstreamBody, UpstreamRequest};
 use crate::error::BoxError;
-use crate::mock::{self, MockOptions};
-use crate::providers::UpstreamRequest;
-use crate::registry::Provider;
-
-pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-#[derive(Debug)]
-pub enum SendError {
-    /// Nothing reached the provider (refused, DNS, TLS): always safe to try elsewhere.
-    Connect(String),
-    Other(String),
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e) => write!(f, "connect error: {e}"),
-            SendError::Other(e) => write!(f, "{e}"),
-        }
-    }
-}
 
 pub struct UpstreamClient {
     /// One pooled client per connect timeout in use (almost always just the default).
     clients: std::sync::Mutex<std::collections::HashMap<u64, HttpsClient>>,
-    mock: MockOptions,
 }
 
 const DEFAULT_CONNECT_MS: u64 = 10_000;
@@ -49,7 +26,6 @@ impl UpstreamClient {
     pub fn new() -> UpstreamClient {
         UpstreamClient {
             clients: Default::default(),
-            mock: MockOptions::default(),
         }
     }
 
@@ -101,34 +77,26 @@ impl UpstreamClient {
     /// Sends the request and returns once the response headers arrived.
     pub async fn send(
         &self,
-        provider: &Provider,
+        target: &Target,
         req: &UpstreamRequest,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        if provider.api == Api::Mock {
-            let resp = mock::respond(req.uri.path(), req.body.clone(), &self.mock).await;
-            return Ok(resp);
-        }
         let build = || {
             let mut request = http::Request::new(Full::new(req.body.clone()));
             *request.method_mut() = http::Method::POST;
             *request.uri_mut() = req.uri.clone();
             let h = request.headers_mut();
             h.clone_from(&req.headers);
-            if let Some(host) = &provider.host_header {
-                h.insert(http::header::HOST, host.clone());
+            if let Some(plain) = &target.plain_http {
+                h.insert(http::header::HOST, plain.host.clone());
             }
             request
         };
-        if let Some(pool) = &provider.http1 {
-            let connect = provider.timeouts.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
-            return pool.send(build, Duration::from_millis(connect)).await;
+        if let Some(plain) = &target.plain_http {
+            let connect = target.connect_ms.unwrap_or(DEFAULT_CONNECT_MS);
+            return plain.pool.send(build, Duration::from_millis(connect)).await;
         }
         let request = build();
-        match self
-            .client(provider.timeouts.connect_ms)
-            .request(request)
-            .await
-        {
+        match self.client(target.connect_ms).request(request).await {
             Ok(resp) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync())),
             Err(e) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
             Err(e) => Err(SendError::Other(error_chain(&e))),
@@ -140,16 +108,4 @@ impl Default for UpstreamClient {
     fn default() -> Self {
         UpstreamClient::new()
     }
-}
-
-/// hyper's client error says little on its own; its sources say what went wrong.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

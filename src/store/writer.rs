@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::refusals;
-use super::{Metrics, UsageRecord};
-use crate::store::{refuses_rows, Db};
+use super::{refuses_rows, Db};
+use crate::metering::{Metrics, UsageRecord};
 
 #[derive(Clone)]
 pub struct UsageSink {
@@ -152,15 +151,7 @@ impl UsageSink {
 
     /// A request refused before it had a caller: counted and logged, no row (see `refusals`).
     pub fn refused(&self, status: u16, error_type: Option<&str>) {
-        let reason = refusals::reason(status, error_type);
-        self.metrics
-            .auth_failures_total
-            .with_label_values(&[reason])
-            .inc();
-        if self.metrics.refusals.count(reason) {
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move { metrics.refusals.write_lines().await });
-        }
+        self.metrics.refused(status, error_type);
     }
 }
 

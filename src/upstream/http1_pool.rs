@@ -21,7 +21,7 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::{error_chain, SendError, UpstreamBody};
+use super::{error_chain, SendError, UpstreamBody};
 use crate::error::BoxError;
 
 /// Idle connections kept per provider, and for how long. A connection the provider closed

@@ -1,0 +1,220 @@
+//! Read and admit: who is asking (authentication), the body read once within
+//! `max_body_bytes`, parsed once and checked, and what it needs of a model; once the
+//! deployments are chosen, the caller's key's own limits.
+
+use std::sync::{Arc, LazyLock};
+
+use http::header::CONTENT_LENGTH;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use memchr::memmem::Finder;
+
+use super::context::RequestCtx;
+use super::meter::RequestMeter;
+use super::outcome::PassedOver;
+use super::Gateway;
+use crate::error::GatewayError;
+use crate::limits::{self, Admission, LimitSet, Refused};
+use crate::providers::{Endpoint, JsonObject, Kind};
+use crate::registry::Needs;
+use crate::upstream::{read_limited, ReadError};
+
+/// Authenticates the caller and reads the request: the context every later phase works on.
+pub async fn read<'m>(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    meter: &'m mut RequestMeter,
+) -> Result<RequestCtx<'m>, GatewayError> {
+    let runtime = gw.runtime.load();
+    let deadline = tokio::time::Instant::now() + runtime.request_timeout;
+    let (body_limit, max_response_bytes) = (runtime.max_body_bytes, runtime.max_response_bytes);
+    let caller = runtime.auth.authenticate(req.headers()).await?;
+    drop(runtime);
+    meter.caller = Some(caller);
+    let body = read_body(req, body_limit, deadline).await?;
+    check_fields(meter.endpoint, &body)?;
+    meter.model_name = body.str("model").unwrap_or_default().into_owned();
+    meter.stream = meter.endpoint.can_stream() && body.bool("stream") == Some(true);
+    let needs = needs_of(meter.endpoint, &body);
+    Ok(RequestCtx {
+        meter,
+        body,
+        needs,
+        deadline,
+        max_response_bytes,
+        key_limits: None,
+        key_admission: Admission::default(),
+        passed_over: PassedOver::default(),
+    })
+}
+
+/// The caller's key's own limits, checked once per request and without waiting.
+pub async fn key_limits(gw: &Gateway, ctx: &mut RequestCtx<'_>) -> Result<(), GatewayError> {
+    let caller = ctx.meter.caller.as_deref();
+    let Some(key) = caller.and_then(|c| gw.limits_of_key(c)) else {
+        return Ok(());
+    };
+    let now = tokio::time::Instant::now();
+    ctx.key_admission = limits::admit(&[&key], ctx.needs.reserve(), now)
+        .await
+        .map_err(|r| {
+            gw.metrics
+                .rate_limited_total
+                .with_label_values(&[r.scope])
+                .inc();
+            rate_limited(&ctx.meter.model_name, &r, &[&key])
+        })?;
+    ctx.key_limits = Some(key);
+    Ok(())
+}
+
+/// The body, whole, by the request's deadline, as one JSON object.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<JsonObject, GatewayError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::body_too_large(limit));
+    }
+    let collected = tokio::time::timeout_at(deadline, read_limited(req.into_body(), limit))
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "The request body did not arrive in time.",
+            )
+        })?;
+    let bytes = match collected {
+        Ok(b) => b,
+        Err(ReadError::TooLarge) => return Err(GatewayError::body_too_large(limit)),
+        Err(ReadError::Broken) => {
+            return Err(GatewayError::invalid_request(
+                "The request body could not be read.",
+            ))
+        }
+    };
+    JsonObject::parse(bytes).map_err(|e| {
+        GatewayError::invalid_request(format!(
+            "We could not parse the JSON body of your request ({e}). The body must be a JSON object."
+        ))
+    })
+}
+
+/// The fields every request of the endpoint must have, of the right types.
+fn check_fields(endpoint: Endpoint, body: &JsonObject) -> Result<(), GatewayError> {
+    match body.kind("model") {
+        Some(Kind::String) if body.str("model").is_some_and(|m| !m.is_empty()) => {}
+        None | Some(Kind::Null) => {
+            return Err(GatewayError::invalid_param(
+                "model",
+                "You must provide a model parameter.",
+            ))
+        }
+        _ => {
+            return Err(GatewayError::invalid_param(
+                "model",
+                "`model` must be a non-empty string.",
+            ))
+        }
+    }
+    let (field, kinds): (&str, &[Kind]) = match endpoint {
+        Endpoint::ChatCompletions => ("messages", &[Kind::Array]),
+        Endpoint::Completions => ("prompt", &[Kind::String, Kind::Array]),
+        Endpoint::Embeddings => ("input", &[Kind::String, Kind::Array]),
+    };
+    match body.kind(field) {
+        Some(k) if kinds.contains(&k) => {}
+        None | Some(Kind::Null) => {
+            return Err(GatewayError::invalid_param(
+                field,
+                format!("Missing required parameter: '{field}'."),
+            ))
+        }
+        _ => {
+            return Err(GatewayError::invalid_param(
+                field,
+                format!("Invalid type for '{field}'."),
+            ))
+        }
+    }
+    if endpoint == Endpoint::ChatCompletions
+        && body.raw("messages").is_some_and(|m| {
+            m.iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .eq(b"[]".iter())
+        })
+    {
+        return Err(GatewayError::invalid_param(
+            "messages",
+            "'messages' must contain at least one message.",
+        ));
+    }
+    if !matches!(
+        body.kind("stream"),
+        None | Some(Kind::Bool) | Some(Kind::Null)
+    ) {
+        return Err(GatewayError::invalid_param(
+            "stream",
+            "`stream` must be a boolean.",
+        ));
+    }
+    Ok(())
+}
+
+/// What a request needs from a model, read cheaply (byte scans, no extra parse).
+fn needs_of(endpoint: Endpoint, body: &JsonObject) -> Needs {
+    let prompt = match endpoint {
+        Endpoint::ChatCompletions => body.raw("messages"),
+        Endpoint::Completions => body.raw("prompt"),
+        Endpoint::Embeddings => body.raw("input"),
+    }
+    .unwrap_or_default();
+    let non_empty =
+        |k: &str| body.kind(k) == Some(Kind::Array) && body.raw(k).is_some_and(|r| r.len() > 2);
+    Needs {
+        // About four bytes of JSON per token: enough to reserve and route by; settled later.
+        prompt_tokens: (prompt.len() as u64).div_ceil(4),
+        max_tokens: body
+            .get::<u64>("max_completion_tokens")
+            .ok()
+            .flatten()
+            .or_else(|| body.get::<u64>("max_tokens").ok().flatten()),
+        vision: IMAGE_URL.find(prompt).is_some(),
+        tools: non_empty("tools") || non_empty("functions"),
+        json: body
+            .raw("response_format")
+            .is_some_and(|r| JSON_FORMAT.find(r).is_some()),
+    }
+}
+
+/// The searchers `needs_of` looks for, built once: building one cost more than the search.
+static IMAGE_URL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"image_url\""));
+static JSON_FORMAT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"json_"));
+
+/// The 429 for a request our own limits refused, with OpenAI's headers.
+pub fn rate_limited(model: &str, refused: &Refused, sets: &[&Arc<LimitSet>]) -> GatewayError {
+    let mut e = GatewayError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_exceeded",
+        format!(
+            "Rate limit reached for `{model}`: the {} limit on {} is used up; try again in {} ms.",
+            refused.scope,
+            refused.what,
+            refused.retry_after.as_millis().max(1)
+        ),
+    )
+    .code("rate_limit_exceeded");
+    for (name, value) in limits::retry_headers(refused.retry_after)
+        .into_iter()
+        .chain(limits::rate_limit_headers(sets))
+    {
+        e = e.header(name, value);
+    }
+    e
+}

@@ -1,0 +1,76 @@
+//! The endpoints beside the API: health and readiness, `/metrics`, and the model list.
+
+use std::sync::Arc;
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::edge::Port;
+use super::respond::{error_response, json_response, text_response, ClientBody};
+use super::{Gateway, Runtime};
+use crate::error::GatewayError;
+
+/// The only endpoint of `[server] metrics_listen`.
+pub async fn serve_metrics(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
+    let runtime = gw.runtime.load();
+    if let Err(e) = runtime.edge.admit(&req, Port::Metrics) {
+        return error_response(&e);
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(&runtime, &gw, &req),
+        (method, path) => error_response(&GatewayError::not_found(format!(
+            "Unknown request URL: {method} {path}."
+        ))),
+    }
+}
+
+type Response = http::Response<ClientBody>;
+
+pub fn healthz() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok"}))
+}
+
+pub fn metrics(runtime: &Runtime, gw: &Gateway, req: &Request<Incoming>) -> Response {
+    match runtime.edge.metrics_allowed(req.headers()) {
+        Ok(()) => text_response(gw.metrics.render(), "text/plain; version=0.0.4"),
+        Err(e) => error_response(&e),
+    }
+}
+
+pub async fn readyz(gw: &Gateway) -> Response {
+    let db = gw.db.ping().await;
+    let models = gw.registry.load().deployment_count;
+    let status = if db {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, json!({"database": db, "deployments": models}))
+}
+
+pub async fn list_models(gw: &Gateway, req: &Request<Incoming>, id: Option<String>) -> Response {
+    let auth = gw.runtime.load().auth.clone();
+    if let Err(e) = auth.authenticate(req.headers()).await {
+        return error_response(&e);
+    }
+    let snapshot = gw.registry.load();
+    let entry = |m: &crate::registry::ListedModel| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by});
+    match id {
+        None => {
+            let data: Vec<_> = snapshot.listed().iter().map(entry).collect();
+            json_response(StatusCode::OK, json!({"object": "list", "data": data}))
+        }
+        Some(id) => match snapshot.listed_model(&id) {
+            Some(m) => json_response(StatusCode::OK, entry(m)),
+            None => match snapshot.resolve(&id) {
+                // provider/model_id is not listed but can be asked about
+                Some(deps) => json_response(
+                    StatusCode::OK,
+                    json!({"id": id, "object": "model", "created": deps.deployments[0].created_unix, "owned_by": deps.deployments[0].provider.name}),
+                ),
+                None => error_response(&GatewayError::model_not_found(&id)),
+            },
+        },
+    }
+}
