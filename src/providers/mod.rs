@@ -81,6 +81,49 @@ pub struct Prepared {
     pub client_body: Bytes,
 }
 
+impl Prepared {
+    /// A request translated into another provider's JSON: the provider's key, `accept` for
+    /// an event stream when streaming, and `extra` headers of its API.
+    pub(crate) fn translated(
+        dep: &Deployment,
+        endpoint: Endpoint,
+        client: &JsonObject,
+        uri: http::Uri,
+        body: String,
+        stream: bool,
+        extra: &[(&'static str, &'static str)],
+    ) -> Prepared {
+        let mut headers = http::HeaderMap::with_capacity(3 + extra.len());
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in extra {
+            headers.insert(*name, http::HeaderValue::from_static(value));
+        }
+        if stream {
+            headers.insert(
+                http::header::ACCEPT,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        if let Some((name, value)) = &dep.provider.auth_header {
+            headers.insert(name.clone(), value.clone());
+        }
+        Prepared {
+            request: UpstreamRequest {
+                uri,
+                headers,
+                body: Bytes::from(body),
+            },
+            stream,
+            client_wants_usage: stream && chat::client_wants_usage(client),
+            endpoint,
+            client_body: client.bytes().clone(),
+        }
+    }
+}
+
 /// Usage as the provider reported it: normalised tokens plus the raw JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportedUsage {

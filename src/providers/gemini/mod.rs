@@ -12,12 +12,8 @@ mod schema;
 mod stream;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use http::HeaderMap;
 
-use super::{
-    chat, Adapter, Endpoint, JsonObject, Prepared, ReportedUsage, StreamTranslator, UpstreamRequest,
-};
+use super::{Adapter, Endpoint, JsonObject, Prepared, ReportedUsage, StreamTranslator};
 use crate::error::GatewayError;
 use crate::registry::Deployment;
 
@@ -108,25 +104,15 @@ fn prepare(
             dep.provider.name
         ))
     })?;
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if stream {
-        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-    }
-    if let Some((name, value)) = &dep.provider.auth_header {
-        headers.insert(name.clone(), value.clone());
-    }
-    Ok(Prepared {
-        request: UpstreamRequest {
-            uri,
-            headers,
-            body: Bytes::from(request.to_string()),
-        },
-        stream,
-        client_wants_usage: stream && chat::client_wants_usage(body),
+    Ok(Prepared::translated(
+        dep,
         endpoint,
-        client_body: body.bytes().clone(),
-    })
+        body,
+        uri,
+        request.to_string(),
+        stream,
+        &[],
+    ))
 }
 
 #[cfg(test)]
