@@ -153,43 +153,140 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         shared: Option<&Shared>,
     ) -> Snapshot {
-        let today = chrono::Utc::now().date_naive();
+        let carried = Carried::from_previous(previous);
         let mut snap = Snapshot::default();
-        let mut providers: HashMap<&str, Arc<Provider>> = HashMap::new();
-        let mut old_limits: HashMap<&str, &Arc<LimitSet>> = HashMap::new();
-        let mut old_health: HashMap<&str, (&Arc<Health>, Option<&Arc<LimitSet>>)> = HashMap::new();
-        if let Some(prev) = previous {
-            for p in &prev.providers {
-                old_limits.insert(&p.id, &p.limits);
-            }
-            for d in &prev.all {
-                old_health.insert(&d.id, (&d.health, d.limits.as_ref()));
-            }
-        }
+        let providers = snap.add_providers(rows, config, &carried, shared);
+        let mut deployments = Deployments::serving(rows, config, &providers, &carried, shared);
+        snap.deployment_count = deployments.by_qualified.len();
+        snap.all = deployments.by_qualified.values().cloned().collect();
+        snap.list_public_names(&deployments.by_name);
+        let route_strategy = snap.add_routes(route_specs(config, rows), &mut deployments);
+        snap.listed.sort_by(|a, b| a.id.cmp(&b.id));
+        snap.by_name = deployments.into_lookup(&route_strategy);
+        snap
+    }
+
+    /// Makes a provider of each row; one that cannot serve (say, its key is missing) goes to
+    /// `unavailable` with the reason. Returns the serving ones by row id, for their models.
+    fn add_providers<'r>(
+        &mut self,
+        rows: &'r RegistryRows,
+        config: &Config,
+        carried: &Carried<'_>,
+        shared: Option<&Shared>,
+    ) -> HashMap<&'r str, Arc<Provider>> {
+        let mut by_id = HashMap::new();
         for p in &rows.providers {
-            let spec = LimitSpec {
-                requests_per_minute: p.requests_per_minute.max(0) as u64,
-                tokens_per_minute: p.tokens_per_minute.max(0) as u64,
-                max_parallel: p.max_parallel_requests.clamp(0, u32::MAX as i64) as u32,
-            };
             let name = || format!("provider:{}", p.name);
-            let old = old_limits.get(p.id.as_str()).copied();
-            let limits = limit_set("provider", spec, name, old, shared);
+            let old = carried.provider_limits.get(p.id.as_str()).copied();
+            let limits = limit_set("provider", provider_limit_spec(p), name, old, shared);
             match provider_from_row(p, config, limits) {
                 Ok(provider) => {
                     let provider = Arc::new(provider);
-                    providers.insert(&p.id, provider.clone());
-                    snap.providers.push(provider);
+                    by_id.insert(p.id.as_str(), provider.clone());
+                    self.providers.push(provider);
                 }
-                Err(reason) => snap.unavailable.push(Unavailable {
+                Err(reason) => self.unavailable.push(Unavailable {
                     provider: p.name.clone(),
                     reason,
                 }),
             }
         }
+        by_id
+    }
 
-        let mut by_name: HashMap<String, Vec<Arc<Deployment>>> = HashMap::new();
-        let mut by_qualified: HashMap<String, Arc<Deployment>> = HashMap::new();
+    /// One `GET /v1/models` entry per public name, owned by the provider of its first
+    /// deployment.
+    fn list_public_names(&mut self, by_name: &HashMap<String, Vec<Arc<Deployment>>>) {
+        for (name, deps) in by_name {
+            let first = &deps[0];
+            self.listed.push(ListedModel {
+                id: name.clone(),
+                owned_by: first.provider.name.clone(),
+                created: first.created_unix,
+            });
+        }
+    }
+
+    /// Adds each route that reaches at least one deployment as a name of its own, listed and
+    /// resolvable. A route never shadows a public model name. Returns the routes' strategies.
+    fn add_routes(
+        &mut self,
+        routes: Vec<RouteSpec>,
+        deployments: &mut Deployments,
+    ) -> HashMap<String, Strategy> {
+        let mut route_strategy = HashMap::new();
+        for (route, targets, strategy) in routes {
+            let deps = deployments.route_targets(&targets);
+            if deps.is_empty() || deployments.by_name.contains_key(&route) {
+                continue;
+            }
+            self.listed.push(ListedModel {
+                id: route.clone(),
+                owned_by: "tollgate".into(),
+                created: deps[0].created_unix,
+            });
+            route_strategy.insert(route.clone(), strategy);
+            deployments.by_name.insert(route, deps);
+        }
+        route_strategy
+    }
+}
+
+/// The limit and health state of the previous snapshot, by row id, for `build` to carry over.
+#[derive(Default)]
+struct Carried<'a> {
+    provider_limits: HashMap<&'a str, &'a Arc<LimitSet>>,
+    /// A deployment's health and its per-model limits.
+    deployments: HashMap<&'a str, (&'a Arc<Health>, Option<&'a Arc<LimitSet>>)>,
+}
+
+impl<'a> Carried<'a> {
+    fn from_previous(previous: Option<&'a Snapshot>) -> Self {
+        let mut carried = Carried::default();
+        if let Some(prev) = previous {
+            for p in &prev.providers {
+                carried.provider_limits.insert(&p.id, &p.limits);
+            }
+            for d in &prev.all {
+                carried
+                    .deployments
+                    .insert(&d.id, (&d.health, d.limits.as_ref()));
+            }
+        }
+        carried
+    }
+}
+
+/// A provider row's limits (negative values in the database count as 0: unlimited).
+fn provider_limit_spec(p: &ProviderRow) -> LimitSpec {
+    LimitSpec {
+        requests_per_minute: p.requests_per_minute.max(0) as u64,
+        tokens_per_minute: p.tokens_per_minute.max(0) as u64,
+        max_parallel: p.max_parallel_requests.clamp(0, u32::MAX as i64) as u32,
+    }
+}
+
+/// The serving deployments while a snapshot is built, by the names they answer to.
+#[derive(Default)]
+struct Deployments {
+    /// Public names (and, once added, routes), each to its deployments.
+    by_name: HashMap<String, Vec<Arc<Deployment>>>,
+    /// `provider/model_id`, each to its one deployment.
+    by_qualified: HashMap<String, Arc<Deployment>>,
+}
+
+impl Deployments {
+    /// A deployment for each model row in service at a serving provider.
+    fn serving(
+        rows: &RegistryRows,
+        config: &Config,
+        providers: &HashMap<&str, Arc<Provider>>,
+        carried: &Carried<'_>,
+        shared: Option<&Shared>,
+    ) -> Deployments {
+        let today = chrono::Utc::now().date_naive();
+        let mut out = Deployments::default();
         for m in &rows.models {
             let Some(provider) = providers.get(m.provider_id.as_str()) else {
                 continue;
@@ -197,87 +294,97 @@ impl Snapshot {
             if !in_service(&m.status, m.deprecation_date.as_deref(), today) {
                 continue;
             }
-            let spec = limit_spec(&m.rate_limits);
-            let (health, old) = match old_health.get(m.id.as_str()) {
-                Some((h, l)) => (Arc::clone(h), *l),
-                None => (Arc::new(Health::new(config.circuit_breaker)), None),
-            };
-            let limits = (spec != LimitSpec::default())
-                .then(|| limit_set("model", spec, || format!("model:{}", m.id), old, shared));
-            let d = Arc::new(deployment_from_row(m, provider.clone(), limits, health));
-            by_name.entry(d.name.clone()).or_default().push(d.clone());
-            by_qualified.insert(d.qualified_name(), d);
+            let d = Arc::new(carried_deployment(m, provider, config, carried, shared));
+            out.by_name
+                .entry(d.name.clone())
+                .or_default()
+                .push(d.clone());
+            out.by_qualified.insert(d.qualified_name(), d);
         }
-        snap.deployment_count = by_qualified.len();
-        snap.all = by_qualified.values().cloned().collect();
+        out
+    }
 
-        for (name, deps) in &by_name {
-            let first = &deps[0];
-            snap.listed.push(ListedModel {
-                id: name.clone(),
-                owned_by: first.provider.name.clone(),
-                created: first.created_unix,
-            });
-        }
-
-        // Routes: config [[routes]] and system_settings infra_model_* entries.
-        let mut routes: Vec<(String, Vec<String>, Strategy)> = config
-            .routes
-            .iter()
-            .map(|r| {
-                let r = r.get_ref();
-                (r.name.clone(), r.targets.clone(), r.strategy.get())
-            })
-            .collect();
-        for (key, value) in &rows.settings {
-            if let Some(target) = setting_target(value) {
-                routes.push((key.clone(), vec![target], Strategy::Fallback));
+    /// A route's deployments in the order of its targets: a target is a `provider/model_id`
+    /// or a public name (all of its deployments); one that names nothing is left out.
+    fn route_targets(&self, targets: &[String]) -> Vec<Arc<Deployment>> {
+        let mut deps = Vec::new();
+        for t in targets {
+            if let Some(d) = self.by_qualified.get(t) {
+                deps.push(d.clone());
+            } else if let Some(ds) = self.by_name.get(t) {
+                deps.extend(ds.iter().cloned());
             }
         }
-        let mut route_strategy: HashMap<String, Strategy> = HashMap::new();
-        for (route, targets, strategy) in routes {
-            let mut deps: Vec<Arc<Deployment>> = Vec::new();
-            for t in &targets {
-                if let Some(d) = by_qualified.get(t) {
-                    deps.push(d.clone());
-                } else if let Some(ds) = by_name.get(t) {
-                    deps.extend(ds.iter().cloned());
-                }
-            }
-            if deps.is_empty() || by_name.contains_key(&route) {
-                continue;
-            }
-            snap.listed.push(ListedModel {
-                id: route.clone(),
-                owned_by: "tollgate".into(),
-                created: deps[0].created_unix,
-            });
-            route_strategy.insert(route.clone(), strategy);
-            by_name.insert(route, deps);
-        }
-        snap.listed.sort_by(|a, b| a.id.cmp(&b.id));
+        deps
+    }
 
+    /// The table requests resolve against: public names and routes, then each
+    /// `provider/model_id` that is not already taken by one of those.
+    fn into_lookup(self, route_strategy: &HashMap<String, Strategy>) -> HashMap<String, Resolved> {
+        let Deployments {
+            mut by_name,
+            by_qualified,
+        } = self;
         for (q, d) in by_qualified {
             by_name.entry(q).or_insert_with(|| vec![d]);
         }
-        snap.by_name = by_name
+        by_name
             .into_iter()
-            .map(|(k, mut v)| {
+            .map(|(name, mut deps)| {
                 // Plain names are tried by priority; a route keeps its targets' order.
-                let strategy = route_strategy.get(&k).copied();
+                let strategy = route_strategy.get(&name).copied();
                 if strategy.is_none() {
-                    v.sort_by_key(|d| d.priority);
+                    deps.sort_by_key(|d| d.priority);
                 }
-                let strategy = strategy.unwrap_or_default();
                 let resolved = Resolved {
-                    deployments: Arc::from(v),
-                    strategy,
+                    deployments: Arc::from(deps),
+                    strategy: strategy.unwrap_or_default(),
                 };
-                (k, resolved)
+                (name, resolved)
             })
-            .collect();
-        snap
+            .collect()
     }
+}
+
+/// A model row as a deployment, with the health (and, while configured the same, the limits)
+/// of the deployment that had its id in the previous snapshot.
+fn carried_deployment(
+    m: &ModelRow,
+    provider: &Arc<Provider>,
+    config: &Config,
+    carried: &Carried<'_>,
+    shared: Option<&Shared>,
+) -> Deployment {
+    let spec = limit_spec(&m.rate_limits);
+    let (health, old) = match carried.deployments.get(m.id.as_str()) {
+        Some((h, l)) => (Arc::clone(h), *l),
+        None => (Arc::new(Health::new(config.circuit_breaker)), None),
+    };
+    let limits = (spec != LimitSpec::default())
+        .then(|| limit_set("model", spec, || format!("model:{}", m.id), old, shared));
+    deployment_from_row(m, provider.clone(), limits, health)
+}
+
+/// A route's name, its targets and how to choose among them.
+type RouteSpec = (String, Vec<String>, Strategy);
+
+/// The routes: config `[[routes]]`, then each `system_settings` entry that names a deployment
+/// (`infra_model_*`), tried as a fallback.
+fn route_specs(config: &Config, rows: &RegistryRows) -> Vec<RouteSpec> {
+    let mut routes: Vec<RouteSpec> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let r = r.get_ref();
+            (r.name.clone(), r.targets.clone(), r.strategy.get())
+        })
+        .collect();
+    for (key, value) in &rows.settings {
+        if let Some(target) = setting_target(value) {
+            routes.push((key.clone(), vec![target], Strategy::Fallback));
+        }
+    }
+    routes
 }
 
 /// Whether a model with this `status` serves on `today`: active, or deprecated and not past

@@ -205,95 +205,117 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// A statement of the sync transaction and its arguments.
+type Stmt = (String, Vec<Arg>);
+
+/// The sync's statements, in order: the provider upserts, clearing the defaults, the model
+/// upserts, deactivating the models that left the file, disabling the providers that left it.
+/// Returns them with the index of the first model upsert.
+fn sync_statements(config: &Config, now: &str) -> (Vec<Stmt>, usize) {
+    let mut stmts: Vec<Stmt> = config
+        .providers
+        .iter()
+        .map(|p| (UPSERT_PROVIDER.into(), provider_args(p.get_ref(), now)))
+        .collect();
+    // Clear defaults first: moving is_default from one model to another must not trip the
+    // one-default-per-provider index halfway through.
+    stmts.push((
+        "UPDATE llm_models SET is_default = FALSE WHERE managed_by = 'config' AND is_default"
+            .into(),
+        vec![],
+    ));
+    let models_start = stmts.len();
+    for (i, m) in config.models.iter().enumerate() {
+        stmts.push((UPSERT_MODEL.into(), model_args(m.get_ref(), i, now)));
+    }
+    stmts.push(deactivate_models_not_in(config, now));
+    stmts.push(disable_providers_not_in(config, now));
+    (stmts, models_start)
+}
+
+/// Config models whose `provider/model_id` is no longer in the file become inactive.
+fn deactivate_models_not_in(config: &Config, now: &str) -> Stmt {
+    let keys: Vec<Arg> = config
+        .models
+        .iter()
+        .map(|m| format!("{}/{}", m.get_ref().provider, m.get_ref().model_id).into())
+        .collect();
+    let mut sql = "UPDATE llm_models SET status = 'inactive', is_default = FALSE, \
+         updated_at = $1::timestamptz WHERE managed_by = 'config' AND status <> 'inactive'"
+        .to_owned();
+    if !keys.is_empty() {
+        sql.push_str(&format!(
+            " AND ((SELECT name FROM llm_providers p WHERE p.id = llm_models.provider_id) \
+             || '/' || model_id) NOT IN ({})",
+            placeholders(2, keys.len())
+        ));
+    }
+    let mut args: Vec<Arg> = vec![now.into()];
+    args.extend(keys);
+    (sql, args)
+}
+
+/// Config providers whose name is no longer in the file become disabled.
+fn disable_providers_not_in(config: &Config, now: &str) -> Stmt {
+    let names: Vec<Arg> = config
+        .providers
+        .iter()
+        .map(|p| Arg::from(p.get_ref().name.as_str()))
+        .collect();
+    let mut sql = "UPDATE llm_providers SET is_enabled = FALSE, updated_at = $1::timestamptz \
+         WHERE managed_by = 'config' AND is_enabled"
+        .to_owned();
+    if !names.is_empty() {
+        sql.push_str(&format!(
+            " AND name NOT IN ({})",
+            placeholders(2, names.len())
+        ));
+    }
+    let mut args: Vec<Arg> = vec![now.into()];
+    args.extend(names);
+    (sql, args)
+}
+
+/// Reads the rows each statement of `sync_statements` touched: an upsert that touched none
+/// met a row the admin API owns, and is reported as skipped.
+fn sync_report(config: &Config, affected: &[u64], models_start: usize) -> SyncReport {
+    let mut report = SyncReport::default();
+    for (p, &n) in config.providers.iter().zip(affected) {
+        if n == 0 {
+            report
+                .skipped
+                .push(format!("provider {}", p.get_ref().name));
+        } else {
+            report.providers += 1;
+        }
+    }
+    for (m, &n) in config.models.iter().zip(&affected[models_start..]) {
+        if n == 0 {
+            let m = m.get_ref();
+            report
+                .skipped
+                .push(format!("model {}/{}", m.provider, m.model_id));
+        } else {
+            report.models += 1;
+        }
+    }
+    report.deactivated_models = affected[affected.len() - 2];
+    report.disabled_providers = affected[affected.len() - 1];
+    report
+}
+
 impl Db {
     /// Writes `[[providers]]` and `[[models]]` into the registry in one transaction. Rows the
     /// admin API created are never touched; config rows that left the file become inactive
     /// (models) or disabled (providers), never deleted: usage history keeps its foreign keys.
     pub async fn sync_config(&self, config: &Config) -> anyhow::Result<SyncReport> {
         let now = timestamp(chrono::Utc::now());
-        let mut stmts: Vec<(String, Vec<Arg>)> = Vec::new();
-        let provider_names: Vec<String> = config
-            .providers
-            .iter()
-            .map(|p| p.get_ref().name.clone())
-            .collect();
-
-        for p in &config.providers {
-            stmts.push((UPSERT_PROVIDER.into(), provider_args(p.get_ref(), &now)));
-        }
-        // Clear defaults first: moving is_default from one model to another must not trip the
-        // one-default-per-provider index halfway through.
-        stmts.push((
-            "UPDATE llm_models SET is_default = FALSE WHERE managed_by = 'config' AND is_default"
-                .into(),
-            vec![],
-        ));
-        let models_start = stmts.len();
-        for (i, m) in config.models.iter().enumerate() {
-            stmts.push((UPSERT_MODEL.into(), model_args(m.get_ref(), i, &now)));
-        }
-        let keys: Vec<Arg> = config
-            .models
-            .iter()
-            .map(|m| format!("{}/{}", m.get_ref().provider, m.get_ref().model_id).into())
-            .collect();
-        let mut deactivate = "UPDATE llm_models SET status = 'inactive', is_default = FALSE, \
-             updated_at = $1::timestamptz WHERE managed_by = 'config' AND status <> 'inactive'"
-            .to_owned();
-        if !keys.is_empty() {
-            deactivate.push_str(&format!(
-                " AND ((SELECT name FROM llm_providers p WHERE p.id = llm_models.provider_id) \
-                 || '/' || model_id) NOT IN ({})",
-                placeholders(2, keys.len())
-            ));
-        }
-        let mut args: Vec<Arg> = vec![now.as_str().into()];
-        args.extend(keys);
-        stmts.push((deactivate, args));
-
-        let mut disable =
-            "UPDATE llm_providers SET is_enabled = FALSE, updated_at = $1::timestamptz \
-             WHERE managed_by = 'config' AND is_enabled"
-                .to_owned();
-        if !provider_names.is_empty() {
-            disable.push_str(&format!(
-                " AND name NOT IN ({})",
-                placeholders(2, provider_names.len())
-            ));
-        }
-        let mut args: Vec<Arg> = vec![now.as_str().into()];
-        args.extend(provider_names.iter().map(|n| Arg::from(n.as_str())));
-        stmts.push((disable, args));
-
+        let (stmts, models_start) = sync_statements(config, &now);
         let affected = self
             .transaction(stmts)
             .await
             .context("config sync failed")?;
-
-        let mut report = SyncReport::default();
-        for (i, p) in config.providers.iter().enumerate() {
-            if affected[i] == 0 {
-                report
-                    .skipped
-                    .push(format!("provider {}", p.get_ref().name));
-            } else {
-                report.providers += 1;
-            }
-        }
-        for (i, m) in config.models.iter().enumerate() {
-            if affected[models_start + i] == 0 {
-                report.skipped.push(format!(
-                    "model {}/{}",
-                    m.get_ref().provider,
-                    m.get_ref().model_id
-                ));
-            } else {
-                report.models += 1;
-            }
-        }
-        report.deactivated_models = affected[affected.len() - 2];
-        report.disabled_providers = affected[affected.len() - 1];
-        Ok(report)
+        Ok(sync_report(config, &affected, models_start))
     }
 
     /// Everything the registry snapshot is built from, in one read.
