@@ -155,29 +155,7 @@ fn main() -> ExitCode {
 
 async fn run(config_path: PathBuf, command: Command) -> ExitCode {
     match command {
-        Command::Serve => {
-            let loaded = match load_config(&config_path) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            init_logging(
-                loaded.config.server.log_format.get() == tollgate::config::LogFormat::Json,
-            );
-            tracing::info!(config = %config_path.display(), version = env!("CARGO_PKG_VERSION"), "starting tollgate");
-            for w in &loaded.warnings {
-                tracing::warn!("{w}");
-            }
-            match tollgate::proxy::start(loaded).await {
-                Ok(running) => {
-                    running.serve_until_signal().await;
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    tracing::error!("cannot start: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Serve => serve(&config_path).await,
         Command::CheckConfig => check_config(&config_path).await,
         Command::MockUpstream {
             port,
@@ -187,33 +165,13 @@ async fn run(config_path: PathBuf, command: Command) -> ExitCode {
             chunks,
             fail_rate,
         } => {
-            let mock = MockUpstream {
-                options: MockOptions {
-                    ttft_ms,
-                    chunk_ms,
-                    chunks,
-                    fail_rate,
-                },
-                ..Default::default()
+            let options = MockOptions {
+                ttft_ms,
+                chunk_ms,
+                chunks,
+                fail_rate,
             };
-            let addr = match format!("{host}:{port}").parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    eprintln!("invalid --host/--port");
-                    return ExitCode::from(2);
-                }
-            };
-            match mock.start(addr).await {
-                Ok(addr) => {
-                    tracing::info!("mock upstream listening on http://{addr}/v1");
-                    let _ = tokio::signal::ctrl_c().await;
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("cannot listen on {addr}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            mock_upstream(options, &host, port).await
         }
         other => {
             let loaded = match load_config(&config_path) {
@@ -231,12 +189,63 @@ async fn run(config_path: PathBuf, command: Command) -> ExitCode {
     }
 }
 
+/// Runs the gateway until a signal stops it.
+async fn serve(config_path: &std::path::Path) -> ExitCode {
+    let loaded = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // Logging starts only now: its format is a config setting.
+    init_logging(loaded.config.server.log_format.get() == tollgate::config::LogFormat::Json);
+    tracing::info!(config = %config_path.display(), version = env!("CARGO_PKG_VERSION"), "starting tollgate");
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    match tollgate::proxy::start(loaded).await {
+        Ok(running) => {
+            running.serve_until_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("cannot start: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the fake upstream until Ctrl-C.
+async fn mock_upstream(options: MockOptions, host: &str, port: u16) -> ExitCode {
+    let mock = MockUpstream {
+        options,
+        ..Default::default()
+    };
+    let addr = match format!("{host}:{port}").parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("invalid --host/--port");
+            return ExitCode::from(2);
+        }
+    };
+    match mock.start(addr).await {
+        Ok(addr) => {
+            tracing::info!("mock upstream listening on http://{addr}/v1");
+            let _ = tokio::signal::ctrl_c().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn open_db(loaded: &LoadedConfig) -> anyhow::Result<Db> {
     let db = Db::connect(&loaded.config.database.url, 2).await?;
     db.migrate().await?;
     Ok(db)
 }
 
+/// The commands that work on the database and exit.
 async fn admin_command(loaded: &LoadedConfig, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Migrate => {
@@ -246,106 +255,122 @@ async fn admin_command(loaded: &LoadedConfig, command: Command) -> anyhow::Resul
                 tollgate::store::redact_url(&loaded.config.database.url),
                 db.kind()
             );
+            Ok(())
         }
-        Command::Keys { command } => {
-            let db = open_db(loaded).await?;
-            match command {
-                KeysCommand::Create {
-                    name,
-                    project,
-                    role,
-                    rpm,
-                    tpm,
-                    budget_usd,
-                } => {
-                    let (key, prefix, hash) = tollgate::auth::generate_key();
-                    let new = NewApiKey {
-                        name,
-                        project,
-                        role,
-                        rpm,
-                        tpm,
-                        budget_usd,
-                    };
-                    let id = db.insert_api_key(&new, &hash, &prefix).await?;
-                    eprintln!("created key {id} ({prefix}...); it is shown only once:");
-                    println!("{key}");
-                }
-                KeysCommand::List => {
-                    println!(
-                        "{:<38} {:<12} {:<20} {:<16} {:<6} status",
-                        "id", "prefix", "name", "project", "role"
-                    );
-                    for k in db.list_api_keys().await? {
-                        let status = if k.revoked_at.is_some() {
-                            "revoked"
-                        } else {
-                            "active"
-                        };
-                        println!(
-                            "{:<38} {:<12} {:<20} {:<16} {:<6} {status}",
-                            k.id,
-                            k.key_prefix,
-                            k.name,
-                            k.project_name.unwrap_or_default(),
-                            k.role
-                        );
-                    }
-                }
-                KeysCommand::Revoke { id_or_prefix } => {
-                    if db.revoke_api_key(&id_or_prefix).await? {
-                        println!("revoked {id_or_prefix}");
-                    } else {
-                        anyhow::bail!("no active key with id or prefix {id_or_prefix:?}");
-                    }
-                }
-            }
-        }
+        Command::Keys { command } => keys_command(&open_db(loaded).await?, command).await,
         Command::Usage { by, since } => {
             let db = open_db(loaded).await?;
-            let since = match since {
-                Some(s) => chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-                    .map_err(|_| anyhow::anyhow!("--since must be a date like 2026-11-01"))?,
-                None => {
-                    use chrono::Datelike;
-                    let today = chrono::Utc::now().date_naive();
-                    today.with_day(1).unwrap_or(today)
-                }
-            };
-            let since = since
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight exists")
-                .and_utc();
-            let rows = db.usage_report(&by, since).await?;
-            println!(
-                "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
-                by,
-                "requests",
-                "errors",
-                "input",
-                "cache_read",
-                "cache_write",
-                "output",
-                "cost_usd"
-            );
-            for r in rows {
-                let t = r.totals;
-                println!(
-                    "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
-                    r.group,
-                    t.requests,
-                    t.errors,
-                    t.input_tokens,
-                    t.cache_read_tokens,
-                    t.cache_write_tokens,
-                    t.output_tokens,
-                    t.cost_usd
-                );
-            }
+            usage_report(&db, &by, usage_since(since.as_deref())?).await
         }
         Command::Serve | Command::CheckConfig | Command::MockUpstream { .. } => {
             unreachable!("handled in run")
         }
+    }
+}
+
+async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            name,
+            project,
+            role,
+            rpm,
+            tpm,
+            budget_usd,
+        } => {
+            let new = NewApiKey {
+                name,
+                project,
+                role,
+                rpm,
+                tpm,
+                budget_usd,
+            };
+            create_key(db, &new).await
+        }
+        KeysCommand::List => list_keys(db).await,
+        KeysCommand::Revoke { id_or_prefix } => {
+            if !db.revoke_api_key(&id_or_prefix).await? {
+                anyhow::bail!("no active key with id or prefix {id_or_prefix:?}");
+            }
+            println!("revoked {id_or_prefix}");
+            Ok(())
+        }
+    }
+}
+
+/// The key goes to stdout alone, so a script can capture it; the rest goes to stderr.
+async fn create_key(db: &Db, new: &NewApiKey) -> anyhow::Result<()> {
+    let (key, prefix, hash) = tollgate::auth::generate_key();
+    let id = db.insert_api_key(new, &hash, &prefix).await?;
+    eprintln!("created key {id} ({prefix}...); it is shown only once:");
+    println!("{key}");
+    Ok(())
+}
+
+async fn list_keys(db: &Db) -> anyhow::Result<()> {
+    println!(
+        "{:<38} {:<12} {:<20} {:<16} {:<6} status",
+        "id", "prefix", "name", "project", "role"
+    );
+    for k in db.list_api_keys().await? {
+        let status = if k.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "active"
+        };
+        println!(
+            "{:<38} {:<12} {:<20} {:<16} {:<6} {status}",
+            k.id,
+            k.key_prefix,
+            k.name,
+            k.project_name.unwrap_or_default(),
+            k.role
+        );
+    }
+    Ok(())
+}
+
+/// Midnight UTC of `--since`, or of the first of this month without it.
+fn usage_since(since: Option<&str>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let date = match since {
+        Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| anyhow::anyhow!("--since must be a date like 2026-11-01"))?,
+        None => {
+            use chrono::Datelike;
+            let today = chrono::Utc::now().date_naive();
+            today.with_day(1).unwrap_or(today)
+        }
+    };
+    Ok(date
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc())
+}
+
+async fn usage_report(
+    db: &Db,
+    by: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let rows = db.usage_report(by, since).await?;
+    println!(
+        "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
+        by, "requests", "errors", "input", "cache_read", "cache_write", "output", "cost_usd"
+    );
+    for r in rows {
+        let t = r.totals;
+        println!(
+            "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
+            r.group,
+            t.requests,
+            t.errors,
+            t.input_tokens,
+            t.cache_read_tokens,
+            t.cache_write_tokens,
+            t.output_tokens,
+            t.cost_usd
+        );
     }
     Ok(())
 }

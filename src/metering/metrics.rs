@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use prometheus::{Counter, CounterVec, GaugeVec};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    core::Collector, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use prometheus::{Counter, CounterVec, GaugeVec};
 use rust_decimal::prelude::ToPrimitive;
 
 use super::UsageRecord;
@@ -83,130 +83,276 @@ struct Series {
     genai_duration: OnceLock<Histogram>,
 }
 
-fn opts(name: &str, help: &str) -> Opts {
-    Opts::new(name, help).namespace("tollgate")
+/// A metric as Prometheus shows it: name, help text and label names.
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
 }
 
-fn hopts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
-    HistogramOpts::new(name, help)
+const PM: &[&str] = &["provider", "model"];
+
+// The definitions are data, apart from `Metrics::new`, so that the list of what is exported
+// reads as one table. Names here get the `tollgate_` prefix; the GenAI ones keep the
+// OpenTelemetry names.
+const REQUESTS_TOTAL: Def = Def {
+    name: "requests_total",
+    help: "Requests answered, by provider, model and HTTP status.",
+    labels: &["provider", "model", "status"],
+};
+const REQUEST_DURATION: Def = Def {
+    name: "request_duration_seconds",
+    help: "Time from request received to last byte sent.",
+    labels: PM,
+};
+const TIME_TO_FIRST_TOKEN: Def = Def {
+    name: "time_to_first_token_seconds",
+    help: "Time from request received to first content byte sent.",
+    labels: PM,
+};
+const UPSTREAM_DURATION: Def = Def {
+    name: "upstream_duration_seconds",
+    help: "Time spent waiting on providers.",
+    labels: PM,
+};
+const GATEWAY_OVERHEAD: Def = Def {
+    name: "gateway_overhead_seconds",
+    help: "Request time not spent waiting on a provider.",
+    labels: &[],
+};
+const TOKENS_TOTAL: Def = Def {
+    name: "tokens_total",
+    help: "Tokens by kind: input (uncached), cache_read, cache_write, output, reasoning (part of output).",
+    labels: &["provider", "model", "project", "kind"],
+};
+const COST_USD_TOTAL: Def = Def {
+    name: "cost_usd_total",
+    help: "Cost in USD (the usage table holds the exact decimal).",
+    labels: &["provider", "model", "project"],
+};
+const RATE_LIMITED_TOTAL: Def = Def {
+    name: "rate_limited_total",
+    help: "Requests refused or delayed by a limit, by scope.",
+    labels: &["scope"],
+};
+const SHARED_LIMITER_ERRORS_TOTAL: Def = Def {
+    name: "shared_limiter_errors_total",
+    help: "Limit decisions Redis could not make (answered by [redis] on_failure).",
+    labels: &[],
+};
+const FALLBACKS_TOTAL: Def = Def {
+    name: "fallbacks_total",
+    help: "Attempts moved on to the next deployment.",
+    labels: &["model"],
+};
+const IN_FLIGHT: Def = Def {
+    name: "in_flight",
+    help: "Requests currently being answered, by provider.",
+    labels: &["provider"],
+};
+const PROVIDER_UP: Def = Def {
+    name: "provider_up",
+    help: "1 when the provider's circuit is closed, 0.5 half-open, 0 open.",
+    labels: &["provider"],
+};
+const CONFIG_RELOADS_TOTAL: Def = Def {
+    name: "config_reloads_total",
+    help: "Registry and config reloads, by result.",
+    labels: &["result"],
+};
+const REGISTRY_DEPLOYMENTS: Def = Def {
+    name: "registry_deployments",
+    help: "Deployments (model entries) that can serve in the current snapshot.",
+    labels: &[],
+};
+const USAGE_LOG_QUEUE_DEPTH: Def = Def {
+    name: "usage_log_queue_depth",
+    help: "Usage records waiting for the batch writer.",
+    labels: &[],
+};
+const USAGE_LOG_DROPPED_TOTAL: Def = Def {
+    name: "usage_log_dropped_total",
+    help: "Usage records lost (must stay 0).",
+    labels: &[],
+};
+const USAGE_LOG_SPOOLED_TOTAL: Def = Def {
+    name: "usage_log_spooled_total",
+    help: "Usage records written to the local spool file while the database was unavailable.",
+    labels: &[],
+};
+const USAGE_LOG_WRITTEN_TOTAL: Def = Def {
+    name: "usage_log_written_total",
+    help: "Usage records written to the database.",
+    labels: &[],
+};
+const USAGE_LOG_REJECTED_TOTAL: Def = Def {
+    name: "usage_log_rejected_total",
+    help: "Usage records the database refused (a value or constraint it would refuse again), set aside in the rejected file.",
+    labels: &[],
+};
+const AUTH_FAILURES_TOTAL: Def = Def {
+    name: "auth_failures_total",
+    help: "Requests refused before a caller was authenticated, by reason (they have no usage row).",
+    labels: &["reason"],
+};
+const GENAI_TOKEN_USAGE: Def = Def {
+    name: "gen_ai_client_token_usage",
+    help: "OpenTelemetry GenAI: tokens used per operation.",
+    labels: &[
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_token_type",
+        "gen_ai_request_model",
+    ],
+};
+const GENAI_OPERATION_DURATION: Def = Def {
+    name: "gen_ai_client_operation_duration_seconds",
+    help: "OpenTelemetry GenAI: operation duration.",
+    labels: &[
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+        "error_type",
+    ],
+};
+const GENAI_TIME_TO_FIRST_TOKEN: Def = Def {
+    name: "gen_ai_server_time_to_first_token_seconds",
+    help: "OpenTelemetry GenAI: time to first token.",
+    labels: &[
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+    ],
+};
+
+fn opts(def: &Def) -> Opts {
+    Opts::new(def.name, def.help).namespace("tollgate")
+}
+
+fn hopts(def: &Def, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(def.name, def.help)
         .namespace("tollgate")
         .buckets(buckets.to_vec())
 }
 
+/// OpenTelemetry names have no `tollgate_` prefix.
+fn genai_hopts(def: &Def, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(def.name, def.help).buckets(buckets.to_vec())
+}
+
+/// Makes metrics and registers them with one gateway's registry. The definitions are
+/// constants, so a failure here is a bug, not an input error: it panics.
+struct Registrar(Registry);
+
+impl Registrar {
+    fn add<M: Collector + Clone + 'static>(&self, made: prometheus::Result<M>) -> M {
+        let m = made.expect("metric definitions are valid");
+        self.0
+            .register(Box::new(m.clone()))
+            .expect("metric names are unique");
+        m
+    }
+
+    fn int_counter(&self, def: &Def) -> IntCounter {
+        self.add(IntCounter::with_opts(opts(def)))
+    }
+
+    fn int_counter_vec(&self, def: &Def) -> IntCounterVec {
+        self.add(IntCounterVec::new(opts(def), def.labels))
+    }
+
+    fn int_gauge(&self, def: &Def) -> IntGauge {
+        self.add(IntGauge::with_opts(opts(def)))
+    }
+
+    fn histogram_vec(&self, def: &Def, buckets: &[f64]) -> HistogramVec {
+        self.add(HistogramVec::new(hopts(def, buckets), def.labels))
+    }
+
+    fn genai_histogram_vec(&self, def: &Def, buckets: &[f64]) -> HistogramVec {
+        self.add(HistogramVec::new(genai_hopts(def, buckets), def.labels))
+    }
+}
+
+/// The labels of one finished request, borrowed from its usage record.
+#[derive(Clone, Copy)]
+struct Labels<'a> {
+    op: &'static str,
+    provider: &'a str,
+    model: &'a str,
+    project: &'a str,
+    status: &'a str,
+    error: &'a str,
+}
+
+impl Labels<'_> {
+    /// The key of the request's `Series`: the labels joined by a separator no label holds.
+    fn series_key(&self) -> String {
+        let parts = [
+            self.op,
+            self.provider,
+            self.model,
+            self.project,
+            self.status,
+            self.error,
+        ];
+        let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 16);
+        for part in parts {
+            key.push_str(part);
+            key.push('\u{1f}');
+        }
+        key
+    }
+}
+
+// Borrowed, not cloned: a clone is an atomic count on memory both workers share.
+#[inline]
+fn child<'s>(cell: &'s OnceLock<Histogram>, vec: &HistogramVec, labels: &[&str]) -> &'s Histogram {
+    cell.get_or_init(|| vec.with_label_values(labels))
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m.expect("metric definitions are valid");
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("metric names are unique");
-                m
-            }};
-        }
-        let pm = &["provider", "model"];
-        let auth_failures_total = reg!(IntCounterVec::new(
-            opts("auth_failures_total", "Requests refused before a caller was authenticated, by reason (they have no usage row)."),
-            &["reason"]
-        ));
+        let r = Registrar(Registry::new());
         let metrics = Metrics {
-            requests_total: reg!(IntCounterVec::new(
-                opts("requests_total", "Requests answered, by provider, model and HTTP status."),
-                &["provider", "model", "status"]
-            )),
-            request_duration_seconds: reg!(HistogramVec::new(
-                hopts("request_duration_seconds", "Time from request received to last byte sent.", LATENCY_BUCKETS),
-                pm
-            )),
-            time_to_first_token_seconds: reg!(HistogramVec::new(
-                hopts("time_to_first_token_seconds", "Time from request received to first content byte sent.", LATENCY_BUCKETS),
-                pm
-            )),
-            upstream_duration_seconds: reg!(HistogramVec::new(
-                hopts("upstream_duration_seconds", "Time spent waiting on providers.", LATENCY_BUCKETS),
-                pm
-            )),
-            gateway_overhead_seconds: reg!(Histogram::with_opts(hopts(
-                "gateway_overhead_seconds",
-                "Request time not spent waiting on a provider.",
-                OVERHEAD_BUCKETS
+            requests_total: r.int_counter_vec(&REQUESTS_TOTAL),
+            request_duration_seconds: r.histogram_vec(&REQUEST_DURATION, LATENCY_BUCKETS),
+            time_to_first_token_seconds: r.histogram_vec(&TIME_TO_FIRST_TOKEN, LATENCY_BUCKETS),
+            upstream_duration_seconds: r.histogram_vec(&UPSTREAM_DURATION, LATENCY_BUCKETS),
+            gateway_overhead_seconds: r.add(Histogram::with_opts(hopts(
+                &GATEWAY_OVERHEAD,
+                OVERHEAD_BUCKETS,
             ))),
-            tokens_total: reg!(IntCounterVec::new(
-                opts("tokens_total", "Tokens by kind: input (uncached), cache_read, cache_write, output, reasoning (part of output)."),
-                &["provider", "model", "project", "kind"]
+            tokens_total: r.int_counter_vec(&TOKENS_TOTAL),
+            cost_usd_total: r.add(CounterVec::new(
+                opts(&COST_USD_TOTAL),
+                COST_USD_TOTAL.labels,
             )),
-            cost_usd_total: reg!(CounterVec::new(
-                opts("cost_usd_total", "Cost in USD (the usage table holds the exact decimal)."),
-                &["provider", "model", "project"]
-            )),
-            rate_limited_total: reg!(IntCounterVec::new(
-                opts("rate_limited_total", "Requests refused or delayed by a limit, by scope."),
-                &["scope"]
-            )),
-            shared_limiter_errors_total: reg!(IntCounter::with_opts(opts(
-                "shared_limiter_errors_total",
-                "Limit decisions Redis could not make (answered by [redis] on_failure)."
-            ))),
-            fallbacks_total: reg!(IntCounterVec::new(
-                opts("fallbacks_total", "Attempts moved on to the next deployment."),
-                &["model"]
-            )),
-            in_flight: reg!(IntGaugeVec::new(
-                opts("in_flight", "Requests currently being answered, by provider."),
-                &["provider"]
-            )),
-            provider_up: reg!(GaugeVec::new(
-                opts("provider_up", "1 when the provider's circuit is closed, 0.5 half-open, 0 open."),
-                &["provider"]
-            )),
-            config_reloads_total: reg!(IntCounterVec::new(
-                opts("config_reloads_total", "Registry and config reloads, by result."),
-                &["result"]
-            )),
-            registry_deployments: reg!(IntGauge::with_opts(opts(
-                "registry_deployments",
-                "Deployments (model entries) that can serve in the current snapshot."
-            ))),
-            usage_log_queue_depth: reg!(IntGauge::with_opts(opts(
-                "usage_log_queue_depth",
-                "Usage records waiting for the batch writer."
-            ))),
-            usage_log_dropped_total: reg!(IntCounter::with_opts(opts(
-                "usage_log_dropped_total",
-                "Usage records lost (must stay 0)."
-            ))),
-            usage_log_spooled_total: reg!(IntCounter::with_opts(opts(
-                "usage_log_spooled_total",
-                "Usage records written to the local spool file while the database was unavailable."
-            ))),
-            usage_log_written_total: reg!(IntCounter::with_opts(opts(
-                "usage_log_written_total",
-                "Usage records written to the database."
-            ))),
-            usage_log_rejected_total: reg!(IntCounter::with_opts(opts(
-                "usage_log_rejected_total",
-                "Usage records the database refused (a value or constraint it would refuse again), set aside in the rejected file."
-            ))),
-            auth_failures_total,
+            rate_limited_total: r.int_counter_vec(&RATE_LIMITED_TOTAL),
+            shared_limiter_errors_total: r.int_counter(&SHARED_LIMITER_ERRORS_TOTAL),
+            fallbacks_total: r.int_counter_vec(&FALLBACKS_TOTAL),
+            in_flight: r.add(IntGaugeVec::new(opts(&IN_FLIGHT), IN_FLIGHT.labels)),
+            provider_up: r.add(GaugeVec::new(opts(&PROVIDER_UP), PROVIDER_UP.labels)),
+            config_reloads_total: r.int_counter_vec(&CONFIG_RELOADS_TOTAL),
+            registry_deployments: r.int_gauge(&REGISTRY_DEPLOYMENTS),
+            usage_log_queue_depth: r.int_gauge(&USAGE_LOG_QUEUE_DEPTH),
+            usage_log_dropped_total: r.int_counter(&USAGE_LOG_DROPPED_TOTAL),
+            usage_log_spooled_total: r.int_counter(&USAGE_LOG_SPOOLED_TOTAL),
+            usage_log_written_total: r.int_counter(&USAGE_LOG_WRITTEN_TOTAL),
+            usage_log_rejected_total: r.int_counter(&USAGE_LOG_REJECTED_TOTAL),
+            auth_failures_total: r.int_counter_vec(&AUTH_FAILURES_TOTAL),
             refusals: Default::default(),
-            genai_token_usage: reg!(HistogramVec::new(
-                HistogramOpts::new("gen_ai_client_token_usage", "OpenTelemetry GenAI: tokens used per operation.")
-                    .buckets(GENAI_TOKEN_BUCKETS.to_vec()),
-                &["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_type", "gen_ai_request_model"]
-            )),
-            genai_operation_duration: reg!(HistogramVec::new(
-                HistogramOpts::new("gen_ai_client_operation_duration_seconds", "OpenTelemetry GenAI: operation duration.")
-                    .buckets(GENAI_DURATION_BUCKETS.to_vec()),
-                &["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "error_type"]
-            )),
-            genai_time_to_first_token: reg!(HistogramVec::new(
-                HistogramOpts::new("gen_ai_server_time_to_first_token_seconds", "OpenTelemetry GenAI: time to first token.")
-                    .buckets(GENAI_TTFT_BUCKETS.to_vec()),
-                &["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
-            )),
+            genai_token_usage: r.genai_histogram_vec(&GENAI_TOKEN_USAGE, GENAI_TOKEN_BUCKETS),
+            genai_operation_duration: r
+                .genai_histogram_vec(&GENAI_OPERATION_DURATION, GENAI_DURATION_BUCKETS),
+            genai_time_to_first_token: r
+                .genai_histogram_vec(&GENAI_TIME_TO_FIRST_TOKEN, GENAI_TTFT_BUCKETS),
             series: RwLock::new(HashMap::new()),
-            registry,
+            registry: r.0,
         };
         metrics.start_known_series_at_zero();
         metrics
@@ -256,12 +402,8 @@ impl Metrics {
 
     /// Counts one finished request. `upstream_secs` is the time spent waiting on providers.
     pub fn observe(&self, rec: &UsageRecord) {
-        let provider = rec.provider_name.as_str();
-        let model = rec.metric_model();
-        let project = rec.project_name.as_str();
-        let op = operation(&rec.endpoint);
-        let error = rec.error_type.as_deref().unwrap_or("");
         let code = http::StatusCode::from_u16(rec.status_code);
+        // A code `http` does not know (the record keeps what the provider said) is printed.
         let other;
         let status = match &code {
             Ok(code) => code.as_str(),
@@ -270,100 +412,115 @@ impl Metrics {
                 &other
             }
         };
-        let mut key = String::with_capacity(
-            op.len() + provider.len() + model.len() + project.len() + error.len() + 16,
-        );
-        for part in [op, provider, model, project, status, error] {
-            key.push_str(part);
-            key.push('\u{1f}');
-        }
-        let s = self.series(&key);
-        // Borrowed, not cloned: a clone is an atomic count on memory both workers share.
-        fn child<'s>(
-            cell: &'s OnceLock<Histogram>,
-            vec: &HistogramVec,
-            labels: &[&str],
-        ) -> &'s Histogram {
-            cell.get_or_init(|| vec.with_label_values(labels))
-        }
+        let labels = Labels {
+            op: operation(&rec.endpoint),
+            provider: rec.provider_name.as_str(),
+            model: rec.metric_model(),
+            project: rec.project_name.as_str(),
+            status,
+            error: rec.error_type.as_deref().unwrap_or(""),
+        };
+        // One lookup for all the children below, instead of one per metric.
+        let s = self.series(&labels.series_key());
+        let total = secs(rec.latency_ms);
+        self.observe_request(&s, labels, total);
+        self.observe_timings(&s, labels, rec, total);
+        self.count_tokens(&s, labels, rec);
+        self.observe_genai(&s, labels, rec, total);
+    }
 
+    /// The request count and its duration.
+    #[inline]
+    fn observe_request(&self, s: &Series, l: Labels, total: f64) {
         s.requests
             .get_or_init(|| {
                 self.requests_total
-                    .with_label_values(&[provider, model, status])
+                    .with_label_values(&[l.provider, l.model, l.status])
             })
             .inc();
-        let total = rec.latency_ms as f64 / 1000.0;
         child(
             &s.duration,
             &self.request_duration_seconds,
-            &[provider, model],
+            &[l.provider, l.model],
         )
         .observe(total);
+    }
+
+    /// Time to first token and time waiting on providers, when the request had them.
+    #[inline]
+    fn observe_timings(&self, s: &Series, l: Labels, rec: &UsageRecord, total: f64) {
         if let Some(ttft) = rec.ttft_ms {
-            let ttft = ttft as f64 / 1000.0;
-            child(
-                &s.ttft,
-                &self.time_to_first_token_seconds,
-                &[provider, model],
-            )
-            .observe(ttft);
+            let ttft = secs(ttft);
+            let pm: &[&str] = &[l.provider, l.model];
+            child(&s.ttft, &self.time_to_first_token_seconds, pm).observe(ttft);
             child(
                 &s.genai_ttft,
                 &self.genai_time_to_first_token,
-                &[op, provider, model],
+                &[l.op, l.provider, l.model],
             )
             .observe(ttft);
         }
         if let Some(up) = rec.upstream_ms {
-            let up = up as f64 / 1000.0;
+            let up = secs(up);
             child(
                 &s.upstream,
                 &self.upstream_duration_seconds,
-                &[provider, model],
+                &[l.provider, l.model],
             )
             .observe(up);
             self.gateway_overhead_seconds.observe((total - up).max(0.0));
         }
+    }
+
+    /// Tokens by kind and the cost; a kind never used is never exported.
+    #[inline]
+    fn count_tokens(&self, s: &Series, l: Labels, rec: &UsageRecord) {
         let t = &rec.tokens;
-        for (i, (kind, n)) in [
+        let kinds = [
             ("input", t.input),
             ("cache_read", t.cache_read),
             ("cache_write", t.cache_write),
             ("output", t.output),
             ("reasoning", t.reasoning),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ];
+        for (cell, (kind, n)) in s.tokens.iter().zip(kinds) {
             if n > 0 {
-                s.tokens[i]
-                    .get_or_init(|| {
-                        self.tokens_total
-                            .with_label_values(&[provider, model, project, kind])
-                    })
-                    .inc_by(n);
+                cell.get_or_init(|| {
+                    self.tokens_total
+                        .with_label_values(&[l.provider, l.model, l.project, kind])
+                })
+                .inc_by(n);
             }
         }
         if !rec.cost_usd.is_zero() {
             s.cost
                 .get_or_init(|| {
                     self.cost_usd_total
-                        .with_label_values(&[provider, model, project])
+                        .with_label_values(&[l.provider, l.model, l.project])
                 })
                 .inc_by(rec.cost_usd.to_f64().unwrap_or(0.0));
         }
+    }
+
+    /// The OpenTelemetry GenAI token usage (only when usage is known) and duration.
+    #[inline]
+    fn observe_genai(&self, s: &Series, l: Labels, rec: &UsageRecord, total: f64) {
         if rec.usage_source != super::UsageSource::None {
             let usage = &self.genai_token_usage;
-            child(&s.genai_input, usage, &[op, provider, "input", model])
+            let t = &rec.tokens;
+            child(&s.genai_input, usage, &[l.op, l.provider, "input", l.model])
                 .observe(t.prompt_total() as f64);
-            child(&s.genai_output, usage, &[op, provider, "output", model])
-                .observe(t.output as f64);
+            child(
+                &s.genai_output,
+                usage,
+                &[l.op, l.provider, "output", l.model],
+            )
+            .observe(t.output as f64);
         }
         child(
             &s.genai_duration,
             &self.genai_operation_duration,
-            &[op, provider, model, error],
+            &[l.op, l.provider, l.model, l.error],
         )
         .observe(total);
     }

@@ -154,6 +154,33 @@ impl ReloadReport {
 }
 
 impl Gateway {
+    /// A gateway with an empty registry: `install` puts the first snapshot in.
+    fn new(
+        db: Db,
+        config: &Config,
+        config_path: PathBuf,
+        usage: UsageSink,
+        metrics: Arc<Metrics>,
+        shared: Option<Shared>,
+    ) -> Gateway {
+        Gateway {
+            runtime: ArcSwap::from_pointee(Runtime::new(&db, config, config, None)),
+            db,
+            registry: Registry::new(Snapshot::default()),
+            client: UpstreamClient::new(),
+            usage,
+            metrics,
+            key_limits: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+            shared,
+            config_path,
+            started: config.clone(),
+            applied: Mutex::new(config.clone()),
+        }
+    }
+
     /// Re-reads config.toml, syncs its registry into the database, swaps in a new snapshot
     /// and applies the `RUNTIME_SETTINGS`; the report names what needs a restart instead. A
     /// file with errors, or one that would take every model it serves now out of service, is
@@ -402,89 +429,37 @@ fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
 /// writer and the listener.
 pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let config = loaded.config;
-    let addr = config.listen_addr();
-    check_open_gateway(&config, addr)?;
+    check_open_gateway(&config, config.listen_addr())?;
 
     // A port in use is found before this instance writes its config into a database another
     // instance may share. A port shared on purpose is bound once this one is ready to answer,
     // so the kernel sends it no connection before then.
     check_fd_limit(config.server.max_connections);
-    let reuse_port = config.server.reuse_port;
-    let early = (!reuse_port)
+    let early = (!config.server.reuse_port)
         .then(|| Listeners::bind(&config))
         .transpose()?;
 
-    let db = Db::connect(&config.database.url, config.database.max_connections).await?;
-    tracing::info!(database = %crate::store::redact_url(&config.database.url), kind = db.kind(), "database connected");
-    db.migrate().await.context("database migration failed")?;
-    let report = db.sync_config(&config).await?;
-    for s in &report.skipped {
-        tracing::warn!("{s} is managed through the admin API; config.toml does not change it");
-    }
+    let db = open_database(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let shared = connect_shared(&config, &metrics).await?;
-    let rows = db.load_registry().await?;
-    let snapshot = Snapshot::build(&rows, &config, None, shared.as_ref());
-    for u in &snapshot.unavailable {
-        tracing::info!(provider = %u.provider, reason = %u.reason, "provider not serving");
-    }
-    let mut names: Vec<&str> = snapshot.listed().iter().map(|m| m.id.as_str()).collect();
-    names.truncate(20);
-    tracing::info!(
-        providers = snapshot.providers.len(),
-        deployments = snapshot.deployment_count,
-        models = %names.join(", "),
-        "registry loaded"
-    );
-
-    let (usage, writer) = usage_pipeline(
-        db.clone(),
-        metrics.clone(),
-        config.usage.queue_capacity,
-        config.usage.batch_size,
-        Duration::from_millis(config.usage.flush_interval_ms),
-        config.usage.spool_path.clone(),
-    );
-    let (writer_stop, writer_stop_rx) = oneshot::channel();
-    let writer = tokio::spawn(writer.run(writer_stop_rx));
-
-    let gateway = Arc::new(Gateway {
-        runtime: ArcSwap::from_pointee(Runtime::new(&db, &config, &config, None)),
+    let snapshot = load_snapshot(&db, &config, shared.as_ref()).await?;
+    let (usage, writer, writer_stop) = start_usage_writer(&db, &metrics, &config);
+    let gateway = Arc::new(Gateway::new(
         db,
-        registry: Registry::new(Snapshot::default()),
-        client: UpstreamClient::new(),
+        &config,
+        loaded.path,
         usage,
         metrics,
-        key_limits: moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_idle(Duration::from_secs(600))
-            .build(),
         shared,
-        config_path: loaded.path,
-        started: config.clone(),
-        applied: Mutex::new(config.clone()),
-    });
+    ));
     gateway.install(snapshot);
 
     let listeners = match early {
         Some(listeners) => listeners,
         None => Listeners::bind(&config)?,
     };
-    let addr = listeners.main.local_addr()?;
-    let metrics_addr = listeners
-        .metrics
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
-    if !config.auth.require_api_key {
-        tracing::warn!(
-            "API keys are not required: anyone who can reach {addr} can use the gateway"
-        );
-    }
-    tracing::info!("listening on http://{addr}");
-    if let Some(m) = metrics_addr {
-        tracing::info!("serving /metrics on http://{m}");
-    }
+    let (addr, metrics_addr) = listeners.addrs()?;
+    log_listening(&config, addr, metrics_addr);
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let server = tokio::spawn(listeners.serve(&config, gateway.clone(), stop_rx, grace));
@@ -497,6 +472,73 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         writer,
         writer_stop,
     })
+}
+
+/// Connects, migrates and writes the config's registry into the database.
+async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+    tracing::info!(database = %crate::store::redact_url(&config.database.url), kind = db.kind(), "database connected");
+    db.migrate().await.context("database migration failed")?;
+    let report = db.sync_config(config).await?;
+    for s in &report.skipped {
+        tracing::warn!("{s} is managed through the admin API; config.toml does not change it");
+    }
+    Ok(db)
+}
+
+/// The first registry snapshot, and a log of what it serves and what it cannot.
+async fn load_snapshot(
+    db: &Db,
+    config: &Config,
+    shared: Option<&Shared>,
+) -> anyhow::Result<Snapshot> {
+    let rows = db.load_registry().await?;
+    let snapshot = Snapshot::build(&rows, config, None, shared);
+    for u in &snapshot.unavailable {
+        tracing::info!(provider = %u.provider, reason = %u.reason, "provider not serving");
+    }
+    // A sample of the names is enough to see that the right file was loaded.
+    let mut names: Vec<&str> = snapshot.listed().iter().map(|m| m.id.as_str()).collect();
+    names.truncate(20);
+    tracing::info!(
+        providers = snapshot.providers.len(),
+        deployments = snapshot.deployment_count,
+        models = %names.join(", "),
+        "registry loaded"
+    );
+    Ok(snapshot)
+}
+
+/// The queue requests put their usage records in, and the task that writes them, with the
+/// sender that tells it to write what is left and stop.
+fn start_usage_writer(
+    db: &Db,
+    metrics: &Arc<Metrics>,
+    config: &Config,
+) -> (UsageSink, JoinHandle<()>, oneshot::Sender<()>) {
+    let (usage, writer) = usage_pipeline(
+        db.clone(),
+        metrics.clone(),
+        config.usage.queue_capacity,
+        config.usage.batch_size,
+        Duration::from_millis(config.usage.flush_interval_ms),
+        config.usage.spool_path.clone(),
+    );
+    let (writer_stop, writer_stop_rx) = oneshot::channel();
+    let writer = tokio::spawn(writer.run(writer_stop_rx));
+    (usage, writer, writer_stop)
+}
+
+fn log_listening(config: &Config, addr: SocketAddr, metrics_addr: Option<SocketAddr>) {
+    if !config.auth.require_api_key {
+        tracing::warn!(
+            "API keys are not required: anyone who can reach {addr} can use the gateway"
+        );
+    }
+    tracing::info!("listening on http://{addr}");
+    if let Some(m) = metrics_addr {
+        tracing::info!("serving /metrics on http://{m}");
+    }
 }
 
 /// Descriptors beside the client connections: provider connections (pooled and shared by
@@ -569,6 +611,13 @@ impl Listeners {
                 .map(|addr| bind(addr, reuse_port))
                 .transpose()?,
         })
+    }
+
+    /// The addresses bound (the port the system chose, where the config says 0).
+    fn addrs(&self) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+        let main = self.main.local_addr()?;
+        let metrics = self.metrics.as_ref().map(|l| l.local_addr()).transpose()?;
+        Ok((main, metrics))
     }
 
     /// Serves both until `stop`, then drains them.
