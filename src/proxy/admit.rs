@@ -12,7 +12,7 @@ use memchr::memmem::Finder;
 use super::context::RequestCtx;
 use super::meter::RequestMeter;
 use super::outcome::PassedOver;
-use super::Gateway;
+use super::{Gateway, Runtime};
 use crate::error::GatewayError;
 use crate::limits::{self, Admission, LimitSet, Refused};
 use crate::providers::{Endpoint, JsonObject, Kind};
@@ -21,15 +21,13 @@ use crate::upstream::{read_limited, ReadError};
 
 /// Authenticates the caller and reads the request: the context every later phase works on.
 pub async fn read<'m>(
-    gw: &Gateway,
+    runtime: &Runtime,
     req: Request<Incoming>,
     meter: &'m mut RequestMeter,
 ) -> Result<RequestCtx<'m>, GatewayError> {
-    let runtime = gw.runtime.load();
     let deadline = tokio::time::Instant::now() + runtime.request_timeout;
     let (body_limit, max_response_bytes) = (runtime.max_body_bytes, runtime.max_response_bytes);
     let caller = runtime.auth.authenticate(req.headers()).await?;
-    drop(runtime);
     meter.caller = Some(caller);
     let body = read_body(req, body_limit, deadline).await?;
     check_fields(meter.endpoint, &body)?;

@@ -43,7 +43,7 @@ use super::edge::{self, Port};
 use super::meter::RequestMeter;
 use super::outcome::Outcome;
 use super::respond::{self, error_response, ClientBody};
-use super::{admit, attempt, choose, ops, outcome, send, Gateway};
+use super::{admit, attempt, choose, ops, outcome, send, Gateway, Runtime};
 use crate::error::GatewayError;
 use crate::providers::{self, Endpoint};
 use crate::registry::Deployment;
@@ -52,12 +52,14 @@ use crate::registry::Deployment;
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
-    let endpoint = match route(&gw, &req).await {
+    // One request reads one set of reloadable settings, whatever a reload does meanwhile.
+    let runtime = gw.runtime.load_full();
+    let endpoint = match route(&gw, &runtime, &req).await {
         Ok(endpoint) => endpoint,
         Err(answered) => return answered,
     };
     let mut meter = RequestMeter::new(request_id(&req), endpoint, gw.usage.clone());
-    let mut response = match proxy(&gw, req, &mut meter).await {
+    let mut response = match proxy(&gw, &runtime, req, &mut meter).await {
         Ok(resp) => resp,
         Err(e) => respond::error(&mut meter, &e),
     };
@@ -70,10 +72,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Client
 /// The phases of an API request, in order.
 async fn proxy(
     gw: &Gateway,
+    runtime: &Runtime,
     req: Request<Incoming>,
     meter: &mut RequestMeter,
 ) -> Result<Response<ClientBody>, GatewayError> {
-    let mut ctx = admit::read(gw, req, meter).await?;
+    let mut ctx = admit::read(runtime, req, meter).await?;
     let plan = choose::plan(gw, &mut ctx)?;
     admit::key_limits(gw, &mut ctx).await?;
     forward(gw, &mut ctx, &plan).await
@@ -111,8 +114,11 @@ async fn forward(
 }
 
 /// The edge checks, then the endpoint of an API request; any other request is answered here.
-async fn route(gw: &Gateway, req: &Request<Incoming>) -> Result<Endpoint, Response<ClientBody>> {
-    let runtime = gw.runtime.load();
+async fn route(
+    gw: &Gateway,
+    runtime: &Runtime,
+    req: &Request<Incoming>,
+) -> Result<Endpoint, Response<ClientBody>> {
     let refused = |e: GatewayError| {
         gw.usage.refused(e.status.as_u16(), Some(e.error_type()));
         error_response(&e)
@@ -126,14 +132,14 @@ async fn route(gw: &Gateway, req: &Request<Incoming>) -> Result<Endpoint, Respon
         (&Method::GET, "/healthz") => return Err(ops::healthz()),
         (&Method::GET, "/readyz") => return Err(ops::readyz(gw).await),
         (&Method::GET, "/metrics") if runtime.edge.metrics_on_main_port => {
-            return Err(ops::metrics(&runtime, gw, req))
+            return Err(ops::metrics(runtime, gw, req))
         }
         (&Method::GET, "/v1/models" | "/models") => {
-            return Err(ops::list_models(gw, req, None).await)
+            return Err(ops::list_models(gw, runtime, req, None).await)
         }
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             let id = p["/v1/models/".len()..].to_owned();
-            return Err(ops::list_models(gw, req, Some(id)).await);
+            return Err(ops::list_models(gw, runtime, req, Some(id)).await);
         }
         (method, _) => {
             return Err(error_response(&GatewayError::not_found(format!(

@@ -49,9 +49,13 @@ pub async fn readyz(gw: &Gateway) -> Response {
     json_response(status, json!({"database": db, "deployments": models}))
 }
 
-pub async fn list_models(gw: &Gateway, req: &Request<Incoming>, id: Option<String>) -> Response {
-    let auth = gw.runtime.load().auth.clone();
-    if let Err(e) = auth.authenticate(req.headers()).await {
+pub async fn list_models(
+    gw: &Gateway,
+    runtime: &Runtime,
+    req: &Request<Incoming>,
+    id: Option<String>,
+) -> Response {
+    if let Err(e) = runtime.auth.authenticate(req.headers()).await {
         return error_response(&e);
     }
     let snapshot = gw.registry.load();
