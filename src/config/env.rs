@@ -3,7 +3,7 @@
 //! Provider keys are not resolved here: the database keeps the reference, never the key, and
 //! the registry reads the variable when it builds the provider.
 
-use super::{Config, Findings};
+use super::{Config, Findings, ProviderConfig};
 
 /// Secrets that may be left unset: the feature they enable is then off.
 const OPTIONAL_SECRETS: &[&str] = &["auth.master_key", "auth.jwt_secret"];
@@ -16,6 +16,17 @@ pub(super) fn reference(value: &str) -> Option<&str> {
 /// Whether the variable is set to something (an empty one counts as unset).
 pub(super) fn is_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty())
+}
+
+impl ProviderConfig {
+    /// Whether the provider's key can be had: none is needed, it is written in the file, or
+    /// its `env:` variable is set.
+    pub fn key_is_available(&self) -> bool {
+        self.api_key
+            .as_deref()
+            .and_then(reference)
+            .is_none_or(is_set)
+    }
 }
 
 pub(super) fn resolve(config: &mut Config, found: &mut Findings) {

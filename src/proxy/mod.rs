@@ -377,15 +377,11 @@ fn check_open_gateway(config: &Config, addr: SocketAddr) -> anyhow::Result<()> {
 /// date) at an enabled provider whose `env:` key is set.
 fn serves_a_model(config: &Config) -> bool {
     let today = chrono::Utc::now().date_naive();
-    let key_is_set = |key: Option<&str>| match key.and_then(|k| k.strip_prefix("env:")) {
-        Some(var) => std::env::var(var).is_ok_and(|v| !v.is_empty()),
-        None => true,
-    };
     let ready: std::collections::HashSet<&str> = config
         .providers
         .iter()
         .map(|p| p.get_ref())
-        .filter(|p| p.enabled && key_is_set(p.api_key.as_deref()))
+        .filter(|p| p.enabled && p.key_is_available())
         .map(|p| p.name.as_str())
         .collect();
     config.models.iter().map(|m| m.get_ref()).any(|m| {
