@@ -201,7 +201,7 @@ async fn serve(config_path: &std::path::Path) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    match tollgate::proxy::start(loaded).await {
+    match tollgate::server::start(loaded).await {
         Ok(running) => {
             running.serve_until_signal().await;
             ExitCode::SUCCESS

@@ -90,7 +90,7 @@ async fn a_created_key_is_printed_once_and_works() {
         "{listed}"
     );
 
-    let running = tollgate::proxy::start(tollgate::config::Config::load(&path).unwrap())
+    let running = tollgate::server::start(tollgate::config::Config::load(&path).unwrap())
         .await
         .unwrap();
     let url = format!("http://{}/v1/chat/completions", running.addr);

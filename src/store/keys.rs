@@ -61,6 +61,17 @@ impl Db {
         rows.first().context("project vanished")?.text("id")
     }
 
+    /// The id of the project with this name, if there is one.
+    pub async fn project_id(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let rows = self
+            .fetch_all(
+                "SELECT id::text AS id FROM projects WHERE name = $1",
+                &[name.into()],
+            )
+            .await?;
+        rows.first().map(|r| r.text("id")).transpose()
+    }
+
     pub async fn insert_api_key(
         &self,
         key: &NewApiKey,
