@@ -460,6 +460,13 @@ fn provider_from_row(
             .iter()
             .find(|c| c.get_ref().name == p.name)
             .and_then(|c| c.get_ref().api_key.clone()),
+        // Sealed through the admin API with the master key (see `crate::secrets`).
+        Some(r) if crate::secrets::is_sealed(r) => {
+            let master = config.auth.master_key.as_deref().ok_or(
+                "its key is sealed with the master key, and [auth] master_key is not set",
+            )?;
+            Some(crate::secrets::Sealer::new(master).open(r)?)
+        }
         Some(r) => match r.strip_prefix("env:") {
             Some(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Some(v),

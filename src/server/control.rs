@@ -12,6 +12,7 @@ use crate::auth::Caller;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::proxy::{error_response, json_response, ClientBody};
+use crate::secrets::Sealer;
 
 type Response = http::Response<ClientBody>;
 
@@ -21,7 +22,16 @@ pub async fn admin(app: &App, caller: &Caller, path: &str, req: Request<Incoming
         (&Method::POST, "reload") => reload(app, caller).await,
         (&Method::GET, "config") => config(app).await,
         _ => {
-            let answer = crate::admin::handle(&app.gateway, caller, path, req).await;
+            // Provider keys are sealed with the master key of the config in effect, the
+            // one the registry opens them with.
+            let master_key = app.reloader.applied.lock().await.auth.master_key.clone();
+            let sealer = master_key.as_deref().map(Sealer::new);
+            let ctx = crate::admin::Ctx {
+                gw: &app.gateway,
+                caller,
+                sealer: sealer.as_ref(),
+            };
+            let answer = crate::admin::handle(&ctx, path, req).await;
             if answer.registry_changed {
                 if let Err(e) = app.refresh_registry().await {
                     tracing::error!("the registry changed but could not be reloaded: {e:#}");

@@ -7,12 +7,25 @@
 //! has UUID, NUMERIC, JSONB or TIMESTAMPTZ. Parameters are therefore bound as text, integers
 //! and booleans only, and decimals always travel as exact decimal strings.
 
+mod audit;
+mod columns;
 mod keys;
+mod models;
+mod providers;
 mod registry;
+mod settings;
+mod tx;
 mod usage;
+mod violation;
 mod writer;
 
+pub use audit::{AuditEntry, AuditFilter};
+pub use columns::{rfc3339, JsonRow};
 pub use keys::{ApiKeyRow, NewApiKey};
+pub use models::{ModelFilter, MODEL_COLUMNS};
+pub use providers::PROVIDER_COLUMNS;
+pub use tx::Tx;
+pub use violation::{violation, Violation};
 pub use registry::{ModelRow, ProviderRow, RegistryRows, SyncReport};
 pub use usage::{refuses_rows, UsageReportRow, UsageTotals};
 pub use writer::{usage_pipeline, UsageSink, UsageWriter};

@@ -75,7 +75,7 @@ INSERT INTO llm_providers (id, name, display_name, api, base_url, api_key_ref, a
     is_enabled, description, managed_by, created_at, updated_at)
 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, 'config',
     $15::timestamptz, $15::timestamptz)
-ON CONFLICT (name) DO UPDATE SET
+ON CONFLICT (name) WHERE deleted_at IS NULL DO UPDATE SET
     display_name = excluded.display_name, api = excluded.api, base_url = excluded.base_url,
     api_key_ref = excluded.api_key_ref, api_version = excluded.api_version,
     max_parallel_requests = excluded.max_parallel_requests,
@@ -92,7 +92,8 @@ INSERT INTO llm_models (id, provider_id, model_id, name, display_name, model_typ
     cost_input_per_million, cost_output_per_million, cost_cache_read_per_million,
     cost_cache_write_per_million, parameters, rate_limits, status, is_default, priority, weight,
     deprecation_date, managed_by, created_at, updated_at)
-VALUES ($1::uuid, (SELECT id FROM llm_providers WHERE name = $2 AND managed_by = 'config'),
+VALUES ($1::uuid, (SELECT id FROM llm_providers
+        WHERE name = $2 AND managed_by = 'config' AND deleted_at IS NULL),
     $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
     $18::numeric, $19::numeric, $20::numeric, $21::numeric, $22::jsonb, $23::jsonb, $24, $25, $26,
     $27, $28::date, 'config', $29::timestamptz, $29::timestamptz)
@@ -325,7 +326,7 @@ impl Db {
                 "SELECT id::text AS id, name, display_name, api, base_url, api_key_ref, api_version,
                     max_parallel_requests, requests_per_minute, tokens_per_minute,
                     queue_timeout_ms, timeouts::text AS timeouts, is_enabled
-                 FROM llm_providers ORDER BY name",
+                 FROM llm_providers WHERE deleted_at IS NULL ORDER BY name",
                 &[],
             )
             .await?
