@@ -66,9 +66,12 @@ fn refusal(v: Violation, input: &Map<String, Value>) -> GatewayError {
         Violation::Check(column) => GatewayError::invalid_param(&column, format!(
             "`{column}` is out of range: it must be >= 0."
         )),
-        Violation::Unique(what) => conflict("", "already_exists", format!(
-            "This would duplicate a unique value ({what})."
-        )),
+        Violation::Unique(what) => GatewayError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            format!("This would duplicate a unique value ({what})."),
+        )
+        .code("already_exists"),
         Violation::ForeignKey => GatewayError::invalid_request(
             "The row refers to a row that does not exist.",
         ),
