@@ -8,7 +8,8 @@ use chrono::{Datelike, TimeZone, Utc};
 use super::{timestamp, Arg, Db};
 use crate::metering::UsageRecord;
 
-/// Months whose partition this process has already made sure of (PostgreSQL only).
+/// Months whose partition this process has already made sure of (PostgreSQL only), by
+/// database (`Db::partition_key`).
 static PARTITIONS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// PostgreSQL's duplicate_table, or unique_violation on its catalog (a concurrent CREATE).
@@ -87,11 +88,12 @@ impl Db {
             .collect();
         for (y, m) in months {
             let name = format!("llm_usage_logs_y{y}m{m:02}");
+            let key = self.partition_key(&name);
             let known = PARTITIONS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert_with(HashSet::new)
-                .contains(&name);
+                .contains(&key);
             if known {
                 continue;
             }
@@ -117,9 +119,22 @@ impl Db {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert_with(HashSet::new)
-                .insert(name);
+                .insert(key);
         }
         Ok(())
+    }
+
+    /// A partition as the cache knows it: one process may write to several databases (the
+    /// tests do), and a month made in one is not made in another.
+    fn partition_key(&self, name: &str) -> String {
+        match self {
+            Db::Postgres(pool) => {
+                let o = pool.connect_options();
+                let database = o.get_database().unwrap_or_default();
+                format!("{}:{}/{database}/{name}", o.get_host(), o.get_port())
+            }
+            Db::Sqlite(_) => name.to_owned(),
+        }
     }
 }
 
