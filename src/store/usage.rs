@@ -136,6 +136,19 @@ impl Db {
             Db::Sqlite(_) => name.to_owned(),
         }
     }
+
+    /// Forgets a month's partition after the retention dropped it: a row for that month (a
+    /// replayed old spool) makes it again rather than landing in the default partition.
+    pub(super) fn forget_partition(&self, name: &str) {
+        let key = self.partition_key(name);
+        if let Some(known) = PARTITIONS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            known.remove(&key);
+        }
+    }
 }
 
 /// PostgreSQL: `INSERT INTO table (cols) SELECT cols FROM jsonb_to_recordset($1)`.
