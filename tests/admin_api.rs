@@ -145,6 +145,7 @@ on_both_databases!(
     lists_are_paginated_with_cursors,
     concurrent_requests_meet_the_same_rules,
     user_callers_are_refused,
+    usage_is_reported,
 );
 
 async fn providers_are_created_read_changed_and_deleted(backend: Backend) {
@@ -559,5 +560,27 @@ async fn user_callers_are_refused(backend: Backend) {
     refused(&user.get("/admin/models").await, StatusCode::FORBIDDEN, "", "role is `user`");
     let reply = get(&format!("{}/v1/models", gw.base), &[("authorization", &format!("Bearer {key}"))]).await;
     assert_eq!(reply.status, StatusCode::OK);
+    gw.running.stop().await;
+}
+
+async fn usage_is_reported(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (gw, admin) = gateway(&db, true).await;
+    ok(&chat(&gw.base, "echo").await, StatusCode::OK);
+    // The usage writer batches rows off the request path: wait for this one.
+    let mut report = Value::Null;
+    for _ in 0..50 {
+        report = ok(&admin.get("/admin/usage?by=model&period=day").await, StatusCode::OK);
+        if report["total"]["requests"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(report["object"], "usage_report");
+    assert_eq!(report["rows"][0]["group"], "echo", "{report}");
+    assert_eq!(report["rows"][0]["requests"], 1);
+    assert!(report["rows"][0]["bucket"].is_string());
+    refused(&admin.get("/admin/usage?period=week").await, StatusCode::BAD_REQUEST, "period", "week");
+    refused(&admin.get("/admin/usage?colour=red").await, StatusCode::BAD_REQUEST, "colour", "");
     gw.running.stop().await;
 }

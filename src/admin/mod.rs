@@ -16,6 +16,7 @@ mod price;
 mod providers;
 mod refusal;
 mod settings;
+mod usage;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -93,6 +94,7 @@ pub async fn handle(ctx: &Ctx<'_>, path: &str, req: Request<Incoming>) -> AdminA
         ("models", id) => models::route(ctx, id, req).await,
         ("settings", id) => settings::route(ctx, id, req).await,
         ("audit", None) if method == Method::GET => audit::list(ctx, &req).await,
+        ("usage", None) if method == Method::GET => usage::report(ctx, &req).await,
         _ => Err(GatewayError::not_found(format!(
             "Unknown admin URL: {method} /admin/{path}."
         ))),
