@@ -54,6 +54,8 @@ pub struct Gateway {
     key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
     /// Limits shared through Redis, when `[redis] url` is set.
     shared: Option<Shared>,
+    /// Keys' and projects' budgets: what is spent and reserved.
+    budgets: crate::limits::budget::Ledger,
     config_path: PathBuf,
     /// The config the gateway started with: what every setting outside `RUNTIME_SETTINGS`
     /// still runs with.
@@ -163,6 +165,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         shared: Option<Shared>,
     ) -> Gateway {
+        let budgets = crate::limits::budget::Ledger::new(Arc::new(db.clone()), shared.clone());
         Gateway {
             runtime: ArcSwap::from_pointee(Runtime::new(&db, config, config, None)),
             db,
@@ -174,6 +177,7 @@ impl Gateway {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
+            budgets,
             shared,
             config_path,
             started: config.clone(),
