@@ -222,10 +222,10 @@ async fn a_key_asks_only_for_its_allowed_models(backend: Backend) {
 }
 
 /// Sends `n` requests at once, the i-th to `bases[i % len]`; returns the replies.
-async fn race(bases: &[String], key: &str, n: usize) -> Vec<Reply> {
+async fn race(bases: &[&str], key: &str, n: usize) -> Vec<Reply> {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (base, key) = (bases[i % bases.len()].clone(), key.to_owned());
+        let (base, key) = (bases[i % bases.len()].to_owned(), key.to_owned());
         set.spawn(async move { ask(&base, &key, &chat("metered")).await });
     }
     set.join_all().await
@@ -271,7 +271,7 @@ async fn fifty_racing_requests_never_spend_more_than_the_budget(backend: Backend
     )
     .await;
     let gw = start_gateway_with(&db, &models(addr), keys_required).await;
-    let replies = race(&[gw.base.clone()], &key, 50).await;
+    let replies = race(&[&gw.base], &key, 50).await;
     let admitted = replies
         .iter()
         .filter(|r| r.status == StatusCode::OK)
@@ -330,7 +330,7 @@ async fn three_instances_sharing_redis_never_spend_more_than_the_budget() {
         .await;
         gateways.push(gw);
     }
-    let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
+    let bases: Vec<&str> = gateways.iter().map(|g| g.base.as_str()).collect();
     let replies = race(&bases, &key, 50).await;
     let admitted = replies
         .iter()
@@ -392,7 +392,7 @@ async fn settling_gives_back_what_a_request_did_not_use_on_every_path(backend: B
     let base = gw.base.clone();
 
     // Two at once fit; a third at the same time does not.
-    let two = race(&[base.clone()], &key, 3).await;
+    let two = race(&[&base], &key, 3).await;
     let ok = two.iter().filter(|r| r.status == StatusCode::OK).count();
     assert_eq!(
         ok,
@@ -438,7 +438,7 @@ async fn settling_gives_back_what_a_request_did_not_use_on_every_path(backend: B
     })
     .await;
     // 0.048 spent of 0.08: two reservations fit at once.
-    let both = race(&[base.clone()], &key, 2).await;
+    let both = race(&[&base], &key, 2).await;
     assert!(
         both.iter().all(|r| r.status == StatusCode::OK),
         "{}",

@@ -94,7 +94,9 @@ pub async fn budgets(
         .deadline
         .saturating_duration_since(tokio::time::Instant::now())
         + RESERVATION_MARGIN;
-    match gw.budgets.reserve(budgets, cost, ttl).await {
+    // Boxed: the reservation's future (Redis, a database read) stays out of the request's
+    // own future, which every request carries whether it has a budget or not.
+    match Box::pin(gw.budgets.reserve(budgets, cost, ttl)).await {
         Ok(hold) => {
             meter.budget = Some(hold);
             Ok(())
