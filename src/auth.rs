@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, MAX_KEY_BYTES};
 use crate::error::GatewayError;
+use crate::limits::budget::{nanos_floor, Budget, Budgets, Scope};
 use crate::store::{ApiKeyRow, Db};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,19 @@ pub struct Caller {
     pub role: Role,
     /// The key's own `rpm` / `tpm` (0 = none).
     pub limits: crate::limits::LimitSpec,
+    /// The models the key may ask for; None: all of them.
+    pub allowed_models: Option<Box<[String]>>,
+    /// The key's and its project's budgets.
+    pub budgets: Budgets,
+}
+
+impl Caller {
+    /// Whether the key may ask for `model` (the name the client sends).
+    pub fn may_use(&self, model: &str) -> bool {
+        self.allowed_models
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|m| m == model))
+    }
 }
 
 impl Caller {
@@ -54,6 +68,8 @@ impl Caller {
             project_name: String::new(),
             role: Role::User,
             limits: Default::default(),
+            allowed_models: None,
+            budgets: Budgets::default(),
         }
     }
 }
@@ -102,6 +118,11 @@ fn entry_weight(_: &KeyDigest, caller: &Option<Arc<Caller>>) -> u32 {
         c.key_id.as_ref().map_or(0, String::len)
             + c.project_id.as_ref().map_or(0, String::len)
             + c.project_name.len()
+            + c.allowed_models
+                .iter()
+                .flatten()
+                .map(String::len)
+                .sum::<usize>()
     });
     KEY_ENTRY_BYTES.saturating_add(u32::try_from(strings).unwrap_or(u32::MAX))
 }
@@ -137,13 +158,8 @@ fn caller_from_row(row: &ApiKeyRow) -> Option<Caller> {
     if row.revoked_at.is_some() {
         return None;
     }
-    if let Some(exp) = &row.expires_at {
-        let expired = chrono::DateTime::parse_from_rfc3339(exp)
-            .or_else(|_| chrono::DateTime::parse_from_str(exp, "%Y-%m-%d %H:%M:%S%.f%#z"))
-            .is_ok_and(|t| t < chrono::Utc::now());
-        if expired {
-            return None;
-        }
+    if row.expires_at.is_some_and(|t| t < chrono::Utc::now()) {
+        return None;
     }
     Some(Caller {
         principal: format!("key {} ({}...)", row.name, row.key_prefix),
@@ -160,7 +176,36 @@ fn caller_from_row(row: &ApiKeyRow) -> Option<Caller> {
             tokens_per_minute: row.tpm.unwrap_or(0).max(0) as u64,
             max_parallel: 0,
         },
+        allowed_models: row
+            .allowed_models
+            .clone()
+            .filter(|m| !m.is_empty())
+            .map(Vec::into_boxed_slice),
+        budgets: budgets_of(row),
     })
+}
+
+/// The budgets a key's requests are checked against: its own, and its project's.
+fn budgets_of(row: &ApiKeyRow) -> Budgets {
+    let key = row.budget_usd.map(|usd| Budget {
+        scope: Scope::Key,
+        id: row.id.as_str().into(),
+        label: format!("key `{}` ({})", row.name, row.key_prefix).into(),
+        limit: nanos_floor(usd),
+        period: Default::default(),
+    });
+    let project = row
+        .project_id
+        .as_deref()
+        .zip(row.project_budget_usd)
+        .map(|(id, usd)| Budget {
+            scope: Scope::Project,
+            id: id.into(),
+            label: format!("project `{}`", row.project_name.as_deref().unwrap_or(id)).into(),
+            limit: nanos_floor(usd),
+            period: row.project_budget_period,
+        });
+    Budgets { key, project }
 }
 
 impl Authenticator {

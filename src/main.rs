@@ -1,4 +1,5 @@
-//! The `tollgate` command line: serve, migrate, check-config, keys, usage, mock-upstream.
+//! The `tollgate` command line: serve, migrate, check-config, keys, projects, usage,
+//! mock-upstream.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,8 +8,9 @@ use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 
 use tollgate::config::{Config, LoadedConfig};
+use tollgate::limits::budget::Scope;
 use tollgate::mock::{MockOptions, MockUpstream};
-use tollgate::store::{Db, NewApiKey, Period, UsageQuery, UsageReport, UsageTotals};
+use tollgate::store::{Db, NewApiKey, NewProject, Period, UsageQuery, UsageReport, UsageTotals};
 
 // The request path allocates many small short-lived buffers; mimalloc measured cheaper than
 // glibc malloc for that (malloc/free were a fifth of the benchmark's instructions).
@@ -54,6 +56,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Projects: what keys belong to, with a budget shared by all their keys.
+    Projects {
+        #[command(subcommand)]
+        command: ProjectsCommand,
     },
     /// Usage and cost totals from the hourly roll-up.
     Usage(UsageArgs),
@@ -146,18 +153,47 @@ enum KeysCommand {
         project: Option<String>,
         #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
         role: String,
+        /// Requests per minute (none without it).
         #[arg(long)]
         rpm: Option<i64>,
+        /// Tokens per minute (none without it).
         #[arg(long)]
         tpm: Option<i64>,
-        /// Stored with the key; not enforced yet.
+        /// The models the key may ask for: public names, routes or provider/model_id,
+        /// comma-separated (all without it).
+        #[arg(long, value_delimiter = ',')]
+        allowed_models: Option<Vec<String>>,
+        /// What the key may spend over its whole life, in USD (e.g. 25 or 0.50).
         #[arg(long)]
         budget_usd: Option<Decimal>,
+        /// The key stops working this many days from now.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in_days: Option<u32>,
+        /// The key stops working at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z).
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// List keys (never the keys themselves).
     List,
     /// Revoke a key by id or prefix.
     Revoke { id_or_prefix: String },
+}
+
+#[derive(Subcommand)]
+enum ProjectsCommand {
+    /// Create a project.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// What the project's keys may spend together, in USD, per budget period.
+        #[arg(long)]
+        budget_usd: Option<Decimal>,
+        /// `total` (the project's whole life) or `monthly` (each calendar month, UTC).
+        #[arg(long, default_value = "total", value_parser = ["total", "monthly"])]
+        budget_period: String,
+    },
+    /// List projects with their budgets and what they spent in the current period.
+    List,
 }
 
 fn init_logging(json: bool) {
@@ -309,6 +345,7 @@ async fn admin_command(loaded: &LoadedConfig, command: Command) -> anyhow::Resul
             Ok(())
         }
         Command::Keys { command } => keys_command(&open_db(loaded).await?, command).await,
+        Command::Projects { command } => projects_command(&open_db(loaded).await?, command).await,
         Command::Usage(args) => usage_report(loaded, &args).await,
         Command::Serve | Command::CheckConfig | Command::MockUpstream { .. } => {
             unreachable!("handled in run")
@@ -324,15 +361,22 @@ async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
             role,
             rpm,
             tpm,
+            allowed_models,
             budget_usd,
+            expires_in_days,
+            expires_at,
         } => {
+            let in_days =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d.into()));
             let new = NewApiKey {
                 name,
                 project,
                 role,
+                allowed_models,
                 rpm,
                 tpm,
                 budget_usd,
+                expires_at: expires_at.or(in_days),
             };
             create_key(db, &new).await
         }
@@ -358,22 +402,68 @@ async fn create_key(db: &Db, new: &NewApiKey) -> anyhow::Result<()> {
 
 async fn list_keys(db: &Db) -> anyhow::Result<()> {
     println!(
-        "{:<38} {:<12} {:<20} {:<16} {:<6} status",
-        "id", "prefix", "name", "project", "role"
+        "{:<38} {:<12} {:<20} {:<16} {:<6} {:<8} {:>12} {:>14} {:<20} models",
+        "id", "prefix", "name", "project", "role", "status", "budget_usd", "spent_usd", "expires"
     );
+    let now = chrono::Utc::now();
     for k in db.list_api_keys().await? {
-        let status = if k.revoked_at.is_some() {
-            "revoked"
-        } else {
-            "active"
+        let status = match (k.revoked_at, k.expires_at) {
+            (Some(_), _) => "revoked",
+            (None, Some(t)) if t < now => "expired",
+            _ => "active",
         };
+        let spent = db.spent_usd(Scope::Key, &k.id, None).await?;
         println!(
-            "{:<38} {:<12} {:<20} {:<16} {:<6} {status}",
+            "{:<38} {:<12} {:<20} {:<16} {:<6} {status:<8} {:>12} {spent:>14} {:<20} {}",
             k.id,
             k.key_prefix,
             k.name,
             k.project_name.unwrap_or_default(),
-            k.role
+            k.role,
+            k.budget_usd.map_or("-".into(), |b| b.to_string()),
+            k.expires_at
+                .map_or("-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            k.allowed_models.map_or("all".into(), |m| m.join(",")),
+        );
+    }
+    Ok(())
+}
+
+async fn projects_command(db: &Db, command: ProjectsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectsCommand::Create {
+            name,
+            budget_usd,
+            budget_period,
+        } => {
+            let new = NewProject {
+                name,
+                budget_usd,
+                budget_period: budget_period.parse().map_err(anyhow::Error::msg)?,
+            };
+            let p = db.create_project(&new).await?;
+            println!("created project {} ({})", p.name, p.id);
+            Ok(())
+        }
+        ProjectsCommand::List => list_projects(db).await,
+    }
+}
+
+async fn list_projects(db: &Db) -> anyhow::Result<()> {
+    println!(
+        "{:<38} {:<20} {:>12} {:<8} {:>14}",
+        "id", "name", "budget_usd", "period", "spent_usd"
+    );
+    for p in db.list_projects().await? {
+        // What the budget is checked against: this month's spend for a monthly budget.
+        let since = p.budget_period.window(chrono::Utc::now()).since();
+        let spent = db.spent_usd(Scope::Project, &p.id, since).await?;
+        println!(
+            "{:<38} {:<20} {:>12} {:<8} {spent:>14}",
+            p.id,
+            p.name,
+            p.budget_usd.map_or("-".into(), |b| b.to_string()),
+            p.budget_period.as_str(),
         );
     }
     Ok(())

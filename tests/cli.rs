@@ -186,3 +186,111 @@ async fn usage_report_through_the_cli(backend: Backend) {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_and_keys_carry_budgets_allowed_models_and_expiry() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let extra = "[[providers]]\nname = \"mock\"\napi = \"mock\"\n[[models]]\nname = \"m\"\nprovider = \"mock\"\nmodel_id = \"m\"\n[[models]]\nname = \"n\"\nprovider = \"mock\"\nmodel_id = \"n\"\n";
+    let path = db.dir().join("cli.toml");
+    std::fs::write(
+        &path,
+        config_text(&db.url, db.dir(), extra)
+            .replace("require_api_key = false", "require_api_key = true"),
+    )
+    .unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let create = ["projects", "create", "--name", "team", "--budget-usd", "25"];
+    ok(tollgate(
+        &path,
+        &[&create[..], &["--budget-period", "monthly"]].concat(),
+    ));
+    let again = tollgate(&path, &create);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let weekly = tollgate(
+        &path,
+        &[
+            "projects",
+            "create",
+            "--name",
+            "w",
+            "--budget-period",
+            "weekly",
+        ],
+    );
+    assert!(!weekly.status.success(), "only total or monthly");
+    let projects = ok(tollgate(&path, &["projects", "list"]));
+    let team = projects
+        .lines()
+        .find(|l| l.contains("team"))
+        .expect("listed");
+    assert!(
+        team.contains("25") && team.contains("monthly"),
+        "{projects}"
+    );
+
+    let stdout = ok(tollgate(
+        &path,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "svc",
+            "--project",
+            "team",
+            "--allowed-models",
+            "m,mock/n",
+            "--budget-usd",
+            "1.5",
+            "--expires-in-days",
+            "30",
+            "--rpm",
+            "100",
+        ],
+    ));
+    let key = stdout.lines().last().unwrap().trim().to_owned();
+    let both = tollgate(
+        &path,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--expires-in-days",
+            "1",
+            "--expires-at",
+            "2030-01-01T00:00:00Z",
+        ],
+    );
+    assert!(!both.status.success(), "one expiry or the other");
+    let listed = ok(tollgate(&path, &["keys", "list"]));
+    let svc = listed.lines().find(|l| l.contains("svc")).expect("listed");
+    assert!(
+        svc.contains("1.5") && svc.contains("m,mock/n") && svc.contains("active"),
+        "{listed}"
+    );
+
+    let running = tollgate::server::start(tollgate::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    let auth = format!("Bearer {key}");
+    for (model, status) in [
+        ("m", StatusCode::OK),
+        ("mock/n", StatusCode::OK),
+        ("n", StatusCode::FORBIDDEN),
+    ] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let r = post(&url, &body, &[("authorization", &auth)]).await;
+        assert_eq!(r.status, status, "{model}: {}", r.text());
+    }
+    running.stop().await;
+}
