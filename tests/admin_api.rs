@@ -90,7 +90,7 @@ fn ok(reply: &Reply, status: StatusCode) -> Value {
 /// A gateway with a master key, the config rows, and an admin client.
 async fn gateway(db: &TestDb, master: bool) -> (TestGateway, Admin) {
     let auth = match master {
-        true => format!("require_api_key = true\nmaster_key = \"{MASTER}\""),
+        true => format!("require_api_key = true\nkey_cache_ttl_secs = 1\nmaster_key = \"{MASTER}\""),
         false => "require_api_key = true".to_owned(),
     };
     let gw = start_gateway_with(db, CONFIG_ROWS, |t| {
@@ -146,6 +146,7 @@ on_both_databases!(
     concurrent_requests_meet_the_same_rules,
     user_callers_are_refused,
     usage_is_reported,
+    projects_and_keys_are_managed_here,
 );
 
 async fn providers_are_created_read_changed_and_deleted(backend: Backend) {
@@ -582,5 +583,62 @@ async fn usage_is_reported(backend: Backend) {
     assert!(report["rows"][0]["bucket"].is_string());
     refused(&admin.get("/admin/usage?period=week").await, StatusCode::BAD_REQUEST, "period", "week");
     refused(&admin.get("/admin/usage?colour=red").await, StatusCode::BAD_REQUEST, "colour", "");
+    gw.running.stop().await;
+}
+
+async fn projects_and_keys_are_managed_here(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (gw, admin) = gateway(&db, true).await;
+    let alpha = json!({"name": "alpha", "budget_usd": "12.5", "budget_period": "monthly"});
+    let p = ok(&admin.post("/admin/projects", alpha.clone()).await, StatusCode::CREATED);
+    assert_eq!((p["budget_usd"].clone(), p["budget_period"].clone()), (json!("12.5"), json!("monthly")));
+    refused(&admin.post("/admin/projects", alpha).await, StatusCode::CONFLICT, "name", "A project named `alpha` already exists");
+    refused(&admin.post("/admin/projects", json!({"name": "b", "budget_usd": -1})).await, StatusCode::BAD_REQUEST, "budget_usd", "must be >= 0");
+    refused(&admin.post("/admin/projects", json!({"name": "b", "budget_period": "weekly"})).await, StatusCode::BAD_REQUEST, "budget_period", "not total or monthly");
+    let p = ok(&admin.patch("/admin/projects/alpha", json!({"budget_usd": null})).await, StatusCode::OK);
+    assert_eq!((p["budget_usd"].clone(), p["budget_period"].clone()), (Value::Null, json!("monthly")));
+    ok(&admin.post("/admin/projects", json!({"name": "beta"})).await, StatusCode::CREATED);
+    assert_eq!(all_pages(&admin, "/admin/projects", 1, "name").await, ["alpha", "beta"]);
+    let e = admin.delete("/admin/projects/alpha").await;
+    assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED, "{}", e.text());
+
+    let body = json!({"name": "app", "project": "alpha", "allowed_models": ["echo"], "rpm": 100, "expires_at": "2999-01-01T00:00:00Z"});
+    let created = ok(&admin.post("/admin/keys", body).await, StatusCode::CREATED);
+    let (key, id) = (created["key"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    assert!(key.starts_with(created["key_prefix"].as_str().unwrap()) && key.starts_with("tg-"));
+    assert_eq!((created["project"].clone(), created["role"].clone()), (json!("alpha"), json!("user")));
+    assert_eq!(created["allowed_models"], json!(["echo"]));
+    assert_eq!(created["expires_at"], "2999-01-01T00:00:00.000Z");
+    let shown = ok(&admin.get(&format!("/admin/keys/{id}")).await, StatusCode::OK);
+    assert!(shown.get("key").is_none() && !shown.to_string().contains(&key), "{shown}");
+    let user = Admin::new(&gw.base, &key);
+    ok(&user.post("/v1/chat/completions", json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]})).await, StatusCode::OK);
+
+    refused(&admin.post("/admin/keys", json!({"name": "k", "project": "nope"})).await, StatusCode::NOT_FOUND, "project", "No project is named `nope`");
+    refused(&admin.post("/admin/keys", json!({"name": "k", "role": "root"})).await, StatusCode::BAD_REQUEST, "role", "unknown variant");
+    refused(&admin.post("/admin/keys", json!({"name": "k", "rpm": -1})).await, StatusCode::BAD_REQUEST, "rpm", "invalid value");
+    refused(&admin.post("/admin/keys", json!({"name": "k", "budget_usd": "-0.5"})).await, StatusCode::BAD_REQUEST, "budget_usd", "must be >= 0");
+    refused(&admin.post("/admin/keys", json!({"name": "k", "expires_at": "soon"})).await, StatusCode::BAD_REQUEST, "expires_at", "");
+    refused(&admin.patch(&format!("/admin/keys/{id}"), json!({"key_prefix": "tg-x"})).await, StatusCode::BAD_REQUEST, "key_prefix", "read-only");
+
+    let admin_key = ok(&admin.post("/admin/keys", json!({"name": "ops", "role": "admin"})).await, StatusCode::CREATED);
+    let ops = Admin::new(&gw.base, admin_key["key"].as_str().unwrap());
+    let changed = ok(&ops.patch(&format!("/admin/keys/{id}"), json!({"project": "beta", "budget_usd": "3"})).await, StatusCode::OK);
+    assert_eq!((changed["project"].clone(), changed["budget_usd"].clone()), (json!("beta"), json!("3")));
+    let in_beta = ok(&admin.get("/admin/keys?project=beta").await, StatusCode::OK);
+    assert_eq!(in_beta["data"].as_array().unwrap().len(), 1);
+
+    let revoked = ok(&admin.delete(&format!("/admin/keys/{id}")).await, StatusCode::OK);
+    assert_eq!(revoked["revoked"], true);
+    refused(&admin.delete(&format!("/admin/keys/{id}")).await, StatusCode::CONFLICT, "id", "is revoked");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // the key cache's TTL
+    let r = user.post("/v1/chat/completions", json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+
+    let log = ok(&admin.get("/admin/audit?resource=key").await, StatusCode::OK);
+    let actions: Vec<&str> = log["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["revoke", "update", "create", "create"]);
+    assert!(log["data"][1]["actor"].as_str().unwrap().starts_with("key ops"), "{log}");
+    assert!(!log.to_string().contains(&key), "a key's plaintext is in the audit log");
     gw.running.stop().await;
 }

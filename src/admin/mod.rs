@@ -10,9 +10,11 @@
 
 mod audit;
 mod input;
+mod keys;
 mod models;
 mod page;
 mod price;
+mod projects;
 mod providers;
 mod refusal;
 mod settings;
@@ -93,6 +95,8 @@ pub async fn handle(ctx: &Ctx<'_>, path: &str, req: Request<Incoming>) -> AdminA
         ("providers", id) => providers::route(ctx, id, req).await,
         ("models", id) => models::route(ctx, id, req).await,
         ("settings", id) => settings::route(ctx, id, req).await,
+        ("projects", id) => projects::route(ctx, id, req).await,
+        ("keys", id) => keys::route(ctx, id, req).await,
         ("audit", None) if method == Method::GET => audit::list(ctx, &req).await,
         ("usage", None) if method == Method::GET => usage::report(ctx, &req).await,
         _ => Err(GatewayError::not_found(format!(

@@ -8,6 +8,7 @@
 //! has UUID, NUMERIC, JSONB or TIMESTAMPTZ. Parameters are therefore bound as text, integers
 //! and booleans only, and decimals always travel as exact decimal strings.
 
+mod access_rows;
 mod audit;
 mod columns;
 mod keys;
@@ -25,6 +26,7 @@ mod usage;
 mod violation;
 mod writer;
 
+pub use access_rows::{KEY_COLUMNS, PROJECT_COLUMNS};
 pub use audit::{AuditEntry, AuditFilter};
 pub use columns::{rfc3339, JsonRow};
 pub use keys::{ApiKeyRow, ApiKeyUpdate, NewApiKey};

@@ -101,7 +101,8 @@ impl Db {
 impl Tx {
     /// The model `id`, live or deleted, held until the commit.
     pub async fn lock_model(&mut self, id: &str) -> anyhow::Result<Option<JsonRow>> {
-        let q = by_id(id, self.for_update());
+        // The model's row only: a provider's deletion locks the provider, then its models.
+        let q = by_id(id, &self.for_update_of("m"));
         Ok(self.fetch_json(&q, MODEL_COLUMNS, JOINED).await?.pop())
     }
 

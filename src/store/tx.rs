@@ -38,6 +38,15 @@ impl Tx {
         }
     }
 
+    /// `FOR UPDATE OF alias` on PostgreSQL (a query with an outer join locks its own table's
+    /// row only); nothing on SQLite.
+    pub fn for_update_of(&self, alias: &str) -> String {
+        match self.is_postgres() {
+            true => format!(" FOR UPDATE OF {alias}"),
+            false => String::new(),
+        }
+    }
+
     pub async fn execute(&mut self, sql: &str, args: &[Arg]) -> anyhow::Result<u64> {
         let args = args.iter().cloned();
         Ok(match self {
