@@ -23,7 +23,7 @@ pub async fn admin(app: &App, caller: &Caller, path: &str, req: Request<Incoming
         _ => {
             let answer = crate::admin::handle(&app.gateway, caller, path, req).await;
             if answer.registry_changed {
-                if let Err(e) = app.refresh_registry().await {
+                if let Err(e) = app.registry_changed().await {
                     tracing::error!("the registry changed but could not be reloaded: {e:#}");
                 }
             }

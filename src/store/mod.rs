@@ -10,11 +10,15 @@
 mod keys;
 mod registry;
 mod usage;
+mod version;
 mod writer;
 
 pub use keys::{ApiKeyRow, NewApiKey};
-pub use registry::{ModelRow, ProviderRow, RegistryRows, SyncReport};
+pub use registry::{
+    ModelRow, ProviderRow, RegistryRows, SyncReport, KEY_IN_CONFIG, ROUTE_SETTING_PREFIX,
+};
 pub use usage::{refuses_rows, UsageReportRow, UsageTotals};
+pub use version::{RegistryListener, LISTENER_APPLICATION_NAME, REGISTRY_CHANNEL};
 pub use writer::{usage_pipeline, UsageSink, UsageWriter};
 
 use std::borrow::Cow;
