@@ -23,6 +23,10 @@ api = "mock"
 name = "echo"
 provider = "local"
 model_id = "echo-1"
+
+[[routes]]
+name = "smart"
+targets = ["local/echo-1"]
 "#;
 
 /// An admin client: the gateway's base URL and a bearer credential.
@@ -178,11 +182,24 @@ async fn providers_are_created_read_changed_and_deleted(backend: Backend) {
     refused(&admin.patch("/admin/providers/acme", json!({"id": "x"})).await,
         StatusCode::BAD_REQUEST, "id", "read-only");
 
+    // Every change moves the registry version the other instances follow.
+    let store = db.connect().await;
+    let version = store.registry_version().await.unwrap();
+    ok(&admin.patch("/admin/providers/acme", json!({"is_enabled": false})).await, StatusCode::OK);
+    assert!(store.registry_version().await.unwrap() > version);
+    // The database's own triggers move it, whoever writes (SQLite's were made again after
+    // the provider table was rebuilt).
+    let version = store.registry_version().await.unwrap();
+    store.execute("UPDATE llm_providers SET description = 'd' WHERE name = 'acme'", &[]).await.unwrap();
+    assert!(store.registry_version().await.unwrap() > version);
+
     // Renamed, the old name is gone.
     ok(&admin.patch("/admin/providers/acme", json!({"name": "acme2"})).await, StatusCode::OK);
     refused(&admin.get("/admin/providers/acme").await, StatusCode::NOT_FOUND, "name", "No provider is named `acme`");
 
+    let version = store.registry_version().await.unwrap();
     let deleted = ok(&admin.delete("/admin/providers/acme2").await, StatusCode::OK);
+    assert!(store.registry_version().await.unwrap() > version);
     assert_eq!(deleted["deleted"], true);
     refused(&admin.get("/admin/providers/acme2").await, StatusCode::NOT_FOUND, "name", "acme2");
     refused(&admin.delete("/admin/providers/acme2").await, StatusCode::NOT_FOUND, "name", "acme2");
@@ -398,6 +415,11 @@ async fn rows_config_toml_manages_are_refused(backend: Backend) {
     let path = format!("/admin/models/{}", echo["data"][0]["id"].as_str().unwrap());
     refused(&admin.patch(&path, json!({"weight": 2})).await, StatusCode::CONFLICT, "managed_by", "managed by config.toml");
     refused(&admin.delete(&path).await, StatusCode::CONFLICT, "managed_by", "managed by config.toml");
+    let route = ok(&admin.get("/admin/settings/route:smart").await, StatusCode::OK);
+    assert_eq!(route["managed_by"], "config");
+    refused(&admin.put("/admin/settings/route:smart", json!({})).await, StatusCode::CONFLICT, "managed_by", "managed by config.toml");
+    refused(&admin.delete("/admin/settings/route:smart").await, StatusCode::CONFLICT, "managed_by", "managed by config.toml");
+    ok(&chat(&gw.base, "smart").await, StatusCode::OK);
     // A model of the API's may live at a provider of the file's.
     ok(&admin.post("/admin/models", model("extra", "local", "extra-1")).await, StatusCode::CREATED);
     ok(&chat(&gw.base, "extra").await, StatusCode::OK);
@@ -421,7 +443,7 @@ async fn settings_are_put_read_and_deleted(backend: Backend) {
     assert_eq!(read["value"], json!([1, "two", {"three": 3}]));
     let list = ok(&admin.get("/admin/settings").await, StatusCode::OK);
     let keys: Vec<&str> = list["data"].as_array().unwrap().iter().map(|s| s["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["infra_model_summarization", "plain"]);
+    assert_eq!(keys, ["infra_model_summarization", "plain", "route:smart"]);
     refused(&admin.put("/admin/settings/bad%20key", json!(1)).await, StatusCode::BAD_REQUEST, "key", "letters, digits");
     refused(&admin.call(Method::PUT, path, None).await, StatusCode::BAD_REQUEST, "", "DELETE it");
     ok(&admin.delete(path).await, StatusCode::OK);

@@ -71,7 +71,7 @@ impl Fixture {
         let path = db.dir().join("registry.toml");
         std::fs::write(&path, config_text(&db.url, db.dir(), REGISTRY)).unwrap();
         let loaded = tollgate::config::Config::load(&path).unwrap();
-        store.sync_config(&loaded.config).await.unwrap();
+        store.sync_config(&loaded.config, None).await.unwrap();
         let mut keys = HashMap::new();
         for (key, project) in [("web-key", "web"), ("batch-key", "batch")] {
             let (_, prefix, hash) = tollgate::auth::generate_key();

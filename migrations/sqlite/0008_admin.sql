@@ -32,6 +32,13 @@ INSERT INTO llm_providers_new SELECT *, NULL FROM llm_providers;
 DROP TABLE llm_providers;
 ALTER TABLE llm_providers_new RENAME TO llm_providers;
 CREATE UNIQUE INDEX llm_providers_live_name ON llm_providers (name) WHERE deleted_at IS NULL;
+-- Dropping the old table dropped its triggers: the registry version's (0007), made again.
+CREATE TRIGGER llm_providers_registry_version_insert AFTER INSERT ON llm_providers
+BEGIN UPDATE registry_version SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER llm_providers_registry_version_update AFTER UPDATE ON llm_providers
+BEGIN UPDATE registry_version SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER llm_providers_registry_version_delete AFTER DELETE ON llm_providers
+BEGIN UPDATE registry_version SET version = version + 1 WHERE id = 1; END;
 
 -- Deleting a provider deletes its models (softly: they keep their usage history).
 CREATE TRIGGER llm_providers_delete_models AFTER UPDATE OF deleted_at ON llm_providers

@@ -9,10 +9,10 @@ use serde_json::{json, Map, Value};
 
 use super::input::query;
 use super::page::{Page, SortKey, PARAMS};
-use super::refusal::not_found;
+use super::refusal::{managed_by_config, not_found};
 use super::{internal, method_not_allowed, Ctx, Handled, Reply};
 use crate::error::GatewayError;
-use crate::store::JsonRow;
+use crate::store::{JsonRow, Tx};
 
 pub async fn route(ctx: &Ctx<'_>, key: Option<&str>, req: Request<Incoming>) -> Handled {
     match (req.method().clone(), key) {
@@ -42,7 +42,6 @@ async fn get(ctx: &Ctx<'_>, key: &str) -> Handled {
 
 /// Creates or replaces the setting: 201 when it is new, 200 when it replaced one.
 async fn put(ctx: &Ctx<'_>, key: &str, req: Request<Incoming>) -> Handled {
-    check_key(key)?;
     let value = ctx.body(req).await?;
     if value.is_null() {
         return Err(GatewayError::invalid_request(
@@ -50,7 +49,10 @@ async fn put(ctx: &Ctx<'_>, key: &str, req: Request<Incoming>) -> Handled {
         ));
     }
     let mut tx = ctx.begin().await?;
-    let before = tx.lock_setting(key).await.map_err(internal)?.map(view);
+    let before = api_setting(&mut tx, key).await?;
+    if before.is_none() {
+        check_key(key)?;
+    }
     tx.put_setting(key, &value).await.map_err(internal)?;
     let after = tx.lock_setting(key).await.map_err(internal)?.map(view);
     let action = if before.is_some() { "update" } else { "create" };
@@ -66,8 +68,7 @@ async fn put(ctx: &Ctx<'_>, key: &str, req: Request<Incoming>) -> Handled {
 
 async fn delete(ctx: &Ctx<'_>, key: &str) -> Handled {
     let mut tx = ctx.begin().await?;
-    let before = tx.lock_setting(key).await.map_err(internal)?.map(view);
-    let Some(before) = before else {
+    let Some(before) = api_setting(&mut tx, key).await? else {
         return Err(unknown(key));
     };
     tx.delete_setting(key).await.map_err(internal)?;
@@ -76,6 +77,15 @@ async fn delete(ctx: &Ctx<'_>, key: &str) -> Handled {
     tx.commit().await.map_err(internal)?;
     let body = json!({"object": "setting", "key": key, "deleted": true});
     Ok(Reply::registry(StatusCode::OK, body))
+}
+
+/// The setting `key` as it is, locked, unless config.toml wrote it (`[[routes]]`).
+async fn api_setting(tx: &mut Tx, key: &str) -> Result<Option<Value>, GatewayError> {
+    let row = tx.lock_setting(key).await.map_err(internal)?;
+    if row.as_ref().and_then(|r| r.get("managed_by")) == Some(&json!("config")) {
+        return Err(managed_by_config(&format!("The setting `{key}`")));
+    }
+    Ok(row.map(view))
 }
 
 /// Keys are names: letters, digits, '.', '_' and '-', so a key is its URL as it is.

@@ -52,6 +52,7 @@ pub struct Metrics {
     pub provider_up: GaugeVec,
     pub config_reloads_total: IntCounterVec,
     pub registry_deployments: IntGauge,
+    pub registry_version: IntGauge,
     pub usage_log_queue_depth: IntGauge,
     pub usage_log_dropped_total: IntCounter,
     pub usage_log_spooled_total: IntCounter,
@@ -169,6 +170,11 @@ const CONFIG_RELOADS_TOTAL: Def = Def {
 const REGISTRY_DEPLOYMENTS: Def = Def {
     name: "registry_deployments",
     help: "Deployments (model entries) that can serve in the current snapshot.",
+    labels: &[],
+};
+const REGISTRY_VERSION: Def = Def {
+    name: "registry_version",
+    help: "The registry version the current snapshot was built at: instances on one database converge to the same value.",
     labels: &[],
 };
 const USAGE_LOG_QUEUE_DEPTH: Def = Def {
@@ -346,6 +352,7 @@ impl Metrics {
             provider_up: r.add(GaugeVec::new(opts(&PROVIDER_UP), PROVIDER_UP.labels)),
             config_reloads_total: r.int_counter_vec(&CONFIG_RELOADS_TOTAL),
             registry_deployments: r.int_gauge(&REGISTRY_DEPLOYMENTS),
+            registry_version: r.int_gauge(&REGISTRY_VERSION),
             usage_log_queue_depth: r.int_gauge(&USAGE_LOG_QUEUE_DEPTH),
             usage_log_dropped_total: r.int_counter(&USAGE_LOG_DROPPED_TOTAL),
             usage_log_spooled_total: r.int_counter(&USAGE_LOG_SPOOLED_TOTAL),

@@ -2,13 +2,17 @@
 //!
 //! A `Snapshot` is built from the database rows in one go and never changed afterwards; a
 //! reload builds a new one and swaps the pointer (`Registry`), so a request sees either the
-//! old registry or the new one, never a mix, and takes no lock to read it.
+//! old registry or the new one, never a mix, and takes no lock to read it. The rows are all it
+//! is built from (routes and settings included): config.toml reaches it only through the
+//! database, like the admin API, so every instance on one database serves the same registry.
 
 mod health;
+mod keys;
 pub mod routing;
 
 pub use crate::config::{BreakerConfig, ModelType};
 pub use health::{CircuitPass, CircuitState, Health, InFlightGuard};
+pub use keys::ProviderKeys;
 pub use routing::{Needs, NoFit, Strategy};
 
 use std::collections::HashMap;
@@ -18,10 +22,10 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use rust_decimal::Decimal;
 
-use crate::config::{Api, Config, ProviderTimeouts};
+use crate::config::{Api, ProviderTimeouts};
 use crate::limits::{LimitSet, LimitSpec, Shared};
 use crate::metering::Prices;
-use crate::store::{ModelRow, ProviderRow, RegistryRows};
+use crate::store::{ModelRow, ProviderRow, RegistryRows, ROUTE_SETTING_PREFIX};
 use crate::upstream::Target;
 
 #[derive(Debug)]
@@ -142,25 +146,27 @@ impl Snapshot {
         self.listed.iter().find(|m| m.id == id)
     }
 
-    /// Builds the snapshot. Only active (or not yet past-deprecation) models of enabled
-    /// providers whose key can be found are served. Keys written in the file come from
-    /// `config`, `env:` references from the environment.
+    /// Builds the snapshot from the rows alone. Only active (or not yet past-deprecation)
+    /// models of enabled providers whose key can be had (`keys`) are served; routes are the
+    /// `route:<name>` settings, and each other setting naming a deployment. New deployments
+    /// get circuit breakers set by `breaker`.
     /// Limit and health state is carried over from `previous` for the providers and
     /// deployments that are still there (limits only while they are configured the same).
     pub fn build(
         rows: &RegistryRows,
-        config: &Config,
+        keys: &ProviderKeys,
+        breaker: BreakerConfig,
         previous: Option<&Snapshot>,
         shared: Option<&Shared>,
     ) -> Snapshot {
         let carried = Carried::from_previous(previous);
         let mut snap = Snapshot::default();
-        let providers = snap.add_providers(rows, config, &carried, shared);
-        let mut deployments = Deployments::serving(rows, config, &providers, &carried, shared);
+        let providers = snap.add_providers(rows, keys, &carried, shared);
+        let mut deployments = Deployments::serving(rows, breaker, &providers, &carried, shared);
         snap.deployment_count = deployments.by_qualified.len();
         snap.all = deployments.by_qualified.values().cloned().collect();
         snap.list_public_names(&deployments.by_name);
-        let route_strategy = snap.add_routes(route_specs(config, rows), &mut deployments);
+        let route_strategy = snap.add_routes(route_specs(rows), &mut deployments);
         snap.listed.sort_by(|a, b| a.id.cmp(&b.id));
         snap.by_name = deployments.into_lookup(&route_strategy);
         snap
@@ -171,7 +177,7 @@ impl Snapshot {
     fn add_providers<'r>(
         &mut self,
         rows: &'r RegistryRows,
-        config: &Config,
+        keys: &ProviderKeys,
         carried: &Carried<'_>,
         shared: Option<&Shared>,
     ) -> HashMap<&'r str, Arc<Provider>> {
@@ -180,7 +186,7 @@ impl Snapshot {
             let name = || format!("provider:{}", p.name);
             let old = carried.provider_limits.get(p.id.as_str()).copied();
             let limits = limit_set("provider", provider_limit_spec(p), name, old, shared);
-            match provider_from_row(p, config, limits) {
+            match provider_from_row(p, keys, limits) {
                 Ok(provider) => {
                     let provider = Arc::new(provider);
                     by_id.insert(p.id.as_str(), provider.clone());
@@ -280,7 +286,7 @@ impl Deployments {
     /// A deployment for each model row in service at a serving provider.
     fn serving(
         rows: &RegistryRows,
-        config: &Config,
+        breaker: BreakerConfig,
         providers: &HashMap<&str, Arc<Provider>>,
         carried: &Carried<'_>,
         shared: Option<&Shared>,
@@ -294,7 +300,7 @@ impl Deployments {
             if !in_service(&m.status, m.deprecation_date.as_deref(), today) {
                 continue;
             }
-            let d = Arc::new(carried_deployment(m, provider, config, carried, shared));
+            let d = Arc::new(carried_deployment(m, provider, breaker, carried, shared));
             out.by_name
                 .entry(d.name.clone())
                 .or_default()
@@ -351,14 +357,14 @@ impl Deployments {
 fn carried_deployment(
     m: &ModelRow,
     provider: &Arc<Provider>,
-    config: &Config,
+    breaker: BreakerConfig,
     carried: &Carried<'_>,
     shared: Option<&Shared>,
 ) -> Deployment {
     let spec = limit_spec(&m.rate_limits);
     let (health, old) = match carried.deployments.get(m.id.as_str()) {
         Some((h, l)) => (Arc::clone(h), *l),
-        None => (Arc::new(Health::new(config.circuit_breaker)), None),
+        None => (Arc::new(Health::new(breaker)), None),
     };
     let limits = (spec != LimitSpec::default())
         .then(|| limit_set("model", spec, || format!("model:{}", m.id), old, shared));
@@ -368,23 +374,32 @@ fn carried_deployment(
 /// A route's name, its targets and how to choose among them.
 type RouteSpec = (String, Vec<String>, Strategy);
 
-/// The routes: config `[[routes]]`, then each `system_settings` entry that names a deployment
-/// (`infra_model_*`), tried as a fallback.
-fn route_specs(config: &Config, rows: &RegistryRows) -> Vec<RouteSpec> {
-    let mut routes: Vec<RouteSpec> = config
-        .routes
-        .iter()
-        .map(|r| {
-            let r = r.get_ref();
-            (r.name.clone(), r.targets.clone(), r.strategy.get())
-        })
-        .collect();
+/// The routes: each `route:<name>` setting (written by the config sync from `[[routes]]`, or
+/// through the admin API), then each other setting that names a deployment
+/// (`infra_model_*`), tried as a fallback. A route setting that does not read as one (no
+/// `targets`, an unknown `strategy`) is left out.
+fn route_specs(rows: &RegistryRows) -> Vec<RouteSpec> {
+    let mut routes = Vec::new();
+    let mut named_by_settings = Vec::new();
     for (key, value) in &rows.settings {
-        if let Some(target) = setting_target(value) {
-            routes.push((key.clone(), vec![target], Strategy::Fallback));
+        if let Some(name) = key.strip_prefix(ROUTE_SETTING_PREFIX) {
+            if let Ok(r) = serde_json::from_str::<RouteSetting>(value) {
+                routes.push((name.to_owned(), r.targets, r.strategy));
+            }
+        } else if let Some(target) = setting_target(value) {
+            named_by_settings.push((key.clone(), vec![target], Strategy::Fallback));
         }
     }
+    routes.extend(named_by_settings);
     routes
+}
+
+/// A `route:<name>` setting's value.
+#[derive(serde::Deserialize)]
+struct RouteSetting {
+    targets: Vec<String>,
+    #[serde(default)]
+    strategy: Strategy,
 }
 
 /// Whether a model with this `status` serves on `today`: active, or deprecated and not past
@@ -446,35 +461,14 @@ fn limit_spec(json: &str) -> LimitSpec {
 
 fn provider_from_row(
     p: &ProviderRow,
-    config: &Config,
+    keys: &ProviderKeys,
     limits: Arc<LimitSet>,
 ) -> Result<Provider, String> {
     if !p.is_enabled {
         return Err("disabled".into());
     }
     let api = Api::parse(&p.api).ok_or_else(|| format!("unknown api {:?}", p.api))?;
-    let key = match p.api_key_ref.as_deref() {
-        None => None,
-        Some("config") => config
-            .providers
-            .iter()
-            .find(|c| c.get_ref().name == p.name)
-            .and_then(|c| c.get_ref().api_key.clone()),
-        // Sealed through the admin API with the master key (see `crate::secrets`).
-        Some(r) if crate::secrets::is_sealed(r) => {
-            let master = config.auth.master_key.as_deref().ok_or(
-                "its key is sealed with the master key, and [auth] master_key is not set",
-            )?;
-            Some(crate::secrets::Sealer::new(master).open(r)?)
-        }
-        Some(r) => match r.strip_prefix("env:") {
-            Some(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Some(v),
-                _ => return Err(format!("{var} is not set")),
-            },
-            None => return Err("api_key_ref is neither env:NAME nor config".into()),
-        },
-    };
+    let key = keys.key_of(p)?;
     let auth_header = match key {
         None => None,
         Some(key) => {
@@ -657,16 +651,23 @@ mod tests {
             instances: 1,
             errors: prometheus::IntCounter::new("errors", "errors").unwrap(),
         };
-        let config = Config::from_str_at("", std::path::Path::new("t.toml"))
-            .unwrap()
-            .config;
-        let first = Snapshot::build(&rows(100, r#"{"rpm": 5}"#), &config, None, Some(&shared));
+        let build = |rows: &RegistryRows, previous: Option<&Snapshot>| {
+            let keys = ProviderKeys::default();
+            Snapshot::build(
+                rows,
+                &keys,
+                BreakerConfig::default(),
+                previous,
+                Some(&shared),
+            )
+        };
+        let first = build(&rows(100, r#"{"rpm": 5}"#), None);
         let limits = |s: &Snapshot| {
             let d = &s.resolve("m").unwrap().deployments[0];
             (d.provider.limits.clone(), d.limits.clone().unwrap())
         };
         let reloaded = rows(1, r#"{"rpm": 1}"#);
-        let after = Snapshot::build(&reloaded, &config, Some(&first), Some(&shared));
+        let after = build(&reloaded, Some(&first));
         let (provider, model) = limits(&after);
         assert_eq!(
             (
@@ -682,7 +683,7 @@ mod tests {
         let now = tokio::time::Instant::now();
         admit(&[&model], 0, now).await.unwrap();
         admit(&[&provider], 0, now).await.unwrap();
-        let other = Snapshot::build(&reloaded, &config, None, Some(&shared));
+        let other = build(&reloaded, None);
         let (other_provider, other_model) = limits(&other);
         assert_eq!(
             admit(&[&other_model], 0, now).await.unwrap_err().scope,
@@ -690,5 +691,79 @@ mod tests {
         );
         let refused = admit(&[&other_provider], 0, now).await.unwrap_err();
         assert_eq!(refused.scope, "provider");
+    }
+
+    fn authorization(s: &Snapshot, name: &str) -> String {
+        let d = &s.resolve(name).unwrap().deployments[0];
+        let (_, value) = d.provider.auth_header.as_ref().unwrap();
+        value.to_str().unwrap().to_owned()
+    }
+
+    /// Everything comes from the rows: the routes (a `route:` setting and a setting naming a
+    /// deployment) and the provider's key, sealed in its row and opened with the sealer
+    /// passed in. There is no config to read.
+    #[test]
+    fn a_snapshot_is_built_from_rows_alone() {
+        let sealer = crate::secrets::Sealer::new("master-1");
+        let mut rows = rows(0, "{}");
+        rows.providers[0].api_key_ref = Some(sealer.seal("sk-sealed"));
+        rows.settings = vec![
+            (
+                "infra_model_summary".into(),
+                r#"{"provider": "up", "model_id": "m1"}"#.into(),
+            ),
+            (
+                "route:smart".into(),
+                r#"{"targets": ["up/m1"], "strategy": "cheapest"}"#.into(),
+            ),
+            ("route:broken".into(), r#"{"strategy": "fastest"}"#.into()),
+        ];
+        let keys = ProviderKeys::new(Some(sealer), HashMap::new());
+        let snap = Snapshot::build(&rows, &keys, BreakerConfig::default(), None, None);
+        assert_eq!(authorization(&snap, "m"), "Bearer sk-sealed");
+        let smart = snap.resolve("smart").unwrap();
+        assert_eq!(smart.strategy, Strategy::Cheapest);
+        assert_eq!(smart.deployments[0].qualified_name(), "up/m1");
+        let summary = snap.resolve("infra_model_summary").unwrap();
+        assert_eq!(summary.strategy, Strategy::Fallback);
+        assert!(snap.resolve("broken").is_none());
+        let listed: Vec<&str> = snap.listed().iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(listed, ["infra_model_summary", "m", "smart"]);
+
+        // Without the master key the sealed key cannot be had: the provider says why.
+        let none = Snapshot::build(
+            &rows,
+            &ProviderKeys::default(),
+            BreakerConfig::default(),
+            None,
+            None,
+        );
+        assert!(none.resolve("m").is_none());
+        assert!(none.unavailable[0]
+            .reason
+            .contains("auth.master_key is not set"));
+    }
+
+    /// A key written in a config file with no master key set stays out of the database
+    /// (`config`): the instance whose file has it serves the provider, another says why not.
+    #[test]
+    fn a_key_kept_in_a_file_serves_only_where_the_file_has_it() {
+        let mut rows = rows(0, "{}");
+        rows.providers[0].api_key_ref = Some(crate::store::KEY_IN_CONFIG.into());
+        let in_file = HashMap::from([("up".to_owned(), "sk-file".to_owned())]);
+        let here = ProviderKeys::new(None, in_file);
+        let snap = Snapshot::build(&rows, &here, BreakerConfig::default(), None, None);
+        assert_eq!(authorization(&snap, "m"), "Bearer sk-file");
+        let elsewhere = Snapshot::build(
+            &rows,
+            &ProviderKeys::default(),
+            BreakerConfig::default(),
+            None,
+            None,
+        );
+        assert!(elsewhere.resolve("m").is_none());
+        assert!(elsewhere.unavailable[0]
+            .reason
+            .contains("another instance's config file"));
     }
 }

@@ -33,7 +33,7 @@ pub async fn admin(app: &App, caller: &Caller, path: &str, req: Request<Incoming
             };
             let answer = crate::admin::handle(&ctx, path, req).await;
             if answer.registry_changed {
-                if let Err(e) = app.refresh_registry().await {
+                if let Err(e) = app.registry_changed().await {
                     tracing::error!("the registry changed but could not be reloaded: {e:#}");
                 }
             }

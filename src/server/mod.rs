@@ -5,13 +5,16 @@
 mod conn;
 mod control;
 mod edge;
+mod file_watch;
 mod ops;
+mod propagate;
 mod reload;
 mod router;
 
 pub use reload::ReloadReport;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +31,7 @@ use crate::proxy::Gateway;
 use crate::registry::Snapshot;
 use crate::store::{run_usage_retention, usage_pipeline, Db, UsageSink};
 use edge::Edge;
-use reload::{check_open_gateway, Reloader};
+use reload::{check_open_gateway, provider_keys, sealer, warn_keys_kept_in_memory, Reloader};
 
 /// The running application: the data plane's state, and what the shell around it keeps.
 pub struct App {
@@ -37,6 +40,9 @@ pub struct App {
     /// swaps them.
     edge: ArcSwap<Edge>,
     reloader: Reloader,
+    /// The registry version the snapshot in service was built at; a newer one in the
+    /// database means another writer changed the registry (`propagate`).
+    registry_version: AtomicI64,
 }
 
 /// A started gateway: where it listens, and how to stop it.
@@ -47,6 +53,8 @@ pub struct Running {
     pub app: Arc<App>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// The config file's watcher and the registry's propagation.
+    background: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     writer_stop: oneshot::Sender<()>,
 }
@@ -56,12 +64,19 @@ impl Running {
     /// the usage records still queued.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        for task in self.background {
+            // Each stops at the stop signal; one in the middle of a reload stops there, and
+            // its transaction rolls back.
+            task.abort();
+            let _ = task.await;
+        }
         let _ = self.server.await;
         let _ = self.writer_stop.send(());
         let _ = self.writer.await;
     }
 
-    /// Runs until SIGINT or SIGTERM; SIGHUP reloads config.toml.
+    /// Runs until SIGINT or SIGTERM; SIGHUP reloads config.toml (as a change to the file on
+    /// disk and `POST /admin/reload` do).
     pub async fn serve_until_signal(self) {
         #[cfg(unix)]
         {
@@ -89,7 +104,7 @@ impl Running {
 }
 
 /// Connects the database, migrates, syncs the config, loads the registry, starts the usage
-/// writer and the listener.
+/// writer, the listener, the config file's watcher and the registry's propagation.
 pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let config = loaded.config;
     check_open_gateway(&config, config.listen_addr())?;
@@ -102,17 +117,20 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         .then(|| Listeners::bind(&config))
         .transpose()?;
 
+    warn_keys_kept_in_memory(&config, &loaded.path);
     let db = open_database(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let shared = connect_shared(&config, &metrics).await?;
-    let snapshot = load_snapshot(&db, &config, shared.as_ref()).await?;
+    let (snapshot, version) = load_snapshot(&db, &config, shared.as_ref()).await?;
     let (usage, writer, writer_stop) = start_usage_writer(&db, &metrics, &config);
     let gateway = Arc::new(Gateway::new(db, &config, usage, metrics, shared));
     gateway.install(snapshot);
+    gateway.metrics.registry_version.set(version);
     let app = Arc::new(App {
         edge: ArcSwap::from_pointee(Edge::new(&config, &config)),
         reloader: Reloader::new(&config, loaded.path),
         gateway,
+        registry_version: AtomicI64::new(version),
     });
 
     let listeners = match early {
@@ -123,6 +141,8 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     log_listening(&config, addr, metrics_addr);
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let mut background = vec![file_watch::spawn(app.clone(), stop_rx.clone())];
+    background.extend(propagate::spawn(app.clone(), stop_rx.clone()));
     let server = tokio::spawn(listeners.serve(&config, app.clone(), stop_rx, grace));
     Ok(Running {
         addr,
@@ -130,6 +150,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         app,
         stop,
         server,
+        background,
         writer,
         writer_stop,
     })
@@ -140,21 +161,24 @@ async fn open_database(config: &Config) -> anyhow::Result<Db> {
     let db = Db::connect(&config.database.url, config.database.max_connections).await?;
     tracing::info!(database = %crate::store::redact_url(&config.database.url), kind = db.kind(), "database connected");
     db.migrate().await.context("database migration failed")?;
-    let report = db.sync_config(config).await?;
+    let report = db.sync_config(config, sealer(config).as_ref()).await?;
     for s in &report.skipped {
         tracing::warn!("{s} is managed through the admin API; config.toml does not change it");
     }
     Ok(db)
 }
 
-/// The first registry snapshot, and a log of what it serves and what it cannot.
+/// The first registry snapshot and the registry version it was built at, and a log of what
+/// it serves and what it cannot.
 async fn load_snapshot(
     db: &Db,
     config: &Config,
     shared: Option<&Shared>,
-) -> anyhow::Result<Snapshot> {
+) -> anyhow::Result<(Snapshot, i64)> {
+    let version = db.registry_version().await?;
     let rows = db.load_registry().await?;
-    let snapshot = Snapshot::build(&rows, config, None, shared);
+    let keys = provider_keys(config);
+    let snapshot = Snapshot::build(&rows, &keys, config.circuit_breaker, None, shared);
     for u in &snapshot.unavailable {
         tracing::info!(provider = %u.provider, reason = %u.reason, "provider not serving");
     }
@@ -165,9 +189,10 @@ async fn load_snapshot(
         providers = snapshot.providers.len(),
         deployments = snapshot.deployment_count,
         models = %names.join(", "),
+        version,
         "registry loaded"
     );
-    Ok(snapshot)
+    Ok((snapshot, version))
 }
 
 /// The queue requests put their usage records in, and the task that writes them, with the

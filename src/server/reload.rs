@@ -1,18 +1,25 @@
 //! Reloading the configuration while serving: config.toml is read again, its registry synced
-//! into the database, a new snapshot built and swapped in, and the settings a running gateway
-//! can change applied. A file that would break the running gateway is refused whole.
+//! into the database, a new snapshot built from the database's rows and swapped in, and the
+//! settings a running gateway can change applied. A file that would break the running gateway
+//! is refused whole. The same rebuild follows a change another writer (the admin API, another
+//! instance) made to the registry's rows.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use anyhow::Context;
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::edge::Edge;
 use super::App;
 use crate::config::Config;
 use crate::proxy::Runtime;
-use crate::registry::Snapshot;
+use crate::registry::{ProviderKeys, Snapshot};
+use crate::secrets::Sealer;
 use crate::store::SyncReport;
 
 /// The settings a reload applies to the running gateway. Every other setting outside the
@@ -35,17 +42,83 @@ pub struct Reloader {
     /// The config the gateway started with: what every setting outside `RUNTIME_SETTINGS`
     /// still runs with.
     pub started: Config,
-    /// The config the last reload applied (the snapshot was built from it, keys written in the
-    /// file included). Locked for a whole reload, so reloads run one at a time.
+    /// The config the last reload applied (the snapshot's provider keys come from its master
+    /// key and the keys written in it). Locked for a whole reload or registry rebuild, so they
+    /// run one at a time and install their snapshots in the order they read the rows.
     pub applied: Mutex<Config>,
+    /// The SHA-256 of the file's text as the last reload (or the start) read it: the watcher
+    /// does not reload a file whose text did not change.
+    read: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 impl Reloader {
     pub fn new(config: &Config, config_path: PathBuf) -> Reloader {
+        let read = std::fs::read(&config_path).ok().map(|text| digest(&text));
         Reloader {
             config_path,
             started: config.clone(),
             applied: Mutex::new(config.clone()),
+            read: std::sync::Mutex::new(read),
+        }
+    }
+
+    /// Reads the file and remembers that this text was read.
+    fn read_file(&self) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(&self.config_path)
+            .with_context(|| format!("cannot read {}", self.config_path.display()))?;
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest(text.as_bytes()));
+        Ok(text)
+    }
+
+    /// Whether the file's text differs from the one last read (an unreadable file counts as
+    /// changed: the reload then says why it cannot read it).
+    pub(super) fn file_changed(&self) -> bool {
+        let now = std::fs::read(&self.config_path).ok().map(|t| digest(&t));
+        now.is_none() || now != *self.read.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn digest(text: &[u8]) -> [u8; 32] {
+    Sha256::digest(text).into()
+}
+
+/// The master key's sealer, which seals the provider keys written in the file into the
+/// database and opens the sealed keys there.
+pub(super) fn sealer(config: &Config) -> Option<Sealer> {
+    config.auth.master_key.as_deref().map(Sealer::new)
+}
+
+/// What a snapshot's build opens provider keys with: the master key's sealer, and the keys
+/// written in the file, which only a file without a master key leaves out of the database.
+pub(super) fn provider_keys(config: &Config) -> ProviderKeys {
+    let in_file: HashMap<String, String> = config
+        .providers
+        .iter()
+        .map(|p| p.get_ref())
+        .filter_map(|p| {
+            let key = p.api_key.as_ref().filter(|k| !k.starts_with("env:"))?;
+            Some((p.name.clone(), key.clone()))
+        })
+        .collect();
+    ProviderKeys::new(sealer(config), in_file)
+}
+
+/// Without a master key, a key written in the file is not stored: other instances on the
+/// database serve the provider only if their own file has the key. Said at every load.
+pub(super) fn warn_keys_kept_in_memory(config: &Config, path: &Path) {
+    if config.auth.master_key.is_some() {
+        return;
+    }
+    for p in config.providers.iter().map(|p| p.get_ref()) {
+        if p.api_key.as_deref().is_some_and(|k| !k.starts_with("env:")) {
+            tracing::warn!(
+                provider = %p.name,
+                "the provider's api_key is written in {} and auth.master_key is not set: the \
+                 key stays in this process's memory, and other instances on the database serve \
+                 the provider only if their own file has it. Set auth.master_key (the same on \
+                 every instance) to store it sealed in the database, or use \"env:NAME\"",
+                path.display()
+            );
         }
     }
 }
@@ -69,7 +142,9 @@ impl ReloadReport {
         tracing::info!(
             providers = self.sync.providers,
             models = self.sync.models,
+            routes = self.sync.routes,
             deactivated = self.sync.deactivated_models,
+            removed_routes = self.sync.removed_routes,
             deployments = self.deployments,
             applied = ?self.applied,
             "config reloaded"
@@ -107,23 +182,42 @@ impl App {
         result
     }
 
+    /// Reloads when the file's text changed since it was last read (the watcher's call: an
+    /// editor that saves an unchanged file, or a write the last reload already read, applies
+    /// nothing). `None` when unchanged.
+    pub(super) async fn reload_if_changed(&self) -> Option<anyhow::Result<ReloadReport>> {
+        if !self.reloader.file_changed() {
+            tracing::debug!(
+                "{} changed on disk but its text is the one last read",
+                self.reloader.config_path.display()
+            );
+            return None;
+        }
+        tracing::info!(
+            "{} changed on disk: reloading",
+            self.reloader.config_path.display()
+        );
+        Some(self.reload().await)
+    }
+
     async fn apply_file(&self) -> anyhow::Result<ReloadReport> {
         let reloader = &self.reloader;
         let mut applied = reloader.applied.lock().await;
-        let loaded = Config::load(&reloader.config_path)?;
+        let text = reloader.read_file()?;
+        let loaded = Config::from_str_at(&text, &reloader.config_path)?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
         let new = &loaded.config;
         self.check_reloadable(&applied, new)?;
+        warn_keys_kept_in_memory(new, &reloader.config_path);
         let gw = &self.gateway;
-        let sync = gw.db.sync_config(new).await?;
-        let rows = gw.db.load_registry().await?;
-        let snapshot = Snapshot::build(&rows, new, Some(&gw.registry.load()), gw.shared());
+        let sync = gw.db.sync_config(new, sealer(new).as_ref()).await?;
+        let deployments = self.rebuild(new).await?;
         let is_runtime = |s: &String| RUNTIME_SETTINGS.contains(&s.as_str());
         let report = ReloadReport {
             sync,
-            deployments: snapshot.deployment_count,
+            deployments,
             applied: changed_settings(&applied, new)
                 .into_iter()
                 .filter(is_runtime)
@@ -133,7 +227,6 @@ impl App {
                 .filter(|s| !is_runtime(s))
                 .collect(),
         };
-        gw.install(snapshot);
         if !report.applied.is_empty() {
             // A request may meet the new runtime with the old edge checks for an instant:
             // each is whole and consistent on its own.
@@ -146,19 +239,62 @@ impl App {
         Ok(report)
     }
 
-    /// Rebuilds the snapshot from the database's rows, after the admin API changed them.
+    /// Rebuilds the snapshot from the database's rows, after they changed (through the admin
+    /// API, or another instance: see `propagate`).
     pub async fn refresh_registry(&self) -> anyhow::Result<()> {
         let applied = self.reloader.applied.lock().await;
+        self.rebuild(&applied).await.map(|_| ())
+    }
+
+    /// Rebuilds the snapshot if it was built at an older version than `version` (checked
+    /// again once the lock is held: a reload running meanwhile may have built a newer one).
+    /// `None` when it is new enough.
+    pub(super) async fn refresh_if_older_than(&self, version: i64) -> Option<anyhow::Result<()>> {
+        let applied = self.reloader.applied.lock().await;
+        if self.registry_version() >= version {
+            return None;
+        }
+        Some(self.rebuild(&applied).await.map(|_| ()))
+    }
+
+    /// After this instance changed the registry's rows (the admin API): bumps the registry
+    /// version, which tells the other instances (NOTIFY at once on PostgreSQL, their periodic
+    /// check everywhere), and rebuilds this instance's snapshot before returning, so the
+    /// admin's next request sees the change. The rows' triggers bump the version too; the
+    /// bump here costs the other instances one more version check, nothing else.
+    pub async fn registry_changed(&self) -> anyhow::Result<()> {
+        self.gateway.db.bump_registry_version().await?;
+        self.refresh_registry().await
+    }
+
+    /// The registry version this instance's snapshot was built at.
+    pub fn registry_version(&self) -> i64 {
+        self.registry_version.load(Ordering::Acquire)
+    }
+
+    /// Builds a snapshot from the database's rows and puts it in service; returns its
+    /// deployments. The caller holds `applied`'s lock (`config` is the config it guards).
+    async fn rebuild(&self, config: &Config) -> anyhow::Result<usize> {
         let gw = &self.gateway;
+        // The version is read before the rows: rows read after it are at least as new, so a
+        // change committed in between is read once more at the next check, never missed.
+        let version = gw.db.registry_version().await?;
         let rows = gw.db.load_registry().await?;
-        let previous = gw.registry.load();
-        gw.install(Snapshot::build(
+        let snapshot = Snapshot::build(
             &rows,
-            &applied,
-            Some(&previous),
+            &provider_keys(config),
+            self.reloader.started.circuit_breaker,
+            Some(&gw.registry.load()),
             gw.shared(),
-        ));
-        Ok(())
+        );
+        let deployments = snapshot.deployment_count;
+        gw.install(snapshot);
+        let version = self
+            .registry_version
+            .fetch_max(version, Ordering::AcqRel)
+            .max(version);
+        gw.metrics.registry_version.set(version);
+        Ok(deployments)
     }
 
     /// What a file must not do to a running gateway: open it on a public address, or leave

@@ -23,6 +23,7 @@ mod settings;
 mod spend;
 mod tx;
 mod usage;
+mod version;
 mod violation;
 mod writer;
 
@@ -33,13 +34,16 @@ pub use keys::{ApiKeyRow, ApiKeyUpdate, NewApiKey};
 pub use models::{ModelFilter, MODEL_COLUMNS};
 pub use projects::{NewProject, ProjectRow, ProjectUpdate};
 pub use providers::PROVIDER_COLUMNS;
-pub use tx::Tx;
-pub use violation::{violation, Violation};
-pub use registry::{ModelRow, ProviderRow, RegistryRows, SyncReport};
+pub use registry::{
+    ModelRow, ProviderRow, RegistryRows, SyncReport, KEY_IN_CONFIG, ROUTE_SETTING_PREFIX,
+};
 pub use report::{GroupBy, Period, UsageFilters, UsageQuery, UsageReport, UsageRow, UsageTotals};
 pub use report_params::{ParamError, DEFAULT_LIMIT, MAX_LIMIT};
 pub use retention::{retention_cutoff, run_usage_retention, RetentionOutcome};
+pub use tx::Tx;
 pub use usage::refuses_rows;
+pub use version::{RegistryListener, LISTENER_APPLICATION_NAME, REGISTRY_CHANNEL};
+pub use violation::{violation, Violation};
 pub use writer::{usage_pipeline, UsageSink, UsageWriter};
 
 use std::borrow::Cow;

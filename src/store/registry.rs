@@ -1,18 +1,36 @@
 //! `llm_providers`, `llm_models`, `system_settings`: the config sync and the registry load.
+//!
+//! The database is the registry; config.toml is one of its writers. The sync writes the
+//! file's `[[providers]]`, `[[models]]` and `[[routes]]` (as `route:<name>` settings), all
+//! marked `managed_by = 'config'`, and never touches a row the admin API wrote.
+
+use std::collections::HashMap;
 
 use anyhow::Context;
 
 use super::{timestamp, Arg, Db, DbRow};
-use crate::config::{Config, ModelConfig, ProviderConfig};
+use crate::config::{Config, ModelConfig, ProviderConfig, RouteConfig};
 use crate::ids::new_id;
+use crate::secrets::{is_sealed, Sealer};
+
+/// The `api_key_ref` of a provider whose key is written in a config file while no master key
+/// is set: the key is not in the database, only in the memory of the instances whose file
+/// has it.
+pub const KEY_IN_CONFIG: &str = "config";
+
+/// A `system_settings` key starting with this is a route: its value is
+/// `{"targets": ["provider/model_id" or public name, ...], "strategy": "fallback"}`.
+pub const ROUTE_SETTING_PREFIX: &str = "route:";
 
 /// What one config sync did, for the start-up log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
     pub providers: usize,
     pub models: usize,
+    pub routes: usize,
     pub deactivated_models: u64,
     pub disabled_providers: u64,
+    pub removed_routes: u64,
     /// Names in the file that belong to rows the admin API created; the sync leaves those alone.
     pub skipped: Vec<String>,
 }
@@ -115,15 +133,40 @@ ON CONFLICT (provider_id, model_id) DO UPDATE SET
     updated_at = excluded.updated_at, deleted_at = NULL
 WHERE llm_models.managed_by = 'config'";
 
-fn provider_args(p: &ProviderConfig, now: &str) -> Vec<Arg> {
-    // A key written in the file stays in the file: the database only learns that it exists.
-    let key_ref = p.api_key.as_ref().map(|k| {
-        if k.starts_with("env:") {
-            k.clone()
-        } else {
-            "config".to_owned()
-        }
-    });
+const UPSERT_ROUTE: &str = "
+INSERT INTO system_settings (id, key, value, managed_by, updated_at)
+VALUES ($1::uuid, $2, $3::jsonb, 'config', $4::timestamptz)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+WHERE system_settings.managed_by = 'config'";
+
+/// What the database keeps of a provider's key: an `env:` reference as it is; a key written in
+/// the file sealed with the master key, or `KEY_IN_CONFIG` without one. A sealed value already
+/// stored is kept while it opens to the same key, so a sync that changes nothing rewrites
+/// nothing (sealing draws a fresh nonce each time).
+pub(super) fn stored_key_ref(
+    p: &ProviderConfig,
+    sealer: Option<&Sealer>,
+    stored: Option<&str>,
+) -> Option<String> {
+    let key = p.api_key.as_deref()?;
+    if key.starts_with("env:") {
+        return Some(key.to_owned());
+    }
+    let Some(sealer) = sealer else {
+        return Some(KEY_IN_CONFIG.to_owned());
+    };
+    match stored {
+        Some(s) if is_sealed(s) && sealer.open(s).is_ok_and(|k| k == key) => Some(s.to_owned()),
+        _ => Some(sealer.seal(key)),
+    }
+}
+
+/// The JSON a route is stored as.
+pub(super) fn route_value(r: &RouteConfig) -> serde_json::Value {
+    serde_json::json!({"targets": r.targets, "strategy": r.strategy.get()})
+}
+
+pub(super) fn provider_args(p: &ProviderConfig, key_ref: Option<String>, now: &str) -> Vec<Arg> {
     vec![
         new_id().into(),
         p.name.as_str().into(),
@@ -155,7 +198,7 @@ fn toml_table_json(t: &Option<toml::Table>) -> String {
     }
 }
 
-fn model_args(m: &ModelConfig, file_order: usize, now: &str) -> Vec<Arg> {
+pub(super) fn model_args(m: &ModelConfig, file_order: usize, now: &str) -> Vec<Arg> {
     let price = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_owned());
     vec![
         new_id().into(),
@@ -209,14 +252,25 @@ fn placeholders(first: usize, n: usize) -> String {
 /// A statement of the sync transaction and its arguments.
 type Stmt = (String, Vec<Arg>);
 
+/// Where each part of the sync's statements starts, to read what each touched.
+struct SyncLayout {
+    models_start: usize,
+    routes_start: usize,
+}
+
 /// The sync's statements, in order: the provider upserts, clearing the defaults, the model
-/// upserts, deactivating the models that left the file, disabling the providers that left it.
-/// Returns them with the index of the first model upsert.
-fn sync_statements(config: &Config, now: &str) -> (Vec<Stmt>, usize) {
+/// upserts, the route upserts, then deactivating the models, disabling the providers and
+/// removing the routes that left the file. `key_refs` is what to store for each provider's key.
+fn sync_statements(
+    config: &Config,
+    key_refs: Vec<Option<String>>,
+    now: &str,
+) -> (Vec<Stmt>, SyncLayout) {
     let mut stmts: Vec<Stmt> = config
         .providers
         .iter()
-        .map(|p| (UPSERT_PROVIDER.into(), provider_args(p.get_ref(), now)))
+        .zip(key_refs)
+        .map(|(p, key)| (UPSERT_PROVIDER.into(), provider_args(p.get_ref(), key, now)))
         .collect();
     // Clear defaults first: moving is_default from one model to another must not trip the
     // one-default-per-provider index halfway through.
@@ -229,9 +283,43 @@ fn sync_statements(config: &Config, now: &str) -> (Vec<Stmt>, usize) {
     for (i, m) in config.models.iter().enumerate() {
         stmts.push((UPSERT_MODEL.into(), model_args(m.get_ref(), i, now)));
     }
+    let routes_start = stmts.len();
+    for r in &config.routes {
+        let r = r.get_ref();
+        let args = vec![
+            new_id().into(),
+            format!("{ROUTE_SETTING_PREFIX}{}", r.name).into(),
+            route_value(r).to_string().into(),
+            now.into(),
+        ];
+        stmts.push((UPSERT_ROUTE.into(), args));
+    }
     stmts.push(deactivate_models_not_in(config, now));
     stmts.push(disable_providers_not_in(config, now));
-    (stmts, models_start)
+    stmts.push(remove_routes_not_in(config));
+    let layout = SyncLayout {
+        models_start,
+        routes_start,
+    };
+    (stmts, layout)
+}
+
+/// Config routes whose name is no longer in the file are removed (a setting has no history
+/// to keep).
+fn remove_routes_not_in(config: &Config) -> Stmt {
+    let keys: Vec<Arg> = config
+        .routes
+        .iter()
+        .map(|r| format!("{ROUTE_SETTING_PREFIX}{}", r.get_ref().name).into())
+        .collect();
+    let mut sql = "DELETE FROM system_settings WHERE managed_by = 'config'".to_owned();
+    if !keys.is_empty() {
+        sql.push_str(&format!(
+            " AND key NOT IN ({})",
+            placeholders(1, keys.len())
+        ));
+    }
+    (sql, keys)
 }
 
 /// Config models whose `provider/model_id` is no longer in the file become inactive.
@@ -279,44 +367,85 @@ fn disable_providers_not_in(config: &Config, now: &str) -> Stmt {
 
 /// Reads the rows each statement of `sync_statements` touched: an upsert that touched none
 /// met a row the admin API owns, and is reported as skipped.
-fn sync_report(config: &Config, affected: &[u64], models_start: usize) -> SyncReport {
+fn sync_report(config: &Config, affected: &[u64], layout: &SyncLayout) -> SyncReport {
     let mut report = SyncReport::default();
-    for (p, &n) in config.providers.iter().zip(affected) {
-        if n == 0 {
-            report
-                .skipped
-                .push(format!("provider {}", p.get_ref().name));
-        } else {
-            report.providers += 1;
+    let names = config
+        .providers
+        .iter()
+        .map(|p| format!("provider {}", p.get_ref().name))
+        .zip(affected);
+    let models = config
+        .models
+        .iter()
+        .map(|m| format!("model {}/{}", m.get_ref().provider, m.get_ref().model_id))
+        .zip(&affected[layout.models_start..]);
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| format!("route {}", r.get_ref().name))
+        .zip(&affected[layout.routes_start..]);
+    for (count, entries) in [
+        (&mut report.providers, names.collect::<Vec<_>>()),
+        (&mut report.models, models.collect()),
+        (&mut report.routes, routes.collect()),
+    ] {
+        for (name, &n) in entries {
+            if n == 0 {
+                report.skipped.push(name);
+            } else {
+                *count += 1;
+            }
         }
     }
-    for (m, &n) in config.models.iter().zip(&affected[models_start..]) {
-        if n == 0 {
-            let m = m.get_ref();
-            report
-                .skipped
-                .push(format!("model {}/{}", m.provider, m.model_id));
-        } else {
-            report.models += 1;
-        }
-    }
-    report.deactivated_models = affected[affected.len() - 2];
-    report.disabled_providers = affected[affected.len() - 1];
+    let tail = &affected[affected.len() - 3..];
+    report.deactivated_models = tail[0];
+    report.disabled_providers = tail[1];
+    report.removed_routes = tail[2];
     report
 }
 
 impl Db {
-    /// Writes `[[providers]]` and `[[models]]` into the registry in one transaction. Rows the
-    /// admin API created are never touched; config rows that left the file become inactive
-    /// (models) or disabled (providers), never deleted: usage history keeps its foreign keys.
-    pub async fn sync_config(&self, config: &Config) -> anyhow::Result<SyncReport> {
+    /// Writes `[[providers]]`, `[[models]]` and `[[routes]]` into the registry in one
+    /// transaction. Rows the admin API created are never touched; config rows that left the
+    /// file become inactive (models) or disabled (providers), never deleted: usage history
+    /// keeps its foreign keys. Config routes that left the file are removed.
+    /// A provider key written in the file is stored sealed with `sealer` (the master key's),
+    /// or, without one, kept out of the database (`KEY_IN_CONFIG`). The triggers bump the
+    /// registry version in the same transaction.
+    pub async fn sync_config(
+        &self,
+        config: &Config,
+        sealer: Option<&Sealer>,
+    ) -> anyhow::Result<SyncReport> {
+        let stored = self.config_key_refs().await?;
+        let key_refs = config
+            .providers
+            .iter()
+            .map(|p| {
+                let p = p.get_ref();
+                let old = stored.get(&p.name).and_then(|k| k.as_deref());
+                stored_key_ref(p, sealer, old)
+            })
+            .collect();
         let now = timestamp(chrono::Utc::now());
-        let (stmts, models_start) = sync_statements(config, &now);
+        let (stmts, layout) = sync_statements(config, key_refs, &now);
         let affected = self
             .transaction(stmts)
             .await
             .context("config sync failed")?;
-        Ok(sync_report(config, &affected, models_start))
+        Ok(sync_report(config, &affected, &layout))
+    }
+
+    /// The stored key of each provider the file manages, by name.
+    async fn config_key_refs(&self) -> anyhow::Result<HashMap<String, Option<String>>> {
+        self.fetch_all(
+            "SELECT name, api_key_ref FROM llm_providers WHERE managed_by = 'config'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.text("name")?, r.opt_text("api_key_ref")?)))
+        .collect()
     }
 
     /// Everything the registry snapshot is built from, in one read.

@@ -7,6 +7,7 @@ use crate::ids::new_id;
 pub const SETTING_COLUMNS: &Columns = &[
     ("key", Kind::Text),
     ("value", Kind::Json),
+    ("managed_by", Kind::Text),
     ("updated_at", Kind::Time),
 ];
 
@@ -48,12 +49,13 @@ impl Tx {
         Ok(self.fetch_json(&q, SETTING_COLUMNS, &[]).await?.pop())
     }
 
-    /// Creates or replaces the setting.
+    /// Creates or replaces the setting; one the config sync wrote is left alone.
     pub async fn put_setting(&mut self, key: &str, value: &serde_json::Value) -> anyhow::Result<()> {
         self.execute(
             "INSERT INTO system_settings (id, key, value, updated_at)
              VALUES ($1::uuid, $2, $3::jsonb, $4::timestamptz)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+             WHERE system_settings.managed_by = 'api'",
             &[
                 new_id().into(),
                 key.into(),
@@ -68,7 +70,10 @@ impl Tx {
     /// Removes the setting; false when there was none.
     pub async fn delete_setting(&mut self, key: &str) -> anyhow::Result<bool> {
         let n = self
-            .execute("DELETE FROM system_settings WHERE key = $1", &[key.into()])
+            .execute(
+                "DELETE FROM system_settings WHERE key = $1 AND managed_by = 'api'",
+                &[key.into()],
+            )
             .await?;
         Ok(n == 1)
     }
