@@ -30,14 +30,18 @@ pub async fn read_json(
     }
     let read = tokio::time::timeout(timeout, read_limited(req.into_body(), MAX_ADMIN_BODY));
     let bytes = match read.await {
-        Err(_) => return Err(GatewayError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "invalid_request_error",
-            "The request body did not arrive in time.",
-        )),
+        Err(_) => {
+            return Err(GatewayError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "The request body did not arrive in time.",
+            ))
+        }
         Ok(Err(ReadError::TooLarge)) => return Err(GatewayError::body_too_large(MAX_ADMIN_BODY)),
         Ok(Err(ReadError::Broken)) => {
-            return Err(GatewayError::invalid_request("The request body could not be read."))
+            return Err(GatewayError::invalid_request(
+                "The request body could not be read.",
+            ))
         }
         Ok(Ok(bytes)) => bytes,
     };
@@ -183,7 +187,11 @@ mod tests {
     fn the_wrong_field_is_named() {
         let e = err(serde_json::json!({"name": "a", "count": "x"}));
         assert_eq!(e.param.as_deref(), Some("count"));
-        assert!(e.message.starts_with("Invalid `count`: invalid type"), "{}", e.message);
+        assert!(
+            e.message.starts_with("Invalid `count`: invalid type"),
+            "{}",
+            e.message
+        );
         let e = err(serde_json::json!({"count": 1}));
         assert_eq!(e.param.as_deref(), Some("name"));
         assert!(e.message.contains("missing field"), "{}", e.message);

@@ -69,9 +69,14 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), LIST_PARAMS)?;
     let page = Page::from_query(&q, SortKey::Id)?;
     let project = q.get("project").map(String::as_str);
-    let rows = ctx.gw.db.list_key_rows(project, page.after.as_deref(), page.fetch());
+    let rows = ctx
+        .gw
+        .db
+        .list_key_rows(project, page.after.as_deref(), page.fetch());
     let rows = rows.await.map_err(internal)?;
-    Ok(Reply::read(page.answer(rows.into_iter().map(view).collect(), "id")))
+    Ok(Reply::read(
+        page.answer(rows.into_iter().map(view).collect(), "id"),
+    ))
 }
 
 async fn get(ctx: &Ctx<'_>, id: &str) -> Handled {
@@ -105,7 +110,12 @@ async fn update(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Handled {
     let patch = object(ctx.body(req).await?)?;
     let mut tx = ctx.begin().await?;
     let before = view(locked_live_key(&mut tx, id).await?);
-    let merged = merge(before.as_object().expect("an object"), patch.clone(), READ_ONLY, read_only)?;
+    let merged = merge(
+        before.as_object().expect("an object"),
+        patch.clone(),
+        READ_ONLY,
+        read_only,
+    )?;
     let input: KeyInput = typed(merged)?;
     input.check()?;
     let project = project_id(&mut tx, input.project.as_deref()).await?;

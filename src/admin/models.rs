@@ -29,7 +29,14 @@ const READ_ONLY: &[&str] = &[
     "updated_at",
     "deleted_at",
 ];
-const LIST_PARAMS: &[&str] = &["limit", "after", "provider", "status", "name", "include_deleted"];
+const LIST_PARAMS: &[&str] = &[
+    "limit",
+    "after",
+    "provider",
+    "status",
+    "name",
+    "include_deleted",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +112,10 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), LIST_PARAMS)?;
     let page = Page::from_query(&q, SortKey::Id)?;
     let status = q.get("status").cloned();
-    if status.as_deref().is_some_and(|s| !["active", "inactive", "deprecated"].contains(&s)) {
+    if status
+        .as_deref()
+        .is_some_and(|s| !["active", "inactive", "deprecated"].contains(&s))
+    {
         return Err(GatewayError::invalid_param(
             "status",
             "`status` must be active, inactive or deprecated.",
@@ -117,9 +127,14 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
         name: q.get("name").cloned(),
         include_deleted: flag(&q, "include_deleted")?,
     };
-    let rows = ctx.gw.db.list_models(&filter, page.after.as_deref(), page.fetch());
+    let rows = ctx
+        .gw
+        .db
+        .list_models(&filter, page.after.as_deref(), page.fetch());
     let rows = rows.await.map_err(internal)?;
-    Ok(Reply::read(page.answer(rows.into_iter().map(view).collect(), "id")))
+    Ok(Reply::read(
+        page.answer(rows.into_iter().map(view).collect(), "id"),
+    ))
 }
 
 async fn get(ctx: &Ctx<'_>, id: &str) -> Handled {
@@ -154,7 +169,12 @@ async fn update(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Handled {
     let patch = object(ctx.body(req).await?)?;
     let mut tx = ctx.begin().await?;
     let before = view(locked_api_model(&mut tx, id).await?);
-    let merged = merge(before.as_object().expect("an object"), patch.clone(), READ_ONLY, read_only)?;
+    let merged = merge(
+        before.as_object().expect("an object"),
+        patch.clone(),
+        READ_ONLY,
+        read_only,
+    )?;
     let input: ModelInput = typed(merged)?;
     input.check()?;
     if before["provider"] != input.provider.as_str() {

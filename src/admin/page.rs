@@ -34,10 +34,7 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn from_query(
-        query: &HashMap<String, String>,
-        key: SortKey,
-    ) -> Result<Page, GatewayError> {
+    pub fn from_query(query: &HashMap<String, String>, key: SortKey) -> Result<Page, GatewayError> {
         let limit = match query.get("limit") {
             None => DEFAULT_LIMIT,
             Some(l) => l
@@ -52,7 +49,11 @@ impl Page {
                 })?,
         };
         let after = query.get("after").cloned();
-        if key == SortKey::Id && after.as_deref().is_some_and(|a| uuid::Uuid::parse_str(a).is_err()) {
+        if key == SortKey::Id
+            && after
+                .as_deref()
+                .is_some_and(|a| uuid::Uuid::parse_str(a).is_err())
+        {
             return Err(GatewayError::invalid_param(
                 "after",
                 "`after` must be the `next` cursor of the previous page (a row id).",
@@ -111,8 +112,14 @@ mod tests {
         let rows = |n: usize| (0..n).map(|i| json!({"name": format!("r{i}")})).collect();
         let full = page.answer(rows(3), "name");
         assert_eq!(full["data"].as_array().unwrap().len(), 2);
-        assert_eq!((full["has_more"].clone(), full["next"].clone()), (json!(true), json!("r1")));
+        assert_eq!(
+            (full["has_more"].clone(), full["next"].clone()),
+            (json!(true), json!("r1"))
+        );
         let last = page.answer(rows(2), "name");
-        assert_eq!((last["has_more"].clone(), last["next"].clone()), (json!(false), Value::Null));
+        assert_eq!(
+            (last["has_more"].clone(), last["next"].clone()),
+            (json!(false), Value::Null)
+        );
     }
 }

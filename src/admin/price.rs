@@ -17,13 +17,17 @@ pub struct Usd(pub Decimal);
 
 impl<'de> Deserialize<'de> for Price {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        amount(Value::deserialize(d)?, 12).map(Price).map_err(D::Error::custom)
+        amount(Value::deserialize(d)?, 12)
+            .map(Price)
+            .map_err(D::Error::custom)
     }
 }
 
 impl<'de> Deserialize<'de> for Usd {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        amount(Value::deserialize(d)?, 18).map(Usd).map_err(D::Error::custom)
+        amount(Value::deserialize(d)?, 18)
+            .map(Usd)
+            .map_err(D::Error::custom)
     }
 }
 
@@ -71,7 +75,9 @@ mod tests {
         assert!(price(json!("-0.01")).unwrap_err().contains("must be >= 0"));
         assert!(price(json!(-1)).unwrap_err().contains("must be >= 0"));
         assert!(price(json!("abc")).unwrap_err().contains("not a decimal"));
-        assert!(price(json!("0.0000001")).unwrap_err().contains("6 decimals"));
+        assert!(price(json!("0.0000001"))
+            .unwrap_err()
+            .contains("6 decimals"));
         assert!(price(json!("1000000")).unwrap_err().contains("too large"));
         assert!(price(json!(true)).is_err());
     }

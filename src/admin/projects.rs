@@ -41,16 +41,24 @@ pub async fn route(ctx: &Ctx<'_>, name: Option<&str>, req: Request<Incoming>) ->
         (Method::GET, Some(n)) => get(ctx, n).await,
         (Method::PATCH, Some(n)) => update(ctx, n, req).await,
         (m, None) => Err(method_not_allowed(&m, "GET, POST")),
-        (m, Some(_)) => Err(method_not_allowed(&m, "GET, PATCH (projects are kept: keys and usage refer to them)")),
+        (m, Some(_)) => Err(method_not_allowed(
+            &m,
+            "GET, PATCH (projects are kept: keys and usage refer to them)",
+        )),
     }
 }
 
 async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), &PARAMS)?;
     let page = Page::from_query(&q, SortKey::Name)?;
-    let rows = ctx.gw.db.list_project_rows(page.after.as_deref(), page.fetch());
+    let rows = ctx
+        .gw
+        .db
+        .list_project_rows(page.after.as_deref(), page.fetch());
     let rows = rows.await.map_err(internal)?;
-    Ok(Reply::read(page.answer(rows.into_iter().map(view).collect(), "name")))
+    Ok(Reply::read(
+        page.answer(rows.into_iter().map(view).collect(), "name"),
+    ))
 }
 
 async fn get(ctx: &Ctx<'_>, name: &str) -> Handled {
@@ -68,8 +76,15 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     let inserted = tx.insert_project(&columns(&input)).await;
     let id = inserted.map_err(|e| store_error(e, &body))?;
     let after = read_back(&mut tx, &id).await?;
-    ctx.audit(&mut tx, "create", "project", &input.name, None, Some(&after))
-        .await?;
+    ctx.audit(
+        &mut tx,
+        "create",
+        "project",
+        &input.name,
+        None,
+        Some(&after),
+    )
+    .await?;
     tx.commit().await.map_err(|e| store_error(e, &body))?;
     Ok(Reply::other(StatusCode::CREATED, after))
 }
@@ -79,15 +94,27 @@ async fn update(ctx: &Ctx<'_>, name: &str, req: Request<Incoming>) -> Handled {
     let mut tx = ctx.begin().await?;
     let row = tx.lock_project(name).await.map_err(internal)?;
     let before = view(row.ok_or_else(|| unknown(name))?);
-    let merged = merge(before.as_object().expect("an object"), patch.clone(), READ_ONLY, read_only)?;
+    let merged = merge(
+        before.as_object().expect("an object"),
+        patch.clone(),
+        READ_ONLY,
+        read_only,
+    )?;
     let input: ProjectInput = typed(merged)?;
     input.check()?;
     let id = before["id"].as_str().unwrap_or_default().to_owned();
     let updated = tx.update_project(&id, &columns(&input)).await;
     updated.map_err(|e| store_error(e, &patch))?;
     let after = read_back(&mut tx, &id).await?;
-    ctx.audit(&mut tx, "update", "project", name, Some(&before), Some(&after))
-        .await?;
+    ctx.audit(
+        &mut tx,
+        "update",
+        "project",
+        name,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await.map_err(|e| store_error(e, &patch))?;
     Ok(Reply::other(StatusCode::OK, after))
 }

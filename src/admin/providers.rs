@@ -82,9 +82,14 @@ pub async fn route(ctx: &Ctx<'_>, name: Option<&str>, req: Request<Incoming>) ->
 async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), &PARAMS)?;
     let page = Page::from_query(&q, SortKey::Name)?;
-    let rows = ctx.gw.db.list_providers(page.after.as_deref(), page.fetch());
+    let rows = ctx
+        .gw
+        .db
+        .list_providers(page.after.as_deref(), page.fetch());
     let rows = rows.await.map_err(internal)?;
-    Ok(Reply::read(page.answer(rows.into_iter().map(view).collect(), "name")))
+    Ok(Reply::read(
+        page.answer(rows.into_iter().map(view).collect(), "name"),
+    ))
 }
 
 async fn get(ctx: &Ctx<'_>, name: &str) -> Handled {
@@ -107,8 +112,15 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
         .await
         .map_err(|e| store_error(e, &body))?;
     let after = read_back(&mut tx, &id).await?;
-    ctx.audit(&mut tx, "create", "provider", &input.name, None, Some(&after))
-        .await?;
+    ctx.audit(
+        &mut tx,
+        "create",
+        "provider",
+        &input.name,
+        None,
+        Some(&after),
+    )
+    .await?;
     tx.commit().await.map_err(|e| store_error(e, &body))?;
     Ok(Reply::registry(StatusCode::CREATED, after))
 }
@@ -118,7 +130,10 @@ async fn update(ctx: &Ctx<'_>, name: &str, req: Request<Incoming>) -> Handled {
     let mut tx = ctx.begin().await?;
     let row = locked_api_provider(&mut tx, name).await?;
     let id = text(&row, "id");
-    let stored_key = row.get("api_key_ref").and_then(Value::as_str).map(str::to_owned);
+    let stored_key = row
+        .get("api_key_ref")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let before = view(row);
     let merged = merge(as_map(&before), patch.clone(), READ_ONLY, read_only)?;
     let input: ProviderInput = typed(merged)?;
@@ -131,8 +146,15 @@ async fn update(ctx: &Ctx<'_>, name: &str, req: Request<Incoming>) -> Handled {
     let updated = tx.update_provider(&id, &values).await;
     updated.map_err(|e| store_error(e, &patch))?;
     let after = read_back(&mut tx, &id).await?;
-    ctx.audit(&mut tx, "update", "provider", name, Some(&before), Some(&after))
-        .await?;
+    ctx.audit(
+        &mut tx,
+        "update",
+        "provider",
+        name,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await.map_err(|e| store_error(e, &patch))?;
     Ok(Reply::registry(StatusCode::OK, after))
 }
@@ -150,15 +172,30 @@ async fn delete(ctx: &Ctx<'_>, name: &str) -> Handled {
     }
     tx.delete_provider(&id).await.map_err(internal)?;
     let after = read_back(&mut tx, &id).await?;
-    ctx.audit(&mut tx, "delete", "provider", name, Some(&before), Some(&after))
-        .await?;
+    ctx.audit(
+        &mut tx,
+        "delete",
+        "provider",
+        name,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     for (m, model_before) in model_ids.iter().zip(&models_before) {
         let model_after = models::read_back(&mut tx, m).await?;
-        ctx.audit(&mut tx, "delete", "model", m, Some(model_before), Some(&model_after))
-            .await?;
+        ctx.audit(
+            &mut tx,
+            "delete",
+            "model",
+            m,
+            Some(model_before),
+            Some(&model_after),
+        )
+        .await?;
     }
     tx.commit().await.map_err(internal)?;
-    let body = json!({"object": "provider", "name": name, "deleted": true, "deleted_models": model_ids});
+    let body =
+        json!({"object": "provider", "name": name, "deleted": true, "deleted_models": model_ids});
     Ok(Reply::registry(StatusCode::OK, body))
 }
 
@@ -184,7 +221,10 @@ fn unknown(name: &str) -> GatewayError {
 }
 
 fn text(row: &JsonRow, field: &str) -> String {
-    row.get(field).and_then(Value::as_str).unwrap_or_default().to_owned()
+    row.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn as_map(v: &Value) -> &Map<String, Value> {
@@ -232,7 +272,10 @@ impl ProviderInput {
     fn check(&self) -> Result<(), GatewayError> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !name_ok {
             return Err(GatewayError::invalid_param(
                 "name",
@@ -273,13 +316,17 @@ fn key_ref(
         let ok = !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         return match ok {
             true => Ok(Some(key.to_owned())),
-            false => Err(bad("`api_key` `env:NAME` needs a variable name of letters, digits and '_'.")),
+            false => Err(bad(
+                "`api_key` `env:NAME` needs a variable name of letters, digits and '_'.",
+            )),
         };
     }
     match (key, stored) {
         (SEALED, Some(s)) if is_sealed(s) => return Ok(Some(s.to_owned())),
         (SEALED | IN_CONFIG | "config" | "", _) => {
-            return Err(bad("`api_key` must be the key itself, `env:NAME`, or null."))
+            return Err(bad(
+                "`api_key` must be the key itself, `env:NAME`, or null.",
+            ))
         }
         _ => {}
     }
@@ -303,7 +350,9 @@ mod tests {
             key_ref(Some("env:OPENAI_KEY"), None, None).unwrap(),
             Some("env:OPENAI_KEY".into())
         );
-        let sealed = key_ref(Some("sk-123"), None, Some(&sealer)).unwrap().unwrap();
+        let sealed = key_ref(Some("sk-123"), None, Some(&sealer))
+            .unwrap()
+            .unwrap();
         assert!(is_sealed(&sealed) && !sealed.contains("sk-123"));
         assert_eq!(
             key_ref(Some(SEALED), Some(&sealed), None).unwrap(),

@@ -30,7 +30,9 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let page = Page::from_query(&q, SortKey::Name)?;
     let rows = ctx.gw.db.list_settings(page.after.as_deref(), page.fetch());
     let rows = rows.await.map_err(internal)?;
-    Ok(Reply::read(page.answer(rows.into_iter().map(view).collect(), "key")))
+    Ok(Reply::read(
+        page.answer(rows.into_iter().map(view).collect(), "key"),
+    ))
 }
 
 async fn get(ctx: &Ctx<'_>, key: &str) -> Handled {
@@ -56,8 +58,15 @@ async fn put(ctx: &Ctx<'_>, key: &str, req: Request<Incoming>) -> Handled {
     tx.put_setting(key, &value).await.map_err(internal)?;
     let after = tx.lock_setting(key).await.map_err(internal)?.map(view);
     let action = if before.is_some() { "update" } else { "create" };
-    ctx.audit(&mut tx, action, "setting", key, before.as_ref(), after.as_ref())
-        .await?;
+    ctx.audit(
+        &mut tx,
+        action,
+        "setting",
+        key,
+        before.as_ref(),
+        after.as_ref(),
+    )
+    .await?;
     tx.commit().await.map_err(internal)?;
     let status = match before {
         Some(_) => StatusCode::OK,
@@ -92,7 +101,9 @@ async fn api_setting(tx: &mut Tx, key: &str) -> Result<Option<Value>, GatewayErr
 fn check_key(key: &str) -> Result<(), GatewayError> {
     let ok = !key.is_empty()
         && key.len() <= 128
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     match ok {
         true => Ok(()),
         false => Err(GatewayError::invalid_param(

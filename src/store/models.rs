@@ -108,7 +108,8 @@ impl Tx {
 
     /// The ids of the provider's live models, held until the commit.
     pub async fn live_models_of(&mut self, provider_id: &str) -> anyhow::Result<Vec<String>> {
-        let mut q = Query::new("SELECT id::text AS id FROM llm_models WHERE deleted_at IS NULL".into());
+        let mut q =
+            Query::new("SELECT id::text AS id FROM llm_models WHERE deleted_at IS NULL".into());
         q.and(" AND provider_id = ?::uuid", Some(provider_id))
             .push(" ORDER BY id")
             .push(self.for_update());

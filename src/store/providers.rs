@@ -78,7 +78,10 @@ impl Tx {
 
     /// The provider `id` as this transaction sees it: a change's "after".
     pub async fn provider_by_id(&mut self, id: &str) -> anyhow::Result<Option<JsonRow>> {
-        Ok(self.fetch_json(&by_id(id), PROVIDER_COLUMNS, &[]).await?.pop())
+        Ok(self
+            .fetch_json(&by_id(id), PROVIDER_COLUMNS, &[])
+            .await?
+            .pop())
     }
 
     /// A new provider of the API's from `values` (columns of `PROVIDER_COLUMNS`); its id.

@@ -50,7 +50,11 @@ impl Tx {
     }
 
     /// Creates or replaces the setting; one the config sync wrote is left alone.
-    pub async fn put_setting(&mut self, key: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+    pub async fn put_setting(
+        &mut self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> anyhow::Result<()> {
         self.execute(
             "INSERT INTO system_settings (id, key, value, updated_at)
              VALUES ($1::uuid, $2, $3::jsonb, $4::timestamptz)

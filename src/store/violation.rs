@@ -45,7 +45,11 @@ const UNIQUE_RULES: [(&str, &str, Violation); 4] = [
         "llm_models.provider_id",
         Violation::SecondDefault,
     ),
-    ("projects_name_key", "projects.name", Violation::ProjectNameTaken),
+    (
+        "projects_name_key",
+        "projects.name",
+        Violation::ProjectNameTaken,
+    ),
 ];
 
 /// Trigger refusals, by the message the migrations raise.
