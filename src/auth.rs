@@ -1,11 +1,16 @@
-//! Who is calling: a gateway key (`tg-...`, stored as its SHA-256), the master key, or nobody
-//! (allowed only when `auth.require_api_key = false`).
+//! Who is calling: a gateway key (`tg-...`, stored as its SHA-256), the master key, a JWT
+//! (`jwt`), or nobody (allowed only when `auth.require_api_key = false`, and never for the
+//! admin API). What each caller may do is the router's to check, by the caller's `Role`.
 //!
 //! Keys are looked up once and then served from a moka cache for `key_cache_ttl_secs`, so the
 //! request path does not touch the database; a revoked key stops working within that time.
 //! Anyone can present a key, so what a presented key can make the gateway hold is bounded: a
 //! key longer than `MAX_KEY_BYTES` is refused unread, and the cache holds SHA-256 digests (not
 //! the keys) within `KEY_CACHE_BYTES`.
+
+mod jwt;
+
+pub use jwt::{looks_like_jwt, sign as sign_jwt, Claims};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +19,9 @@ use http::HeaderMap;
 use moka::future::Cache;
 use rand::Rng;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-use crate::config::MAX_KEY_BYTES;
+use crate::config::{AuthConfig, MAX_KEY_BYTES};
 use crate::error::GatewayError;
 use crate::limits::budget::{nanos_floor, Budget, Budgets, Scope};
 use crate::store::{ApiKeyRow, Db};
@@ -29,6 +35,9 @@ pub enum Role {
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Who it is, for the audit log: a key's name and prefix, `master key`, or a JWT's
+    /// `sub`. Empty for an anonymous caller.
+    pub principal: String,
     pub key_id: Option<String>,
     pub project_id: Option<String>,
     pub project_name: String,
@@ -53,6 +62,7 @@ impl Caller {
 impl Caller {
     fn anonymous() -> Caller {
         Caller {
+            principal: String::new(),
             key_id: None,
             project_id: None,
             project_name: String::new(),
@@ -78,6 +88,20 @@ pub struct Authenticator {
     /// SHA-256 of the presented key -> its caller, or None for "no such key" (cached too, so
     /// a client retrying with a wrong key does not reach the database each time).
     cache: Cache<KeyDigest, Option<Arc<Caller>>>,
+    jwt: Option<jwt::JwtVerifier>,
+    /// A JWT's `project` name -> the project's id (None: no such project). Only names signed
+    /// with the secret get here, so the cache is small; bounded anyway.
+    projects: Cache<String, Option<String>>,
+}
+
+/// What a presented credential turned out to be.
+enum Identified {
+    Caller(Arc<Caller>),
+    NoKey,
+    TooLong,
+    UnknownKey,
+    /// A JWT that was refused, and why.
+    BadJwt(String),
 }
 
 fn digest(key: &str) -> KeyDigest {
@@ -138,6 +162,7 @@ fn caller_from_row(row: &ApiKeyRow) -> Option<Caller> {
         return None;
     }
     Some(Caller {
+        principal: format!("key {} ({}...)", row.name, row.key_prefix),
         key_id: Some(row.id.clone()),
         project_id: row.project_id.clone(),
         project_name: row.project_name.clone().unwrap_or_default(),
@@ -184,50 +209,88 @@ fn budgets_of(row: &ApiKeyRow) -> Budgets {
 }
 
 impl Authenticator {
-    pub fn new(db: Db, require_api_key: bool, master_key: Option<&str>, ttl: Duration) -> Self {
+    pub fn new(db: Db, config: &AuthConfig) -> Self {
+        let ttl = Duration::from_secs(config.key_cache_ttl_secs);
+        let jwt_secret = config.jwt_secret.as_ref().or(config.master_key.as_ref());
         Authenticator {
             db,
-            require_api_key,
-            master_key_digest: master_key.map(digest),
+            require_api_key: config.require_api_key,
+            master_key_digest: config.master_key.as_deref().map(digest),
             cache: Cache::builder()
                 .max_capacity(KEY_CACHE_BYTES)
                 .weigher(entry_weight)
                 .time_to_live(ttl)
                 .build(),
+            jwt: jwt_secret.map(|s| jwt::JwtVerifier::new(s)),
+            projects: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
+    /// The caller of an API request: anyone with a valid credential, and on an open gateway
+    /// anyone at all.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, GatewayError> {
+        let refused = match self.identify(headers).await? {
+            Identified::Caller(caller) => return Ok(caller),
+            // An open gateway accepts whatever placeholder key an SDK insists on sending.
+            _ if !self.require_api_key => return Ok(Arc::new(Caller::anonymous())),
+            refused => refused,
+        };
+        Err(match refused {
+            // No `code`, as OpenAI answers a request without a key.
+            Identified::NoKey => GatewayError::new(
+                http::StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "You didn't provide an API key. Send it as `Authorization: Bearer tg-...`.",
+            ),
+            other => refusal(other),
+        })
+    }
+
+    /// The caller of an admin request: a valid credential always, whatever
+    /// `require_api_key` says. Its role is the router's to check.
+    pub async fn authenticate_admin(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Caller>, GatewayError> {
+        match self.identify(headers).await? {
+            Identified::Caller(caller) => Ok(caller),
+            Identified::NoKey => Err(GatewayError::unauthorized(
+                "The admin API needs `Authorization: Bearer <key>` with the master key, an admin key or an admin JWT.",
+            )),
+            other => Err(refusal(other)),
+        }
+    }
+
+    async fn identify(&self, headers: &HeaderMap) -> Result<Identified, GatewayError> {
         let Some(key) = presented_key(headers) else {
-            return if self.require_api_key {
-                // No `code`, as OpenAI answers a request without a key.
-                Err(GatewayError::new(
-                    http::StatusCode::UNAUTHORIZED,
-                    "invalid_request_error",
-                    "You didn't provide an API key. Send it as `Authorization: Bearer tg-...`.",
-                ))
-            } else {
-                Ok(Arc::new(Caller::anonymous()))
-            };
+            return Ok(Identified::NoKey);
         };
         if key.len() > MAX_KEY_BYTES {
             // No key is this long: refused like a wrong key, without hashing it.
-            return if self.require_api_key {
-                Err(GatewayError::unauthorized(format!(
-                    "The API key provided is longer than {MAX_KEY_BYTES} bytes; no key is that long. Gateway keys look like `tg-` and 64 hex digits."
-                )))
-            } else {
-                Ok(Arc::new(Caller::anonymous()))
+            return Ok(Identified::TooLong);
+        }
+        if let (Some(verifier), true) = (&self.jwt, looks_like_jwt(key)) {
+            return match verifier.verify(key) {
+                Ok(claims) => self.jwt_caller(claims).await,
+                Err(why) => Ok(Identified::BadJwt(why)),
             };
         }
-        let digest = digest(key);
+        let found = self.lookup_key(digest(key)).await?;
+        Ok(found.map_or(Identified::UnknownKey, Identified::Caller))
+    }
+
+    /// The caller of a key (or the master key), from the cache or the database.
+    async fn lookup_key(&self, digest: KeyDigest) -> Result<Option<Arc<Caller>>, GatewayError> {
         let db = self.db.clone();
         let master = self.master_key_digest;
-        let found = self
-            .cache
+        self.cache
             .try_get_with(digest, async move {
-                if master == Some(digest) {
+                if master.is_some_and(|m| bool::from(m.ct_eq(&digest))) {
                     return Ok(Some(Arc::new(Caller {
+                        principal: "master key".into(),
                         role: Role::Admin,
                         ..Caller::anonymous()
                     })));
@@ -236,21 +299,54 @@ impl Authenticator {
                 Ok::<_, anyhow::Error>(row.as_ref().and_then(caller_from_row).map(Arc::new))
             })
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "gateway key lookup failed");
-                GatewayError::unavailable(
-                    "The gateway cannot check API keys right now; try again shortly.",
-                )
-            })?;
-        match found {
-            Some(caller) => Ok(caller),
-            // An open gateway accepts whatever placeholder key an SDK insists on sending.
-            None if !self.require_api_key => Ok(Arc::new(Caller::anonymous())),
-            None => Err(GatewayError::unauthorized(
-                "Incorrect API key provided. Keys are created with `tollgate keys create`.",
-            )),
-        }
+            .map_err(unavailable)
     }
+
+    /// A JWT's caller; its project, when it names one, must exist.
+    async fn jwt_caller(&self, claims: Claims) -> Result<Identified, GatewayError> {
+        let role = claims.role().unwrap_or(Role::User);
+        let mut caller = Caller {
+            principal: format!("jwt {}", claims.sub),
+            role,
+            ..Caller::anonymous()
+        };
+        if let Some(project) = claims.project {
+            let db = self.db.clone();
+            let name = project.clone();
+            let id = self
+                .projects
+                .try_get_with(project.clone(), async move { db.project_id(&name).await })
+                .await
+                .map_err(unavailable)?;
+            let Some(id) = id else {
+                return Ok(Identified::BadJwt(format!(
+                    "the JWT's project `{}` does not exist",
+                    project.chars().take(64).collect::<String>()
+                )));
+            };
+            caller.project_id = Some(id);
+            caller.project_name = project;
+        }
+        Ok(Identified::Caller(Arc::new(caller)))
+    }
+}
+
+/// The 401 of a credential that was presented but is not good.
+fn refusal(identified: Identified) -> GatewayError {
+    match identified {
+        Identified::TooLong => GatewayError::unauthorized(format!(
+            "The API key provided is longer than {MAX_KEY_BYTES} bytes; no key is that long. Gateway keys look like `tg-` and 64 hex digits."
+        )),
+        Identified::BadJwt(why) => GatewayError::unauthorized(format!("Invalid token: {why}.")),
+        _ => GatewayError::unauthorized(
+            "Incorrect API key provided. Keys are created with `tollgate keys create`.",
+        ),
+    }
+}
+
+fn unavailable(e: Arc<anyhow::Error>) -> GatewayError {
+    tracing::error!(error = %e, "gateway key lookup failed");
+    GatewayError::unavailable("The gateway cannot check API keys right now; try again shortly.")
 }
 
 #[cfg(test)]
@@ -283,7 +379,12 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
         let db = Db::connect(&url, 1).await.unwrap();
         db.migrate().await.unwrap();
-        Authenticator::new(db, require_api_key, None, Duration::from_secs(60))
+        let config = AuthConfig {
+            require_api_key,
+            key_cache_ttl_secs: 60,
+            ..AuthConfig::default()
+        };
+        Authenticator::new(db, &config)
     }
 
     fn bearer(key: &str) -> HeaderMap {

@@ -5,9 +5,11 @@
 //! `metering` (usage records, costs, metrics); `store` (the database and the usage writer);
 //! `registry` (the snapshot of providers and models) and `auth`; the `providers`' wire-format
 //! translations (one `Adapter` per provider API); `mock`, the fake model behind
-//! `api = "mock"` and `tollgate mock-upstream`; and on top `proxy`, the data plane, whose
-//! request path is `proxy::handler`, phase by phase.
+//! `api = "mock"` and `tollgate mock-upstream`; `proxy`, the data plane, whose request path is
+//! `proxy::handler`, phase by phase; `admin`, the admin API's handlers; and on top `server`,
+//! the application shell: start-up, listeners, the router and its role checks, reloads.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -18,5 +20,7 @@ pub mod mock;
 pub mod providers;
 pub mod proxy;
 pub mod registry;
+pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod upstream;

@@ -69,7 +69,7 @@ async fn try_start_on(
     db: &TestDb,
     listen: &str,
     settings: &str,
-) -> anyhow::Result<tollgate::proxy::Running> {
+) -> anyhow::Result<tollgate::server::Running> {
     let text = config_text(&db.url, db.dir(), MOCK).replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"{listen}\""),
@@ -78,7 +78,7 @@ async fn try_start_on(
     let path = db.dir().join("config.toml");
     std::fs::write(&path, text).unwrap();
     let loaded = tollgate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    tollgate::proxy::start(loaded).await
+    tollgate::server::start(loaded).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use syn::visit::Visit;
 /// others of its own layer nor any above.
 const LAYERS: &[&[&str]] = &[
     // what everything may use: errors, ids
-    &["error", "ids"],
+    &["error", "ids", "secrets"],
     // the configuration's types
     &["config"],
     // limits and the upstream HTTP client, which know nothing of what they serve
@@ -30,6 +30,10 @@ const LAYERS: &[&[&str]] = &[
     &["mock"],
     // the data plane
     &["proxy"],
+    // the admin API's handlers, on the data plane's state
+    &["admin"],
+    // the application shell: start-up, listeners, router and role checks, reloads
+    &["server"],
 ];
 
 /// One `crate::` path: where it is, and the top-level module it names.

@@ -118,9 +118,9 @@ async fn anthropic_gemini_and_azure_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     let loaded = Config::from_str_at(&config(mock_addr, &dir.path().join("t.db")), &path).unwrap();
-    let running = tollgate::proxy::start(loaded).await.unwrap();
+    let running = tollgate::server::start(loaded).await.unwrap();
     let gw = running.addr;
-    let gateway = running.gateway.clone();
+    let gateway = running.app.gateway.clone();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     // Anthropic, whole answer: OpenAI shape out, Anthropic headers and body upstream.

@@ -47,7 +47,7 @@ async fn turning_keys_on_and_limits_down_applies_at_once() {
         t.replace("require_api_key = false", "require_api_key = true")
             .replace("max_body_bytes = 65536", "max_body_bytes = 300")
     });
-    let report = gw.running.gateway.reload().await.unwrap();
+    let report = gw.running.app.reload().await.unwrap();
     assert_eq!(
         report.applied,
         ["auth.require_api_key", "server.max_body_bytes"]
@@ -87,7 +87,7 @@ async fn turning_keys_off_brings_the_open_gateways_host_checks() {
     rewrite(&gw, |t| {
         t.replace("require_api_key = true", "require_api_key = false")
     });
-    let report = gw.running.gateway.reload().await.unwrap();
+    let report = gw.running.app.reload().await.unwrap();
     assert_eq!(report.applied, ["auth.require_api_key"]);
     let r = post(&url, &chat("chat"), &foreign).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
@@ -105,7 +105,7 @@ async fn settings_that_need_a_restart_are_named_until_it_happens() {
             .replace("shutdown_grace_secs = 2", "shutdown_grace_secs = 3")
             .replace("request_timeout_secs = 5", "request_timeout_secs = 7")
     });
-    let report = gw.running.gateway.reload().await.unwrap();
+    let report = gw.running.app.reload().await.unwrap();
     assert_eq!(report.applied, ["server.request_timeout_secs"]);
     assert_eq!(
         report.restart_required,
@@ -113,7 +113,7 @@ async fn settings_that_need_a_restart_are_named_until_it_happens() {
     );
     assert_eq!(report.deployments, 1);
     // still pending at the next reload; nothing new to apply
-    let again = gw.running.gateway.reload().await.unwrap();
+    let again = gw.running.app.reload().await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
     assert_eq!(again.restart_required, report.restart_required);
 
@@ -142,7 +142,7 @@ async fn a_file_that_would_leave_nothing_serving_is_refused() {
         ("every provider disabled", head.clone() + &disabled),
     ] {
         std::fs::write(&gw.config_path, text).unwrap();
-        let err = gw.running.gateway.reload().await.unwrap_err();
+        let err = gw.running.app.reload().await.unwrap_err();
         assert!(
             err.to_string().contains("no [[models]] entry would serve"),
             "{what}: {err:#}"
@@ -190,7 +190,7 @@ async fn config_sync_and_reload_follow_the_file(backend: Backend) {
     let new_models = "[[models]]\nname = \"a\"\nprovider = \"up\"\nmodel_id = \"a1\"\ncost_input_per_million = \"5\"\n[[models]]\nname = \"c\"\nprovider = \"up\"\nmodel_id = \"c1\"\nis_default = true\n";
     let head = &text[..text.find("[[models]]").unwrap()];
     std::fs::write(&gw.config_path, format!("{head}{new_models}")).unwrap();
-    gw.running.gateway.reload().await.unwrap();
+    gw.running.app.reload().await.unwrap();
     assert_eq!(
         post(&url, &chat("b"), &[]).await.status,
         StatusCode::NOT_FOUND,
@@ -205,13 +205,13 @@ async fn config_sync_and_reload_follow_the_file(backend: Backend) {
         )
         .await
         .unwrap();
-    gw.running.gateway.reload().await.unwrap();
+    gw.running.app.reload().await.unwrap();
     let r = post(&url, &chat("infra_model_summarization"), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
     // a broken file is refused and the registry keeps serving
     std::fs::write(&gw.config_path, "[[models]]\nname = \n").unwrap();
-    assert!(gw.running.gateway.reload().await.is_err());
+    assert!(gw.running.app.reload().await.is_err());
     assert_eq!(post(&url, &chat("c"), &[]).await.status, StatusCode::OK);
     let metrics = get(&format!("{}/metrics", gw.base), &[]).await.text();
     assert_eq!(

@@ -158,7 +158,7 @@ async fn capability_flags_left_unset_never_refuse(backend: Backend) {
         )
         .await
         .unwrap();
-    gw.running.gateway.reload().await.unwrap();
+    gw.running.app.reload().await.unwrap();
     let r = post(&url, &image("seeded"), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     gw.running.stop().await;

@@ -164,7 +164,7 @@ async fn slots_come_back_when_clients_hang_up_mid_stream() {
     drop(client);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let snapshot = gw.running.gateway.registry.load();
+        let snapshot = gw.running.app.gateway.registry.load();
         let in_use = snapshot
             .providers
             .iter()

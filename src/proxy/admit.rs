@@ -1,7 +1,7 @@
-//! Read and admit: who is asking (authentication), the body read once within
-//! `max_body_bytes`, parsed once and checked, and what it needs of a model; whether the
-//! caller's key may use that model; once the deployments are chosen, the most the request can
-//! cost reserved in the key's and project's budgets, and the key's own limits.
+//! Read and admit: the body read once within `max_body_bytes`, parsed once and checked, and
+//! what it needs of a model; whether the caller's key may use that model; once the
+//! deployments are chosen, the most the request can cost reserved in the key's and project's
+//! budgets, and the key's own limits.
 
 use std::sync::{Arc, LazyLock};
 
@@ -21,7 +21,7 @@ use crate::providers::{Endpoint, JsonObject, Kind};
 use crate::registry::{Deployment, Needs};
 use crate::upstream::{read_limited, ReadError};
 
-/// Authenticates the caller and reads the request: the context every later phase works on.
+/// Reads the request of an authenticated caller: the context every later phase works on.
 pub async fn read<'m>(
     runtime: &Runtime,
     req: Request<Incoming>,
@@ -29,8 +29,6 @@ pub async fn read<'m>(
 ) -> Result<RequestCtx<'m>, GatewayError> {
     let deadline = tokio::time::Instant::now() + runtime.request_timeout;
     let (body_limit, max_response_bytes) = (runtime.max_body_bytes, runtime.max_response_bytes);
-    let caller = runtime.auth.authenticate(req.headers()).await?;
-    meter.caller = Some(caller);
     let body = read_body(req, body_limit, deadline).await?;
     check_fields(meter.endpoint, &body)?;
     meter.model_name = body.str("model").unwrap_or_default().into_owned();

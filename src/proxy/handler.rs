@@ -1,10 +1,10 @@
 //! The request path, top to bottom. An OpenAI API request goes through these phases in order,
 //! each a function with one job in its own file, all working on one [`RequestCtx`]:
 //!
-//! 1. read and admit (`admit::read`): the edge checks and the route are `handle`'s; then the
-//!    caller is authenticated, the body read once within `max_body_bytes`, parsed once and
-//!    checked, and what it needs of a model read from it; then whether the caller's key may
-//!    use the model it names (`admit::allowed_model`)
+//! 1. read and admit (`admit::read`): the edge checks, the route and the caller's
+//!    authentication are the router's (`crate::server`); here the body is read once within
+//!    `max_body_bytes`, parsed once and checked, and what it needs of a model read from it;
+//!    then whether the caller's key may use the model it names (`admit::allowed_model`)
 //! 2. choose (`choose::plan`): the deployments that fit, in the order the route's strategy
 //!    (or priority) says
 //! 3. admit the key: the most the request can cost reserved in its key's and project's
@@ -38,15 +38,15 @@
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::context::RequestCtx;
-use super::edge::{self, Port};
 use super::meter::RequestMeter;
 use super::outcome::Outcome;
-use super::respond::{self, error_response, ClientBody};
-use super::{admit, attempt, choose, ops, outcome, send, Gateway, Runtime};
+use super::respond::{self, ClientBody};
+use super::{admit, attempt, choose, outcome, send, Gateway, Runtime};
+use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::providers::{self, Endpoint};
 use crate::registry::Deployment;
@@ -54,15 +54,17 @@ use crate::registry::Deployment;
 /// A constant, so the name is checked at compile time rather than on every answer.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ClientBody> {
-    // One request reads one set of reloadable settings, whatever a reload does meanwhile.
-    let runtime = gw.runtime.load_full();
-    let endpoint = match route(&gw, &runtime, &req).await {
-        Ok(endpoint) => endpoint,
-        Err(answered) => return answered,
-    };
+/// An API request the router has authenticated: its phases, and its id on the answer.
+pub async fn handle(
+    gw: &Gateway,
+    runtime: &Runtime,
+    caller: Arc<Caller>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Response<ClientBody> {
     let mut meter = RequestMeter::new(request_id(&req), endpoint, gw.usage.clone());
-    let mut response = match proxy(&gw, &runtime, req, &mut meter).await {
+    meter.caller = Some(caller);
+    let mut response = match proxy(gw, runtime, req, &mut meter).await {
         Ok(resp) => resp,
         Err(e) => respond::error(&mut meter, &e),
     };
@@ -116,44 +118,6 @@ async fn forward(
     }
     let passed_over = std::mem::take(&mut ctx.passed_over);
     Err(passed_over.into_error(&ctx.meter.model_name, plan.len()))
-}
-
-/// The edge checks, then the endpoint of an API request; any other request is answered here.
-async fn route(
-    gw: &Gateway,
-    runtime: &Runtime,
-    req: &Request<Incoming>,
-) -> Result<Endpoint, Response<ClientBody>> {
-    let refused = |e: GatewayError| {
-        gw.usage.refused(e.status.as_u16(), Some(e.error_type()));
-        error_response(&e)
-    };
-    runtime.edge.admit(req, Port::Main).map_err(refused)?;
-    let path = req.uri().path();
-    let endpoint = match (req.method(), path) {
-        (&Method::POST, "/v1/chat/completions" | "/chat/completions") => Endpoint::ChatCompletions,
-        (&Method::POST, "/v1/completions" | "/completions") => Endpoint::Completions,
-        (&Method::POST, "/v1/embeddings" | "/embeddings") => Endpoint::Embeddings,
-        (&Method::GET, "/healthz") => return Err(ops::healthz()),
-        (&Method::GET, "/readyz") => return Err(ops::readyz(gw).await),
-        (&Method::GET, "/metrics") if runtime.edge.metrics_on_main_port => {
-            return Err(ops::metrics(runtime, gw, req))
-        }
-        (&Method::GET, "/v1/models" | "/models") => {
-            return Err(ops::list_models(gw, runtime, req, None).await)
-        }
-        (&Method::GET, p) if p.starts_with("/v1/models/") => {
-            let id = p["/v1/models/".len()..].to_owned();
-            return Err(ops::list_models(gw, runtime, req, Some(id)).await);
-        }
-        (method, _) => {
-            return Err(error_response(&GatewayError::not_found(format!(
-                "Unknown request URL: {method} {path}."
-            ))))
-        }
-    };
-    edge::json_content_type(req.headers()).map_err(refused)?;
-    Ok(endpoint)
 }
 
 /// The client's `x-request-id` when it sent a usable one, else a new id.

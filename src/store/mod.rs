@@ -1,5 +1,6 @@
-//! The database: one pool, PostgreSQL or SQLite, the queries per table, and the usage writer
-//! that batches the request path's usage rows into it (`writer`).
+//! The database: one pool, PostgreSQL or SQLite, the queries per table, the usage writer
+//! that batches the request path's usage rows into it (`writer`), the usage reports read from
+//! the hourly roll-up (`report`, `report_params`) and the usage retention (`retention`).
 //!
 //! Every statement is written once, in PostgreSQL syntax with `$N` parameters and explicit
 //! casts (`$1::uuid`). For SQLite the casts are dropped and `$N` becomes `?N`, which SQLite
@@ -10,6 +11,9 @@
 mod keys;
 mod projects;
 mod registry;
+mod report;
+mod report_params;
+mod retention;
 mod spend;
 mod usage;
 mod writer;
@@ -17,7 +21,10 @@ mod writer;
 pub use keys::{ApiKeyRow, ApiKeyUpdate, NewApiKey};
 pub use projects::{NewProject, ProjectRow, ProjectUpdate};
 pub use registry::{ModelRow, ProviderRow, RegistryRows, SyncReport};
-pub use usage::{refuses_rows, UsageReportRow, UsageTotals};
+pub use report::{GroupBy, Period, UsageFilters, UsageQuery, UsageReport, UsageRow, UsageTotals};
+pub use report_params::{ParamError, DEFAULT_LIMIT, MAX_LIMIT};
+pub use retention::{retention_cutoff, run_usage_retention, RetentionOutcome};
+pub use usage::refuses_rows;
 pub use writer::{usage_pipeline, UsageSink, UsageWriter};
 
 use std::borrow::Cow;

@@ -79,6 +79,17 @@ impl Db {
         rows.first().context("project vanished")?.text("id")
     }
 
+    /// The id of the project with this name, if there is one.
+    pub async fn project_id(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let rows = self
+            .fetch_all(
+                "SELECT id::text AS id FROM projects WHERE name = $1",
+                &[name.into()],
+            )
+            .await?;
+        rows.first().map(|r| r.text("id")).transpose()
+    }
+
     /// The project with this id or name.
     pub async fn get_project(&self, id_or_name: &str) -> anyhow::Result<Option<ProjectRow>> {
         let sql =

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tollgate::config::Config;
 use tollgate::mock::MockUpstream;
-use tollgate::proxy::Running;
+use tollgate::server::Running;
 use tollgate::store::Db;
 
 /// Where the tests find PostgreSQL (a server reachable as a superuser, trust auth).
@@ -160,7 +160,7 @@ pub async fn start_gateway_with(
     let path = db.dir().join("config.toml");
     std::fs::write(&path, &text).unwrap();
     let loaded = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let running = tollgate::proxy::start(loaded).await.unwrap();
+    let running = tollgate::server::start(loaded).await.unwrap();
     let base = format!("http://{}", running.addr);
     TestGateway {
         running,

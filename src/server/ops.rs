@@ -6,19 +6,20 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::edge::Port;
-use super::respond::{error_response, json_response, text_response, ClientBody};
-use super::{Gateway, Runtime};
+use super::edge::{Edge, Port};
+use super::App;
+use crate::auth::Caller;
 use crate::error::GatewayError;
+use crate::proxy::{error_response, json_response, text_response, ClientBody, Gateway};
 
 /// The only endpoint of `[server] metrics_listen`.
-pub async fn serve_metrics(gw: Arc<Gateway>, req: Request<Incoming>) -> Response {
-    let runtime = gw.runtime.load();
-    if let Err(e) = runtime.edge.admit(&req, Port::Metrics) {
+pub async fn serve_metrics(app: Arc<App>, req: Request<Incoming>) -> Response {
+    let edge = app.edge.load();
+    if let Err(e) = edge.admit(&req, Port::Metrics) {
         return error_response(&e);
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => metrics(&runtime, &gw, &req),
+        (&Method::GET, "/metrics") => metrics(&edge, &app.gateway, &req),
         (method, path) => error_response(&GatewayError::not_found(format!(
             "Unknown request URL: {method} {path}."
         ))),
@@ -31,8 +32,8 @@ pub fn healthz() -> Response {
     json_response(StatusCode::OK, json!({"status": "ok"}))
 }
 
-pub fn metrics(runtime: &Runtime, gw: &Gateway, req: &Request<Incoming>) -> Response {
-    match runtime.edge.metrics_allowed(req.headers()) {
+pub fn metrics(edge: &Edge, gw: &Gateway, req: &Request<Incoming>) -> Response {
+    match edge.metrics_allowed(req.headers()) {
         Ok(()) => text_response(gw.metrics.render(), "text/plain; version=0.0.4"),
         Err(e) => error_response(&e),
     }
@@ -49,16 +50,8 @@ pub async fn readyz(gw: &Gateway) -> Response {
     json_response(status, json!({"database": db, "deployments": models}))
 }
 
-pub async fn list_models(
-    gw: &Gateway,
-    runtime: &Runtime,
-    req: &Request<Incoming>,
-    id: Option<String>,
-) -> Response {
-    let caller = match runtime.auth.authenticate(req.headers()).await {
-        Ok(caller) => caller,
-        Err(e) => return error_response(&e),
-    };
+/// `GET /v1/models` and `GET /v1/models/{id}`: a key limited to some models sees only those.
+pub fn list_models(gw: &Gateway, caller: &Caller, id: Option<&str>) -> Response {
     let snapshot = gw.registry.load();
     let entry = |m: &crate::registry::ListedModel| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by});
     match id {
@@ -78,13 +71,13 @@ pub async fn list_models(
             json_response(StatusCode::OK, json!({"object": "list", "data": data}))
         }
         // As OpenAI answers for a model the key has no access to.
-        Some(id) if !caller.may_use(&id) => error_response(&GatewayError::model_not_found(&id)),
-        Some(id) => match snapshot.listed_model(&id) {
+        Some(id) if !caller.may_use(id) => error_response(&GatewayError::model_not_found(id)),
+        Some(id) => match snapshot.listed_model(id) {
             Some(m) => json_response(StatusCode::OK, entry(m)),
-            None => match snapshot.resolve(&id) {
+            None => match snapshot.resolve(id) {
                 // provider/model_id is not listed but can be asked about
-                Some(resolved) => json_response(StatusCode::OK, unlisted(&id, resolved)),
-                None => error_response(&GatewayError::model_not_found(&id)),
+                Some(resolved) => json_response(StatusCode::OK, unlisted(id, resolved)),
+                None => error_response(&GatewayError::model_not_found(id)),
             },
         },
     }

@@ -22,8 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::{ClientBody, Gateway};
+use super::App;
 use crate::error::BoxError;
+use crate::proxy::ClientBody;
 
 /// How many connections one listener takes, and how long one may stay without a request.
 #[derive(Debug, Clone, Copy)]
@@ -37,13 +38,13 @@ pub struct ConnLimits {
 /// closes, rather than being accepted and refused: a burst is served late, not failed.
 pub async fn serve<H, F>(
     listener: TcpListener,
-    gateway: Arc<Gateway>,
+    app: Arc<App>,
     handler: H,
     limits: ConnLimits,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
-    H: Fn(Arc<Gateway>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
+    H: Fn(Arc<App>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
     F: Future<Output = Response<ClientBody>> + Send + 'static,
 {
     let builder = Arc::new(builder(limits.idle));
@@ -72,7 +73,7 @@ pub async fn serve<H, F>(
             stop: stop.clone(),
             _slot: slot,
         };
-        tokio::spawn(conn.serve(builder.clone(), gateway.clone(), handler));
+        tokio::spawn(conn.serve(builder.clone(), app.clone(), handler));
     }
     drop(listener);
     // Every connection gives its slot back when it ends.
@@ -128,17 +129,17 @@ impl Connection {
     async fn serve<H, F>(
         mut self,
         builder: Arc<auto::Builder<TokioExecutor>>,
-        gateway: Arc<Gateway>,
+        app: Arc<App>,
         handler: H,
     ) where
-        H: Fn(Arc<Gateway>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
+        H: Fn(Arc<App>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
         F: Future<Output = Response<ClientBody>> + Send + 'static,
     {
         let activity = Arc::new(Activity::default());
         let requests = activity.clone();
         let service = service_fn(move |req| {
             let busy = requests.begin();
-            let answer = handler(gateway.clone(), req);
+            let answer = handler(app.clone(), req);
             async move {
                 let body = |body| Tracked { body, _busy: busy };
                 Ok::<_, Infallible>(answer.await.map(body))

@@ -1,0 +1,124 @@
+//! The admin routes that concern the running server rather than the registry's rows:
+//! `POST /admin/reload` and `GET /admin/config`. Every other `/admin/*` route is the admin
+//! API's (`crate::admin`); when one changes the registry, the new snapshot is built and put in
+//! service here, before the answer goes out, so the admin's next request already sees it.
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::App;
+use crate::auth::Caller;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::proxy::{error_response, json_response, ClientBody};
+
+type Response = http::Response<ClientBody>;
+
+/// An admin request (the router has checked the caller's role).
+pub async fn admin(app: &App, caller: &Caller, path: &str, req: Request<Incoming>) -> Response {
+    match (req.method(), path) {
+        (&Method::POST, "reload") => reload(app, caller).await,
+        (&Method::GET, "config") => config(app).await,
+        _ => {
+            let answer = crate::admin::handle(&app.gateway, caller, path, req).await;
+            if answer.registry_changed {
+                if let Err(e) = app.refresh_registry().await {
+                    tracing::error!("the registry changed but could not be reloaded: {e:#}");
+                }
+            }
+            answer.response
+        }
+    }
+}
+
+async fn reload(app: &App, caller: &Caller) -> Response {
+    tracing::info!(by = %caller.principal, "reload asked through the admin API");
+    match app.reload().await {
+        Ok(report) => json_response(
+            StatusCode::OK,
+            json!({
+                "reloaded": true,
+                "providers": report.sync.providers,
+                "models": report.sync.models,
+                "deactivated_models": report.sync.deactivated_models,
+                "deployments": report.deployments,
+                "applied": report.applied,
+                "restart_required": report.restart_required,
+            }),
+        ),
+        Err(e) => error_response(
+            &GatewayError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_error",
+                format!("The configuration was not reloaded; the running one keeps serving: {e:#}"),
+            )
+            .code("config_invalid"),
+        ),
+    }
+}
+
+/// The settings in effect (the last config applied), secrets redacted.
+async fn config(app: &App) -> Response {
+    let applied = app.reloader.applied.lock().await;
+    json_response(
+        StatusCode::OK,
+        json!({
+            "file": app.reloader.config_path.display().to_string(),
+            "settings": redacted(settings_of(&applied)),
+            "providers_in_file": applied.providers.iter().map(|p| &p.get_ref().name).collect::<Vec<_>>(),
+            "models_in_file": applied.models.len(),
+            "routes_in_file": applied.routes.iter().map(|r| &r.get_ref().name).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+fn settings_of(c: &Config) -> Value {
+    json!({
+        "server": c.server, "database": c.database, "redis": c.redis, "auth": c.auth,
+        "usage": c.usage, "circuit_breaker": c.circuit_breaker,
+    })
+}
+
+/// Fields that hold a secret: shown only as set or not.
+const SECRET_FIELDS: [&str; 4] = ["master_key", "jwt_secret", "metrics_token", "api_key"];
+
+/// The value with every secret replaced by `"[redacted]"` and every URL's password removed.
+fn redacted(mut value: Value) -> Value {
+    match &mut value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                *v = match (k.as_str(), &*v) {
+                    (_, Value::Null) => Value::Null,
+                    (k, _) if SECRET_FIELDS.contains(&k) => Value::from("[redacted]"),
+                    ("url", Value::String(u)) => Value::from(crate::store::redact_url(u)),
+                    _ => redacted(v.take()),
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| *v = redacted(v.take())),
+        _ => {}
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_url_passwords_are_redacted() {
+        let text = "[auth]\nmaster_key = \"mk-secret\"\njwt_secret = \"jwt-secret\"\n\
+                    [server]\nmetrics_token = \"mt-secret-0123456789\"\n\
+                    [database]\nurl = \"postgres://u:pw-secret@db/x\"\n";
+        let config = Config::from_str_at(text, std::path::Path::new("t.toml"))
+            .unwrap()
+            .config;
+        let shown = redacted(settings_of(&config)).to_string();
+        for secret in ["mk-secret", "jwt-secret", "mt-secret", "pw-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("\"master_key\":\"[redacted]\""), "{shown}");
+        assert!(shown.contains("postgres://***@db/x"), "{shown}");
+    }
+}

@@ -1,0 +1,175 @@
+//! The router: method and path to a route, and each route to the access it needs. Callers
+//! are authenticated and their role checked here, once, so no handler repeats it and a new
+//! route cannot forget it: its `Access` is part of the table.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::edge::{self, Port};
+use super::{control, ops, App};
+use crate::auth::{Caller, Role};
+use crate::error::GatewayError;
+use crate::providers::Endpoint;
+use crate::proxy::{self, error_response, ClientBody, Runtime};
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The OpenAI API: the data plane.
+    Api(Endpoint),
+    /// `GET /v1/models`, or one model by id.
+    Models(Option<String>),
+    Healthz,
+    Readyz,
+    Metrics,
+    /// `/admin/...`: the rest of the path after `/admin/`.
+    Admin(String),
+    NotFound,
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who reaches the port (health checks; `/metrics` has its own token).
+    Anyone,
+    /// Any authenticated caller, or anyone on an open gateway (`require_api_key = false`).
+    Caller,
+    /// The master key, an admin key or an admin JWT; never an anonymous caller.
+    Admin,
+}
+
+impl Route {
+    pub fn of(method: &Method, path: &str) -> Route {
+        match (method, path) {
+            (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
+                Route::Api(Endpoint::ChatCompletions)
+            }
+            (&Method::POST, "/v1/completions" | "/completions") => {
+                Route::Api(Endpoint::Completions)
+            }
+            (&Method::POST, "/v1/embeddings" | "/embeddings") => Route::Api(Endpoint::Embeddings),
+            (&Method::GET, "/v1/models" | "/models") => Route::Models(None),
+            (&Method::GET, p) if p.starts_with("/v1/models/") => {
+                Route::Models(Some(p["/v1/models/".len()..].to_owned()))
+            }
+            (&Method::GET, "/healthz") => Route::Healthz,
+            (&Method::GET, "/readyz") => Route::Readyz,
+            (&Method::GET, "/metrics") => Route::Metrics,
+            (_, p) if p == "/admin" || p.starts_with("/admin/") => {
+                Route::Admin(p.trim_start_matches("/admin").trim_matches('/').to_owned())
+            }
+            _ => Route::NotFound,
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        match self {
+            Route::Api(_) | Route::Models(_) => Access::Caller,
+            Route::Admin(_) => Access::Admin,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => Access::Anyone,
+        }
+    }
+}
+
+/// Every request on the main address: the edge checks, the route, the caller's access, then
+/// the route's handler.
+pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Response<ClientBody> {
+    let gw = &app.gateway;
+    // One request reads one set of reloadable settings, whatever a reload does meanwhile.
+    let runtime = gw.runtime.load_full();
+    let refused = |e: GatewayError| {
+        gw.usage.refused(e.status.as_u16(), Some(e.error_type()));
+        error_response(&e)
+    };
+    if let Err(e) = app.edge.load().admit(&req, Port::Main) {
+        return refused(e);
+    }
+    let route = Route::of(req.method(), req.uri().path());
+    if let Route::Api(_) = route {
+        if let Err(e) = edge::json_content_type(req.headers()) {
+            return refused(e);
+        }
+    }
+    let caller = match authorize(&runtime, route.access(), &req).await {
+        Ok(caller) => caller,
+        Err(e) => return refused(e),
+    };
+    match (route, caller) {
+        (Route::Api(endpoint), Some(caller)) => {
+            proxy::handle(gw, &runtime, caller, endpoint, req).await
+        }
+        (Route::Models(id), Some(caller)) => ops::list_models(gw, &caller, id.as_deref()),
+        (Route::Admin(path), Some(caller)) => control::admin(&app, &caller, &path, req).await,
+        (Route::Healthz, _) => ops::healthz(),
+        (Route::Readyz, _) => ops::readyz(gw).await,
+        (Route::Metrics, _) if app.edge.load().metrics_on_main_port => {
+            ops::metrics(&app.edge.load(), gw, &req)
+        }
+        (_, _) => error_response(&GatewayError::not_found(format!(
+            "Unknown request URL: {} {}.",
+            req.method(),
+            req.uri().path()
+        ))),
+    }
+}
+
+/// The caller, when the route needs one and the caller may use it.
+async fn authorize(
+    runtime: &Runtime,
+    access: Access,
+    req: &Request<Incoming>,
+) -> Result<Option<Arc<Caller>>, GatewayError> {
+    match access {
+        Access::Anyone => Ok(None),
+        Access::Caller => runtime.auth.authenticate(req.headers()).await.map(Some),
+        Access::Admin => {
+            let caller = runtime.auth.authenticate_admin(req.headers()).await?;
+            if caller.role != Role::Admin {
+                return Err(GatewayError::new(
+                    http::StatusCode::FORBIDDEN,
+                    "permission_denied",
+                    "The admin API needs the master key, an admin key or an admin JWT; this key's role is `user`.",
+                ));
+            }
+            Ok(Some(caller))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_names_the_access_it_needs() {
+        let table = [
+            (Method::POST, "/v1/chat/completions", Access::Caller),
+            (Method::POST, "/chat/completions", Access::Caller),
+            (Method::POST, "/v1/embeddings", Access::Caller),
+            (Method::GET, "/v1/models", Access::Caller),
+            (Method::GET, "/v1/models/gpt-4o", Access::Caller),
+            (Method::GET, "/admin/providers", Access::Admin),
+            (Method::POST, "/admin/reload", Access::Admin),
+            (Method::DELETE, "/admin/models/x", Access::Admin),
+            (Method::GET, "/admin", Access::Admin),
+            (Method::GET, "/healthz", Access::Anyone),
+            (Method::GET, "/metrics", Access::Anyone),
+            (Method::GET, "/nothing", Access::Anyone),
+        ];
+        for (method, path, access) in table {
+            assert_eq!(Route::of(&method, path).access(), access, "{method} {path}");
+        }
+        // Not an admin route just because it starts with the letters.
+        assert_eq!(Route::of(&Method::GET, "/administrator"), Route::NotFound);
+        assert_eq!(
+            Route::of(&Method::GET, "/admin/models/m1/"),
+            Route::Admin("models/m1".into())
+        );
+        assert_eq!(
+            Route::of(&Method::GET, "/v1/chat/completions"),
+            Route::NotFound
+        );
+    }
+}
