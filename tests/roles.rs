@@ -11,16 +11,6 @@ use tollgate::auth::{sign_jwt, Claims};
 
 const MASTER: &str = "master-key-for-tests-0123456789";
 
-const MOCK: &str = r#"
-[[providers]]
-name = "local"
-api = "mock"
-
-[[models]]
-name = "echo"
-provider = "local"
-model_id = "echo-1"
-"#;
 
 fn jwt(role: &str, project: Option<&str>, exp_from_now: i64, secret: &str) -> String {
     let claims = Claims {
@@ -54,7 +44,7 @@ async fn each_role_reaches_what_it_may_and_no_more(backend: Backend) {
     let store = db.connect().await;
     store.migrate().await.unwrap();
     let (admin_key, user_key) = (key(&store, "admin").await, key(&store, "user").await);
-    let gw = start_gateway_with(&db, MOCK, |t| {
+    let gw = start_gateway_with(&db, MOCK_ECHO, |t| {
         t.replace(
             "require_api_key = false",
             &format!("require_api_key = true\nmaster_key = \"{MASTER}\""),
@@ -111,7 +101,7 @@ async fn each_role_reaches_what_it_may_and_no_more(backend: Backend) {
 
 async fn an_open_gateway_still_closes_the_admin_api(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let gw = start_gateway(&db, MOCK).await;
+    let gw = start_gateway(&db, MOCK_ECHO).await;
     let reply = get(&format!("{}/admin/config", gw.base), &[]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
     let reply = get(
