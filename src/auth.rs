@@ -18,13 +18,14 @@ use std::time::Duration;
 use http::HeaderMap;
 use moka::future::Cache;
 use rand::Rng;
+use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, MAX_KEY_BYTES};
 use crate::error::GatewayError;
-use crate::limits::budget::{nanos_floor, Budget, Budgets, Scope};
-use crate::store::{ApiKeyRow, Db};
+use crate::limits::budget::{nanos_floor, Budget, Budgets, Period, Scope};
+use crate::store::{ApiKeyRow, Db, ProjectRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -89,9 +90,9 @@ pub struct Authenticator {
     /// a client retrying with a wrong key does not reach the database each time).
     cache: Cache<KeyDigest, Option<Arc<Caller>>>,
     jwt: Option<jwt::JwtVerifier>,
-    /// A JWT's `project` name -> the project's id (None: no such project). Only names signed
+    /// A JWT's `project` name -> the project, with its budget (None: no such project). Only names signed
     /// with the secret get here, so the cache is small; bounded anyway.
-    projects: Cache<String, Option<String>>,
+    projects: Cache<String, Option<Arc<ProjectRow>>>,
 }
 
 /// What a presented credential turned out to be.
@@ -194,18 +195,22 @@ fn budgets_of(row: &ApiKeyRow) -> Budgets {
         limit: nanos_floor(usd),
         period: Default::default(),
     });
-    let project = row
-        .project_id
-        .as_deref()
-        .zip(row.project_budget_usd)
-        .map(|(id, usd)| Budget {
-            scope: Scope::Project,
-            id: id.into(),
-            label: format!("project `{}`", row.project_name.as_deref().unwrap_or(id)).into(),
-            limit: nanos_floor(usd),
-            period: row.project_budget_period,
-        });
+    let project = row.project_id.as_deref().and_then(|id| {
+        let name = row.project_name.as_deref().unwrap_or(id);
+        project_budget(id, name, row.project_budget_usd, row.project_budget_period)
+    });
     Budgets { key, project }
+}
+
+/// A project's budget, when it has one: shared by its keys and the JWTs that name it.
+fn project_budget(id: &str, name: &str, usd: Option<Decimal>, period: Period) -> Option<Budget> {
+    usd.map(|usd| Budget {
+        scope: Scope::Project,
+        id: id.into(),
+        label: format!("project `{name}`").into(),
+        limit: nanos_floor(usd),
+        period,
+    })
 }
 
 impl Authenticator {
@@ -313,18 +318,27 @@ impl Authenticator {
         if let Some(project) = claims.project {
             let db = self.db.clone();
             let name = project.clone();
-            let id = self
+            let found = self
                 .projects
-                .try_get_with(project.clone(), async move { db.project_id(&name).await })
+                .try_get_with(project.clone(), async move {
+                    Ok::<_, anyhow::Error>(db.get_project(&name).await?.map(Arc::new))
+                })
                 .await
                 .map_err(unavailable)?;
-            let Some(id) = id else {
+            let Some(found) = found else {
                 return Ok(Identified::BadJwt(format!(
                     "the JWT's project `{}` does not exist",
                     project.chars().take(64).collect::<String>()
                 )));
             };
-            caller.project_id = Some(id);
+            // The project's budget applies to the JWT's requests as to its keys'.
+            caller.budgets.project = project_budget(
+                &found.id,
+                &found.name,
+                found.budget_usd,
+                found.budget_period,
+            );
+            caller.project_id = Some(found.id.clone());
             caller.project_name = project;
         }
         Ok(Identified::Caller(Arc::new(caller)))

@@ -64,6 +64,21 @@ enum Command {
     },
     /// Usage and cost totals from the hourly roll-up.
     Usage(UsageArgs),
+    /// Sign a JWT (HS256, with `auth.jwt_secret` or else the master key) for a user or an
+    /// admin; the token is printed alone on the last line.
+    Token {
+        /// Who the token is for (the `sub` claim; the audit log names it).
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
+        role: String,
+        /// The project its requests belong to (and whose budget they spend).
+        #[arg(long)]
+        project: Option<String>,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
     /// A fake OpenAI-compatible server for tests, demos and benchmarks.
     MockUpstream {
         #[arg(long, default_value_t = 9000)]
@@ -347,10 +362,40 @@ async fn admin_command(loaded: &LoadedConfig, command: Command) -> anyhow::Resul
         Command::Keys { command } => keys_command(&open_db(loaded).await?, command).await,
         Command::Projects { command } => projects_command(&open_db(loaded).await?, command).await,
         Command::Usage(args) => usage_report(loaded, &args).await,
+        Command::Token {
+            sub,
+            role,
+            project,
+            ttl_secs,
+        } => sign_token(loaded, sub, role, project, ttl_secs),
         Command::Serve | Command::CheckConfig | Command::MockUpstream { .. } => {
             unreachable!("handled in run")
         }
     }
+}
+
+fn sign_token(
+    loaded: &LoadedConfig,
+    sub: String,
+    role: String,
+    project: Option<String>,
+    ttl_secs: u64,
+) -> anyhow::Result<()> {
+    let auth = &loaded.config.auth;
+    let Some(secret) = auth.jwt_secret.as_ref().or(auth.master_key.as_ref()) else {
+        anyhow::bail!(
+            "neither [auth] jwt_secret nor master_key is set: there is no secret to sign with"
+        );
+    };
+    let exp = chrono::Utc::now().timestamp().max(0) as u64 + ttl_secs;
+    let claims = tollgate::auth::Claims {
+        sub,
+        role,
+        project,
+        exp,
+    };
+    println!("{}", tollgate::auth::sign_jwt(&claims, secret));
+    Ok(())
 }
 
 async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {

@@ -71,6 +71,27 @@ fn keys_required(text: String) -> String {
     text.replace("require_api_key = false", "require_api_key = true")
 }
 
+/// The secret JWTs are signed with (the master key, with no `jwt_secret` set).
+const MASTER: &str = "master-key-for-budget-tests-0123";
+
+fn keys_and_jwts_required(text: String) -> String {
+    text.replace(
+        "require_api_key = false",
+        &format!("require_api_key = true\nmaster_key = \"{MASTER}\""),
+    )
+}
+
+/// A user's JWT naming `project`.
+fn user_jwt(project: &str) -> String {
+    let claims = tollgate::auth::Claims {
+        sub: "alice@example.com".into(),
+        role: "user".into(),
+        project: Some(project.into()),
+        exp: (Utc::now().timestamp() + 600) as u64,
+    };
+    tollgate::auth::sign_jwt(&claims, MASTER)
+}
+
 /// Creates a key and returns it (the secret) with its id.
 async fn create_key(store: &Db, new: NewApiKey) -> (String, String) {
     let (key, prefix, hash) = tollgate::auth::generate_key();
@@ -513,7 +534,7 @@ async fn a_project_budget_counts_its_keys_and_this_month_only(backend: Backend) 
         }
         keys.push(two);
     }
-    let gw = start_gateway_with(&db, &models(addr), keys_required).await;
+    let gw = start_gateway_with(&db, &models(addr), keys_and_jwts_required).await;
 
     // Monthly: 0.03 left this month, shared by both keys: one request, then none.
     let monthly = &keys[0];
@@ -528,6 +549,9 @@ async fn a_project_budget_counts_its_keys_and_this_month_only(backend: Backend) 
         message.contains("$0.036 of its $0.05 are spent this month"),
         "{message}"
     );
+    // A JWT naming the project spends from the same budget.
+    let r = ask(&gw.base, &user_jwt("monthly-team"), &chat("metered")).await;
+    assert_budget_exceeded(&r, "project `monthly-team`");
     // Total: last month's $100 counts.
     let r = ask(&gw.base, &keys[1][0], &chat("metered")).await;
     assert_budget_exceeded(&r, "project `lifetime-team`");
@@ -538,7 +562,7 @@ async fn a_project_budget_counts_its_keys_and_this_month_only(backend: Backend) 
             "tollgate_budget_exceeded_total",
             &[("scope", "project")]
         ),
-        Some(2.0)
+        Some(3.0)
     );
     gw.running.stop().await;
 }

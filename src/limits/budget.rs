@@ -283,15 +283,15 @@ impl Ledger {
             .collect();
         let limits: Vec<Nanos> = list.iter().map(|b| b.limit).collect();
         let mut known: Vec<Option<Nanos>> = vec![None; list.len()];
-        let member = format!("{}:{cost}", crate::ids::new_id());
+        let id = crate::ids::new_id();
         // Twice is enough: the second call has every account filled.
         for _ in 0..2 {
             let decision = limiter
-                .reserve_budget(&accounts, &limits, &known, cost, &member, ttl)
+                .reserve_budget(&accounts, &limits, &known, cost, &id, ttl)
                 .await?;
             match decision {
                 BudgetDecision::Reserved => {
-                    return Ok(Ok(Hold::shared(limiter.clone(), accounts, member, cost)))
+                    return Ok(Ok(Hold::shared(limiter.clone(), accounts, id, cost)))
                 }
                 BudgetDecision::Over { index, committed } => {
                     let scope = list[index].scope;
@@ -347,7 +347,8 @@ enum Place {
     Shared {
         limiter: SharedLimiter,
         accounts: Vec<String>,
-        member: String,
+        /// The reservation's id.
+        id: String,
     },
 }
 
@@ -366,13 +367,13 @@ impl Hold {
         }
     }
 
-    fn shared(limiter: SharedLimiter, accounts: Vec<String>, member: String, cost: Nanos) -> Hold {
+    fn shared(limiter: SharedLimiter, accounts: Vec<String>, id: String, cost: Nanos) -> Hold {
         Hold {
             cost,
             place: Place::Shared {
                 limiter,
                 accounts,
-                member,
+                id,
             },
             settled: false,
         }
@@ -401,16 +402,16 @@ impl Hold {
             Place::Shared {
                 limiter,
                 accounts,
-                member,
+                id,
             } => {
                 let (limiter, accounts) = (limiter.clone(), std::mem::take(accounts));
-                let (member, reserved) = (std::mem::take(member), self.cost);
+                let (id, reserved) = (std::mem::take(id), self.cost);
                 // Off the request path: nobody waits for bookkeeping. Without a runtime (the
                 // process is ending) the reservation expires in Redis by itself.
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move {
                         let settled = limiter
-                            .settle_budget(&accounts, &member, reserved, actual)
+                            .settle_budget(&accounts, &id, reserved, actual)
                             .await;
                         if let Err(e) = settled {
                             tracing::warn!(error = %e, "settling a shared budget reservation failed; it expires by itself");

@@ -1,7 +1,7 @@
 //! Read and admit: the body read once within `max_body_bytes`, parsed once and checked, and
-//! what it needs of a model; whether the caller's key may use that model; once the deployments
-//! are chosen, the most the request can cost reserved in the key's and project's budgets, and
-//! the key's own limits. Who is asking was settled by the router.
+//! what it needs of a model; whether the caller's key may use that model; once the
+//! deployments are chosen, the most the request can cost reserved in the key's and project's
+//! budgets, and the key's own limits.
 
 use std::sync::{Arc, LazyLock};
 

@@ -50,7 +50,7 @@ pub async fn readyz(gw: &Gateway) -> Response {
     json_response(status, json!({"database": db, "deployments": models}))
 }
 
-/// `GET /v1/models` and `GET /v1/models/{id}`: what the caller's key may use.
+/// `GET /v1/models` and `GET /v1/models/{id}`: a key limited to some models sees only those.
 pub fn list_models(gw: &Gateway, caller: &Caller, id: Option<&str>) -> Response {
     let snapshot = gw.registry.load();
     let entry = |m: &crate::registry::ListedModel| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by});
