@@ -16,7 +16,7 @@ use super::{internal, method_not_allowed, models, Ctx, Handled, Reply};
 use crate::config::{Api, ProviderTimeouts};
 use crate::error::GatewayError;
 use crate::secrets::{is_sealed, Sealer};
-use crate::store::{JsonRow, Tx};
+use crate::store::{JsonRow, Tx, KEY_IN_CONFIG};
 
 /// What GET shows for a sealed key, and what PATCH takes back as "keep it".
 const SEALED: &str = "[sealed]";
@@ -237,7 +237,7 @@ fn view(mut row: JsonRow) -> Value {
     let shown = match stored.as_ref().and_then(Value::as_str) {
         None => Value::Null,
         Some(r) if r.starts_with("env:") => Value::from(r),
-        Some("config") => Value::from(IN_CONFIG),
+        Some(KEY_IN_CONFIG) => Value::from(IN_CONFIG),
         Some(_) => Value::from(SEALED),
     };
     row.insert("api_key".into(), shown);
@@ -323,7 +323,7 @@ fn key_ref(
     }
     match (key, stored) {
         (SEALED, Some(s)) if is_sealed(s) => return Ok(Some(s.to_owned())),
-        (SEALED | IN_CONFIG | "config" | "", _) => {
+        (SEALED | IN_CONFIG | KEY_IN_CONFIG | "", _) => {
             return Err(bad(
                 "`api_key` must be the key itself, `env:NAME`, or null.",
             ))
