@@ -8,12 +8,14 @@
 //! and booleans only, and decimals always travel as exact decimal strings.
 
 mod keys;
+mod plan;
 mod registry;
 mod usage;
 mod version;
 mod writer;
 
 pub use keys::{ApiKeyRow, NewApiKey};
+pub use plan::{Change, PlannedChange};
 pub use registry::{
     ModelRow, ProviderRow, RegistryRows, SyncReport, KEY_IN_CONFIG, ROUTE_SETTING_PREFIX,
 };
@@ -221,6 +223,40 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    /// Opens one connection that cannot write: a SQLite file is neither created nor changed,
+    /// and a PostgreSQL session's transactions are read-only (for `check-config`).
+    pub async fn connect_read_only(url: &str) -> anyhow::Result<Db> {
+        let timeout = Duration::from_secs(3);
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| "invalid sqlite database url")?
+                .create_if_missing(false)
+                .read_only(true);
+            let file = opts.get_filename();
+            if file != std::path::Path::new(":memory:") && !file.exists() {
+                anyhow::bail!("{} does not exist yet", file.display());
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(timeout)
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open {}", redact_url(url)))?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let opts = PgConnectOptions::from_str(url)
+                .with_context(|| "invalid postgres database url")?
+                .options([("default_transaction_read_only", "on")]);
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(timeout)
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
