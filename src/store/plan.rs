@@ -157,6 +157,36 @@ fn removals(table: &'static str, mut names: Vec<String>) -> impl Iterator<Item =
     })
 }
 
+/// The config rows that are no longer in the file and that the sync would change (`live`:
+/// a provider still enabled, a model not yet inactive), by name.
+fn left_the_file(
+    table: &'static str,
+    rows: &HashMap<String, DbRow>,
+    in_file: &HashSet<String>,
+    live: impl Fn(&DbRow) -> anyhow::Result<bool>,
+) -> anyhow::Result<Vec<PlannedChange>> {
+    let mut names = Vec::new();
+    for (name, r) in rows {
+        if !in_file.contains(name) && r.text("managed_by")? == "config" && live(r)? {
+            names.push(name.clone());
+        }
+    }
+    Ok(removals(table, names).collect())
+}
+
+/// The rows `sql` returns, each under the name `name_of` gives it.
+async fn rows_by_name(
+    db: &Db,
+    sql: &str,
+    name_of: impl Fn(&DbRow) -> anyhow::Result<String>,
+) -> anyhow::Result<HashMap<String, DbRow>> {
+    db.fetch_all(sql, &[])
+        .await?
+        .into_iter()
+        .map(|r| Ok((name_of(&r)?, r)))
+        .collect()
+}
+
 fn change_of(changed: Vec<&'static str>) -> Option<Change> {
     (!changed.is_empty()).then_some(Change::Changed(changed))
 }
@@ -184,18 +214,12 @@ impl Db {
             "SELECT name, managed_by, api_key_ref, {} FROM llm_providers",
             as_text("", &PROVIDER_COLUMNS)
         );
-        let rows: HashMap<String, DbRow> = self
-            .fetch_all(&sql, &[])
-            .await?
-            .into_iter()
-            .map(|r| Ok((r.text("name")?, r)))
-            .collect::<anyhow::Result<_>>()?;
+        let rows = rows_by_name(self, &sql, |r| r.text("name")).await?;
         let mut plan = Vec::new();
         let mut in_file = HashSet::new();
         for p in config.providers.iter().map(|p| p.get_ref()) {
-            in_file.insert(p.name.as_str());
-            let row = rows.get(&p.name);
-            let change = match row {
+            in_file.insert(p.name.clone());
+            let change = match rows.get(&p.name) {
                 None => Some(Change::Added),
                 Some(r) if r.text("managed_by")? != "config" => Some(Change::Kept),
                 Some(r) => {
@@ -217,14 +241,13 @@ impl Db {
                 });
             }
         }
-        let mut removed = Vec::new();
-        for (name, r) in &rows {
-            let enabled = same(Bool, Some("true"), r.opt_text("is_enabled")?.as_deref());
-            if !in_file.contains(name.as_str()) && r.text("managed_by")? == "config" && enabled {
-                removed.push(name.clone());
-            }
-        }
-        plan.extend(removals("provider", removed));
+        plan.extend(left_the_file("provider", &rows, &in_file, |r| {
+            Ok(same(
+                Bool,
+                Some("true"),
+                r.opt_text("is_enabled")?.as_deref(),
+            ))
+        })?);
         Ok(plan)
     }
 
@@ -235,17 +258,10 @@ impl Db {
              FROM llm_models m JOIN llm_providers p ON p.id = m.provider_id",
             as_text("m.", &MODEL_COLUMNS)
         );
-        let rows: HashMap<String, DbRow> = self
-            .fetch_all(&sql, &[])
-            .await?
-            .into_iter()
-            .map(|r| {
-                Ok((
-                    format!("{}/{}", r.text("provider")?, r.text("model_id")?),
-                    r,
-                ))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let rows = rows_by_name(self, &sql, |r| {
+            Ok(format!("{}/{}", r.text("provider")?, r.text("model_id")?))
+        })
+        .await?;
         let mut plan = Vec::new();
         let mut in_file = HashSet::new();
         for (i, m) in config.models.iter().map(|m| m.get_ref()).enumerate() {
@@ -275,14 +291,9 @@ impl Db {
             }
             in_file.insert(name);
         }
-        let mut removed = Vec::new();
-        for (name, r) in &rows {
-            let active = r.opt_text("status")?.as_deref() != Some("inactive");
-            if !in_file.contains(name) && r.text("managed_by")? == "config" && active {
-                removed.push(name.clone());
-            }
-        }
-        plan.extend(removals("model", removed));
+        plan.extend(left_the_file("model", &rows, &in_file, |r| {
+            Ok(r.opt_text("status")?.as_deref() != Some("inactive"))
+        })?);
         Ok(plan)
     }
 
