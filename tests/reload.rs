@@ -17,6 +17,7 @@ use serde_json::json;
 
 on_both_databases!(
     config_sync_and_reload_follow_the_file,
+    routes_are_rows_the_file_writes_and_removes,
     models_follow_the_file_on_disk_under_streaming_load,
 );
 
@@ -268,6 +269,90 @@ async fn config_sync_and_reload_follow_the_file(backend: Backend) {
         .unwrap();
     assert_eq!(manual[0].text("managed_by").unwrap(), "api");
     assert!(manual[0].bool("is_enabled").unwrap());
+}
+
+/// `[[routes]]` are synced into `system_settings` as `route:<name>`, marked as the file's: a
+/// route that leaves the file leaves the database, and a route the admin API wrote is served
+/// and never touched by the file, even one with the same name.
+async fn routes_are_rows_the_file_writes_and_removes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let routes =
+        "[[routes]]\nname = \"smart\"\ntargets = [\"m/mock-chat\"]\nstrategy = \"cheapest\"\n\
+        [[routes]]\nname = \"manual\"\ntargets = [\"m/mock-chat\"]\n";
+    let gw = start_gateway(&db, &format!("{MODEL}{routes}")).await;
+    let store = db.connect().await;
+    let url = format!("{}/v1/chat/completions", gw.base);
+    assert_eq!(post(&url, &chat("smart"), &[]).await.status, StatusCode::OK);
+    let stored = |key: &'static str| {
+        let store = store.clone();
+        async move {
+            let rows = store
+                .fetch_all(
+                    "SELECT CAST(value AS TEXT) AS value, managed_by FROM system_settings WHERE key = $1",
+                    &[key.into()],
+                )
+                .await
+                .unwrap();
+            rows.first().map(|r| {
+                let value: serde_json::Value =
+                    serde_json::from_str(&r.text("value").unwrap()).unwrap();
+                (value, r.text("managed_by").unwrap())
+            })
+        }
+    };
+    let (value, by) = stored("route:smart").await.unwrap();
+    assert_eq!(
+        value,
+        json!({"targets": ["m/mock-chat"], "strategy": "cheapest"})
+    );
+    assert_eq!(by, "config");
+
+    // An admin route, and one the file also names: the admin's stays as it is.
+    store
+        .execute(
+            "DELETE FROM system_settings WHERE key = 'route:manual'",
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .put_setting(
+            "route:manual",
+            &json!({"targets": ["chat"], "strategy": "least_busy"}),
+        )
+        .await
+        .unwrap();
+    store
+        .put_setting("route:admin", &json!({"targets": ["chat"]}))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(
+        &gw.config_path,
+        text.replace("name = \"smart\"", "name = \"smarter\""),
+    )
+    .unwrap();
+    let report = gw.running.app.reload().await.unwrap();
+    assert_eq!(report.sync.skipped, ["route manual"]);
+    assert_eq!(report.sync.removed_routes, 1);
+    assert_eq!(
+        post(&url, &chat("smart"), &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    for served in ["smarter", "manual", "admin"] {
+        assert_eq!(
+            post(&url, &chat(served), &[]).await.status,
+            StatusCode::OK,
+            "{served}"
+        );
+    }
+    assert!(stored("route:smart").await.is_none());
+    let (value, by) = stored("route:manual").await.unwrap();
+    assert_eq!(
+        (value["strategy"].as_str(), by.as_str()),
+        (Some("least_busy"), "api")
+    );
+    gw.running.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
