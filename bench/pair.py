@@ -23,11 +23,11 @@ import time
 from run import BIN, TICK, cpu_ticks, free_port, oha, start_gateway, wait_port, write_config
 
 
-def serve(binary, tmp, name, port, mock_port, env):
+def serve(binary, tmp, name, port, mock_port, env, budget_usd):
     """Starts one Tollgate (the `tollgate` target of bench/run.py: limits on); returns it and
     its gateway key."""
     config = write_config(tmp, name, port, mock_port, limits=True)
-    proc, key = start_gateway(binary, config, env, stderr=subprocess.DEVNULL)
+    proc, key = start_gateway(binary, config, env, stderr=subprocess.DEVNULL, budget_usd=budget_usd)
     wait_port(port)
     return proc, key
 
@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=25, help="per binary")
     ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--budget-usd", help="give both gateway keys this budget (one that never runs out "
+                    "measures what reserving and settling cost)")
     args = ap.parse_args()
     if not shutil.which("oha"):
         sys.exit("oha is missing: bench/run.sh installs it")
@@ -75,7 +77,7 @@ def main():
             procs = []
             try:
                 for name, binary, port in (("a", args.a, ports[0]), ("b", args.b, ports[1])):
-                    procs.append(serve(binary, tmp, f"{name}{rnd}", port, mock_port, env))
+                    procs.append(serve(binary, tmp, f"{name}{rnd}", port, mock_port, env, args.budget_usd))
                 targets = [(port, key) for port, (_, key) in zip(ports, procs)]
                 both(targets, body, 2, args.concurrency)  # warm-up: pools, caches, first batches
                 before = [cpu_ticks([p.pid]) for p, _ in procs]

@@ -149,10 +149,11 @@ cost_output_per_million = "0.60"
     return config
 
 
-def start_gateway(binary, config, env, stderr=None):
-    """Creates a gateway key for `config` and starts `binary` serving it; returns the process
-    and the key."""
-    key = subprocess.run([binary, "--config", config, "keys", "create", "--name", "bench"], check=True,
+def start_gateway(binary, config, env, stderr=None, budget_usd=None):
+    """Creates a gateway key for `config` (with a budget in USD when given) and starts `binary`
+    serving it; returns the process and the key."""
+    budget = ["--budget-usd", budget_usd] if budget_usd else []
+    key = subprocess.run([binary, "--config", config, "keys", "create", "--name", "bench", *budget], check=True,
                          capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
     return subprocess.Popen([binary, "--config", config, "serve"], env=env, stderr=stderr), key
 

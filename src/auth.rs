@@ -18,12 +18,14 @@ use std::time::Duration;
 use http::HeaderMap;
 use moka::future::Cache;
 use rand::Rng;
+use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, MAX_KEY_BYTES};
 use crate::error::GatewayError;
-use crate::store::{ApiKeyRow, Db};
+use crate::limits::budget::{nanos_floor, Budget, Budgets, Period, Scope};
+use crate::store::{ApiKeyRow, Db, ProjectRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -43,6 +45,19 @@ pub struct Caller {
     pub role: Role,
     /// The key's own `rpm` / `tpm` (0 = none).
     pub limits: crate::limits::LimitSpec,
+    /// The models the key may ask for; None: all of them.
+    pub allowed_models: Option<Box<[String]>>,
+    /// The key's and its project's budgets.
+    pub budgets: Budgets,
+}
+
+impl Caller {
+    /// Whether the key may ask for `model` (the name the client sends).
+    pub fn may_use(&self, model: &str) -> bool {
+        self.allowed_models
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|m| m == model))
+    }
 }
 
 impl Caller {
@@ -54,6 +69,8 @@ impl Caller {
             project_name: String::new(),
             role: Role::User,
             limits: Default::default(),
+            allowed_models: None,
+            budgets: Budgets::default(),
         }
     }
 }
@@ -73,9 +90,9 @@ pub struct Authenticator {
     /// a client retrying with a wrong key does not reach the database each time).
     cache: Cache<KeyDigest, Option<Arc<Caller>>>,
     jwt: Option<jwt::JwtVerifier>,
-    /// A JWT's `project` name -> the project's id (None: no such project). Only names signed
+    /// A JWT's `project` name -> the project, with its budget (None: no such project). Only names signed
     /// with the secret get here, so the cache is small; bounded anyway.
-    projects: Cache<String, Option<String>>,
+    projects: Cache<String, Option<Arc<ProjectRow>>>,
 }
 
 /// What a presented credential turned out to be.
@@ -102,6 +119,11 @@ fn entry_weight(_: &KeyDigest, caller: &Option<Arc<Caller>>) -> u32 {
         c.key_id.as_ref().map_or(0, String::len)
             + c.project_id.as_ref().map_or(0, String::len)
             + c.project_name.len()
+            + c.allowed_models
+                .iter()
+                .flatten()
+                .map(String::len)
+                .sum::<usize>()
     });
     KEY_ENTRY_BYTES.saturating_add(u32::try_from(strings).unwrap_or(u32::MAX))
 }
@@ -137,13 +159,8 @@ fn caller_from_row(row: &ApiKeyRow) -> Option<Caller> {
     if row.revoked_at.is_some() {
         return None;
     }
-    if let Some(exp) = &row.expires_at {
-        let expired = chrono::DateTime::parse_from_rfc3339(exp)
-            .or_else(|_| chrono::DateTime::parse_from_str(exp, "%Y-%m-%d %H:%M:%S%.f%#z"))
-            .is_ok_and(|t| t < chrono::Utc::now());
-        if expired {
-            return None;
-        }
+    if row.expires_at.is_some_and(|t| t < chrono::Utc::now()) {
+        return None;
     }
     Some(Caller {
         principal: format!("key {} ({}...)", row.name, row.key_prefix),
@@ -160,6 +177,39 @@ fn caller_from_row(row: &ApiKeyRow) -> Option<Caller> {
             tokens_per_minute: row.tpm.unwrap_or(0).max(0) as u64,
             max_parallel: 0,
         },
+        allowed_models: row
+            .allowed_models
+            .clone()
+            .filter(|m| !m.is_empty())
+            .map(Vec::into_boxed_slice),
+        budgets: budgets_of(row),
+    })
+}
+
+/// The budgets a key's requests are checked against: its own, and its project's.
+fn budgets_of(row: &ApiKeyRow) -> Budgets {
+    let key = row.budget_usd.map(|usd| Budget {
+        scope: Scope::Key,
+        id: row.id.as_str().into(),
+        label: format!("key `{}` ({})", row.name, row.key_prefix).into(),
+        limit: nanos_floor(usd),
+        period: Default::default(),
+    });
+    let project = row.project_id.as_deref().and_then(|id| {
+        let name = row.project_name.as_deref().unwrap_or(id);
+        project_budget(id, name, row.project_budget_usd, row.project_budget_period)
+    });
+    Budgets { key, project }
+}
+
+/// A project's budget, when it has one: shared by its keys and the JWTs that name it.
+fn project_budget(id: &str, name: &str, usd: Option<Decimal>, period: Period) -> Option<Budget> {
+    usd.map(|usd| Budget {
+        scope: Scope::Project,
+        id: id.into(),
+        label: format!("project `{name}`").into(),
+        limit: nanos_floor(usd),
+        period,
     })
 }
 
@@ -268,18 +318,27 @@ impl Authenticator {
         if let Some(project) = claims.project {
             let db = self.db.clone();
             let name = project.clone();
-            let id = self
+            let found = self
                 .projects
-                .try_get_with(project.clone(), async move { db.project_id(&name).await })
+                .try_get_with(project.clone(), async move {
+                    Ok::<_, anyhow::Error>(db.get_project(&name).await?.map(Arc::new))
+                })
                 .await
                 .map_err(unavailable)?;
-            let Some(id) = id else {
+            let Some(found) = found else {
                 return Ok(Identified::BadJwt(format!(
                     "the JWT's project `{}` does not exist",
                     project.chars().take(64).collect::<String>()
                 )));
             };
-            caller.project_id = Some(id);
+            // The project's budget applies to the JWT's requests as to its keys'.
+            caller.budgets.project = project_budget(
+                &found.id,
+                &found.name,
+                found.budget_usd,
+                found.budget_period,
+            );
+            caller.project_id = Some(found.id.clone());
             caller.project_name = project;
         }
         Ok(Identified::Caller(Arc::new(caller)))

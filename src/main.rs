@@ -1,4 +1,5 @@
-//! The `tollgate` command line: serve, migrate, check-config, keys, usage, mock-upstream.
+//! The `tollgate` command line: serve, migrate, check-config, keys, projects, usage,
+//! mock-upstream.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,8 +8,9 @@ use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 
 use tollgate::config::{Config, LoadedConfig};
+use tollgate::limits::budget::Scope;
 use tollgate::mock::{MockOptions, MockUpstream};
-use tollgate::store::{Db, NewApiKey};
+use tollgate::store::{Db, NewApiKey, NewProject, Period, UsageQuery, UsageReport, UsageTotals};
 
 // The request path allocates many small short-lived buffers; mimalloc measured cheaper than
 // glibc malloc for that (malloc/free were a fifth of the benchmark's instructions).
@@ -55,14 +57,27 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Usage and cost totals from the usage log.
-    Usage {
-        /// Group by model, provider, project or key.
-        #[arg(long, default_value = "model")]
-        by: String,
-        /// Start date (UTC), e.g. 2026-11-01. Default: the first of this month.
+    /// Projects: what keys belong to, with a budget shared by all their keys.
+    Projects {
+        #[command(subcommand)]
+        command: ProjectsCommand,
+    },
+    /// Usage and cost totals from the hourly roll-up.
+    Usage(UsageArgs),
+    /// Sign a JWT (HS256, with `auth.jwt_secret` or else the master key) for a user or an
+    /// admin; the token is printed alone on the last line.
+    Token {
+        /// Who the token is for (the `sub` claim; the audit log names it).
         #[arg(long)]
-        since: Option<String>,
+        sub: String,
+        #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
+        role: String,
+        /// The project its requests belong to (and whose budget they spend).
+        #[arg(long)]
+        project: Option<String>,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
     },
     /// A fake OpenAI-compatible server for tests, demos and benchmarks.
     MockUpstream {
@@ -85,6 +100,64 @@ enum Command {
     },
 }
 
+/// `tollgate usage`: the same parameters as `GET /admin/usage`, checked by the same code.
+#[derive(clap::Args)]
+struct UsageArgs {
+    /// Group by model, provider, project or key.
+    #[arg(long, default_value = "model")]
+    by: String,
+    /// One row per group and hour, day or month (UTC). Default: one per group.
+    #[arg(long)]
+    period: Option<String>,
+    /// Start (UTC, included): 2026-11-01 or 2026-11-01T10:00:00Z. Default: the first of
+    /// this month.
+    #[arg(long)]
+    since: Option<String>,
+    /// End (UTC, not included), as --since. Default: now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this project's usage.
+    #[arg(long)]
+    project: Option<String>,
+    /// Only this key's usage (its id or prefix).
+    #[arg(long)]
+    key: Option<String>,
+    /// Only this model's usage (its public name).
+    #[arg(long)]
+    model: Option<String>,
+    /// Only this provider's usage.
+    #[arg(long)]
+    provider: Option<String>,
+    /// The most rows shown (1 to 10000); the total covers them all.
+    #[arg(long)]
+    limit: Option<String>,
+    /// The report as JSON (costs as exact decimal strings).
+    #[arg(long)]
+    json: bool,
+}
+
+impl UsageArgs {
+    /// The options as the report's named parameters.
+    fn params(&self) -> Vec<(&'static str, &str)> {
+        let options = [
+            ("period", &self.period),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("project", &self.project),
+            ("key", &self.key),
+            ("model", &self.model),
+            ("provider", &self.provider),
+            ("limit", &self.limit),
+        ];
+        let given = options
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.as_deref()?)));
+        std::iter::once(("by", self.by.as_str()))
+            .chain(given)
+            .collect()
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; the key itself is printed once, alone on the last line.
@@ -95,18 +168,47 @@ enum KeysCommand {
         project: Option<String>,
         #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
         role: String,
+        /// Requests per minute (none without it).
         #[arg(long)]
         rpm: Option<i64>,
+        /// Tokens per minute (none without it).
         #[arg(long)]
         tpm: Option<i64>,
-        /// Stored with the key; not enforced yet.
+        /// The models the key may ask for: public names, routes or provider/model_id,
+        /// comma-separated (all without it).
+        #[arg(long, value_delimiter = ',')]
+        allowed_models: Option<Vec<String>>,
+        /// What the key may spend over its whole life, in USD (e.g. 25 or 0.50).
         #[arg(long)]
         budget_usd: Option<Decimal>,
+        /// The key stops working this many days from now.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in_days: Option<u32>,
+        /// The key stops working at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z).
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// List keys (never the keys themselves).
     List,
     /// Revoke a key by id or prefix.
     Revoke { id_or_prefix: String },
+}
+
+#[derive(Subcommand)]
+enum ProjectsCommand {
+    /// Create a project.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// What the project's keys may spend together, in USD, per budget period.
+        #[arg(long)]
+        budget_usd: Option<Decimal>,
+        /// `total` (the project's whole life) or `monthly` (each calendar month, UTC).
+        #[arg(long, default_value = "total", value_parser = ["total", "monthly"])]
+        budget_period: String,
+    },
+    /// List projects with their budgets and what they spent in the current period.
+    List,
 }
 
 fn init_logging(json: bool) {
@@ -258,14 +360,42 @@ async fn admin_command(loaded: &LoadedConfig, command: Command) -> anyhow::Resul
             Ok(())
         }
         Command::Keys { command } => keys_command(&open_db(loaded).await?, command).await,
-        Command::Usage { by, since } => {
-            let db = open_db(loaded).await?;
-            usage_report(&db, &by, usage_since(since.as_deref())?).await
-        }
+        Command::Projects { command } => projects_command(&open_db(loaded).await?, command).await,
+        Command::Usage(args) => usage_report(loaded, &args).await,
+        Command::Token {
+            sub,
+            role,
+            project,
+            ttl_secs,
+        } => sign_token(loaded, sub, role, project, ttl_secs),
         Command::Serve | Command::CheckConfig | Command::MockUpstream { .. } => {
             unreachable!("handled in run")
         }
     }
+}
+
+fn sign_token(
+    loaded: &LoadedConfig,
+    sub: String,
+    role: String,
+    project: Option<String>,
+    ttl_secs: u64,
+) -> anyhow::Result<()> {
+    let auth = &loaded.config.auth;
+    let Some(secret) = auth.jwt_secret.as_ref().or(auth.master_key.as_ref()) else {
+        anyhow::bail!(
+            "neither [auth] jwt_secret nor master_key is set: there is no secret to sign with"
+        );
+    };
+    let exp = chrono::Utc::now().timestamp().max(0) as u64 + ttl_secs;
+    let claims = tollgate::auth::Claims {
+        sub,
+        role,
+        project,
+        exp,
+    };
+    println!("{}", tollgate::auth::sign_jwt(&claims, secret));
+    Ok(())
 }
 
 async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
@@ -276,15 +406,22 @@ async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
             role,
             rpm,
             tpm,
+            allowed_models,
             budget_usd,
+            expires_in_days,
+            expires_at,
         } => {
+            let in_days =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d.into()));
             let new = NewApiKey {
                 name,
                 project,
                 role,
+                allowed_models,
                 rpm,
                 tpm,
                 budget_usd,
+                expires_at: expires_at.or(in_days),
             };
             create_key(db, &new).await
         }
@@ -310,69 +447,199 @@ async fn create_key(db: &Db, new: &NewApiKey) -> anyhow::Result<()> {
 
 async fn list_keys(db: &Db) -> anyhow::Result<()> {
     println!(
-        "{:<38} {:<12} {:<20} {:<16} {:<6} status",
-        "id", "prefix", "name", "project", "role"
+        "{:<38} {:<12} {:<20} {:<16} {:<6} {:<8} {:>12} {:>14} {:<20} models",
+        "id", "prefix", "name", "project", "role", "status", "budget_usd", "spent_usd", "expires"
     );
+    let now = chrono::Utc::now();
     for k in db.list_api_keys().await? {
-        let status = if k.revoked_at.is_some() {
-            "revoked"
-        } else {
-            "active"
+        let status = match (k.revoked_at, k.expires_at) {
+            (Some(_), _) => "revoked",
+            (None, Some(t)) if t < now => "expired",
+            _ => "active",
         };
+        let spent = db.spent_usd(Scope::Key, &k.id, None).await?;
         println!(
-            "{:<38} {:<12} {:<20} {:<16} {:<6} {status}",
+            "{:<38} {:<12} {:<20} {:<16} {:<6} {status:<8} {:>12} {spent:>14} {:<20} {}",
             k.id,
             k.key_prefix,
             k.name,
             k.project_name.unwrap_or_default(),
-            k.role
+            k.role,
+            k.budget_usd.map_or("-".into(), |b| b.to_string()),
+            k.expires_at
+                .map_or("-".into(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            k.allowed_models.map_or("all".into(), |m| m.join(",")),
         );
     }
     Ok(())
 }
 
-/// Midnight UTC of `--since`, or of the first of this month without it.
-fn usage_since(since: Option<&str>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    let date = match since {
-        Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|_| anyhow::anyhow!("--since must be a date like 2026-11-01"))?,
-        None => {
-            use chrono::Datelike;
-            let today = chrono::Utc::now().date_naive();
-            today.with_day(1).unwrap_or(today)
+async fn projects_command(db: &Db, command: ProjectsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectsCommand::Create {
+            name,
+            budget_usd,
+            budget_period,
+        } => {
+            let new = NewProject {
+                name,
+                budget_usd,
+                budget_period: budget_period.parse().map_err(anyhow::Error::msg)?,
+            };
+            let p = db.create_project(&new).await?;
+            println!("created project {} ({})", p.name, p.id);
+            Ok(())
         }
-    };
-    Ok(date
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc())
+        ProjectsCommand::List => list_projects(db).await,
+    }
 }
 
-async fn usage_report(
-    db: &Db,
-    by: &str,
-    since: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
-    let rows = db.usage_report(by, since).await?;
+async fn list_projects(db: &Db) -> anyhow::Result<()> {
     println!(
-        "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
-        by, "requests", "errors", "input", "cache_read", "cache_write", "output", "cost_usd"
+        "{:<38} {:<20} {:>12} {:<8} {:>14}",
+        "id", "name", "budget_usd", "period", "spent_usd"
     );
-    for r in rows {
-        let t = r.totals;
+    for p in db.list_projects().await? {
+        // What the budget is checked against: this month's spend for a monthly budget.
+        let since = p.budget_period.window(chrono::Utc::now()).since();
+        let spent = db.spent_usd(Scope::Project, &p.id, since).await?;
         println!(
-            "{:<40} {:>9} {:>7} {:>12} {:>12} {:>12} {:>12} {:>16}",
-            r.group,
+            "{:<38} {:<20} {:>12} {:<8} {spent:>14}",
+            p.id,
+            p.name,
+            p.budget_usd.map_or("-".into(), |b| b.to_string()),
+            p.budget_period.as_str(),
+        );
+    }
+    Ok(())
+}
+
+/// Prints the report as a table with a total line, or as JSON.
+async fn usage_report(loaded: &LoadedConfig, args: &UsageArgs) -> anyhow::Result<()> {
+    let query = UsageQuery::from_params(args.params(), chrono::Utc::now())
+        .map_err(|e| anyhow::anyhow!("invalid --{}: {}", e.param, e.problem))?;
+    let report = open_db(loaded).await?.usage_report(&query).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_usage_table(&report);
+    if report.truncated {
+        eprintln!(
+            "showing the first {} rows (--limit shows more); the total covers all of them",
+            query.limit
+        );
+    }
+    Ok(())
+}
+
+fn print_usage_table(report: &UsageReport) {
+    let period = report.query.period;
+    let until = report
+        .query
+        .until
+        .map_or("now".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string());
+    println!(
+        "usage by {}{} from {} to {until} (UTC)",
+        report.query.by.as_str(),
+        period.map_or(String::new(), |p| format!(" per {}", p.as_str())),
+        report.query.since.format("%Y-%m-%d %H:%M"),
+    );
+    let mut header = vec![report.query.by.as_str().to_owned()];
+    header.extend(
+        [
+            "requests",
+            "errors",
+            "input",
+            "cache_read",
+            "cache_write",
+            "output",
+            "reasoning",
+            "cost_usd",
+        ]
+        .map(String::from),
+    );
+    let mut lines = vec![header];
+    for r in &report.rows {
+        lines.push(usage_cells(r.group.clone(), &r.totals));
+    }
+    lines.push(usage_cells("total".to_owned(), &report.total));
+    if let Some(period) = period {
+        let buckets = report.rows.iter().map(|r| bucket_text(r.bucket, period));
+        let column = std::iter::once(period.as_str().to_owned())
+            .chain(buckets)
+            .chain([String::new()]);
+        for (line, bucket) in lines.iter_mut().zip(column) {
+            line.insert(0, bucket);
+        }
+    }
+    print_columns(&lines, if period.is_some() { 2 } else { 1 });
+}
+
+fn usage_cells(group: String, t: &UsageTotals) -> Vec<String> {
+    let mut cells = vec![group];
+    cells.extend(
+        [
             t.requests,
             t.errors,
             t.input_tokens,
             t.cache_read_tokens,
             t.cache_write_tokens,
             t.output_tokens,
-            t.cost_usd
-        );
+            t.reasoning_tokens,
+        ]
+        .map(|n| n.to_string()),
+    );
+    cells.push(t.cost_usd.to_string());
+    cells
+}
+
+fn bucket_text(bucket: Option<chrono::DateTime<chrono::Utc>>, period: Period) -> String {
+    let format = match period {
+        Period::Hour => "%Y-%m-%d %H:00",
+        Period::Day => "%Y-%m-%d",
+        Period::Month => "%Y-%m",
+    };
+    bucket.map_or(String::new(), |b| b.format(format).to_string())
+}
+
+/// Prints lines of cells in columns as wide as their widest cell: the first `text` columns
+/// aligned left, the numbers right. A rule goes above the last line (the total).
+fn print_columns(lines: &[Vec<String>], text: usize) {
+    let columns = lines.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let render = |line: &Vec<String>| {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                if c < text {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        cells.join("  ").trim_end().to_owned()
+    };
+    for (i, line) in lines.iter().enumerate() {
+        if i + 1 == lines.len() {
+            println!(
+                "{}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1))
+            );
+        }
+        println!("{}", render(line));
     }
-    Ok(())
 }
 
 /// Prints what the config would load and what a reload would change in the database's

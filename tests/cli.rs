@@ -113,6 +113,188 @@ async fn a_created_key_is_printed_once_and_works() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_and_keys_carry_budgets_allowed_models_and_expiry() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let extra = "[[providers]]\nname = \"mock\"\napi = \"mock\"\n[[models]]\nname = \"m\"\nprovider = \"mock\"\nmodel_id = \"m\"\n[[models]]\nname = \"n\"\nprovider = \"mock\"\nmodel_id = \"n\"\n";
+    let path = db.dir().join("cli.toml");
+    std::fs::write(
+        &path,
+        config_text(&db.url, db.dir(), extra)
+            .replace("require_api_key = false", "require_api_key = true"),
+    )
+    .unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let create = ["projects", "create", "--name", "team", "--budget-usd", "25"];
+    ok(tollgate(
+        &path,
+        &[&create[..], &["--budget-period", "monthly"]].concat(),
+    ));
+    let again = tollgate(&path, &create);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let weekly = tollgate(
+        &path,
+        &[
+            "projects",
+            "create",
+            "--name",
+            "w",
+            "--budget-period",
+            "weekly",
+        ],
+    );
+    assert!(!weekly.status.success(), "only total or monthly");
+    let projects = ok(tollgate(&path, &["projects", "list"]));
+    let team = projects
+        .lines()
+        .find(|l| l.contains("team"))
+        .expect("listed");
+    assert!(
+        team.contains("25") && team.contains("monthly"),
+        "{projects}"
+    );
+
+    let stdout = ok(tollgate(
+        &path,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "svc",
+            "--project",
+            "team",
+            "--allowed-models",
+            "m,mock/n",
+            "--budget-usd",
+            "1.5",
+            "--expires-in-days",
+            "30",
+            "--rpm",
+            "100",
+        ],
+    ));
+    let key = stdout.lines().last().unwrap().trim().to_owned();
+    let both = tollgate(
+        &path,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--expires-in-days",
+            "1",
+            "--expires-at",
+            "2030-01-01T00:00:00Z",
+        ],
+    );
+    assert!(!both.status.success(), "one expiry or the other");
+    let listed = ok(tollgate(&path, &["keys", "list"]));
+    let svc = listed.lines().find(|l| l.contains("svc")).expect("listed");
+    assert!(
+        svc.contains("1.5") && svc.contains("m,mock/n") && svc.contains("active"),
+        "{listed}"
+    );
+
+    let running = tollgate::server::start(tollgate::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    let auth = format!("Bearer {key}");
+    for (model, status) in [
+        ("m", StatusCode::OK),
+        ("mock/n", StatusCode::OK),
+        ("n", StatusCode::FORBIDDEN),
+    ] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let r = post(&url, &body, &[("authorization", &auth)]).await;
+        assert_eq!(r.status, status, "{model}: {}", r.text());
+    }
+    running.stop().await;
+}
+
+/// Usage made through a gateway, reported by `tollgate usage` as a table with a total line
+/// and as JSON with exact decimal costs; a bad option is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_reported_as_a_table_and_as_json() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        usage_report_through_the_cli(backend).await;
+    }
+}
+
+async fn usage_report_through_the_cli(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let extra = "[[providers]]\nname = \"mock\"\napi = \"mock\"\n[[models]]\nname = \"m\"\nprovider = \"mock\"\nmodel_id = \"m\"\ncost_input_per_million = \"0.15\"\ncost_output_per_million = \"0.60\"\n[[models]]\nname = \"broken\"\nprovider = \"mock\"\nmodel_id = \"mock-status-500\"\n";
+    let path = db.dir().join("cli.toml");
+    std::fs::write(&path, config_text(&db.url, db.dir(), extra)).unwrap();
+    let running = tollgate::server::start(tollgate::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    for model in ["m", "m", "m", "broken"] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "one two"}]});
+        post(&url, &body, &[]).await;
+    }
+    running.stop().await;
+    let rows = usage_rows(&db.connect().await).await;
+    let cost: rust_decimal::Decimal = rows.iter().map(|r| dec(&r.cost_usd)).sum();
+    assert!(cost > rust_decimal::Decimal::ZERO, "{rows:?}");
+
+    let out = tollgate(&path, &["usage", "--period", "day", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let today = chrono::Utc::now().format("%Y-%m-%dT00:00:00Z").to_string();
+    let m = &report["rows"][0];
+    assert_eq!(
+        (m["group"].as_str(), m["bucket"].as_str()),
+        (Some("m"), Some(today.as_str()))
+    );
+    assert_eq!((&m["requests"], &m["errors"]), (&json!(3), &json!(0)));
+    assert_eq!(report["rows"][1]["group"], "broken");
+    assert_eq!(report["rows"][1]["errors"], 1);
+    assert_eq!(report["total"]["requests"], 4);
+    assert_eq!(
+        report["total"]["cost_usd"],
+        cost.normalize().to_string(),
+        "exact, as a string"
+    );
+
+    let out = tollgate(&path, &["usage", "--by", "provider"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = |first: &str| {
+        let found = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(first));
+        found
+            .unwrap_or_else(|| panic!("no {first} line:\n{table}"))
+            .to_owned()
+    };
+    let total: Vec<String> = line("total").split_whitespace().map(String::from).collect();
+    assert_eq!(total[1], "4", "{table}");
+    assert_eq!(total.last(), Some(&cost.normalize().to_string()), "{table}");
+    assert!(line("mock").starts_with("mock "), "{table}");
+
+    let out = tollgate(&path, &["usage", "--period", "week"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid --period: \"week\" is not hour, day or month"),
+        "{err}"
+    );
+}
+
 on_both_databases!(check_config_shows_what_a_reload_would_change);
 
 /// `check-config` compares the file with the database's registry and writes nothing: what

@@ -15,17 +15,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const MOCK: &str = r#"
-[[providers]]
-name = "local"
-api = "mock"
-
-[[models]]
-name = "echo"
-provider = "local"
-model_id = "echo-1"
-"#;
-
 fn chat(model: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -36,7 +25,7 @@ fn server(settings: &str) -> impl FnOnce(String) -> String + '_ {
 }
 
 async fn keyed_gateway(db: &TestDb) -> TestGateway {
-    start_gateway_with(db, MOCK, |t| {
+    start_gateway_with(db, MOCK_ECHO, |t| {
         t.replace("require_api_key = false", "require_api_key = true")
     })
     .await
@@ -70,7 +59,7 @@ async fn try_start_on(
     listen: &str,
     settings: &str,
 ) -> anyhow::Result<tollgate::server::Running> {
-    let text = config_text(&db.url, db.dir(), MOCK).replace(
+    let text = config_text(&db.url, db.dir(), MOCK_ECHO).replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"{listen}\""),
     );
@@ -139,7 +128,7 @@ async fn closed_by_gateway(stream: &mut TcpStream) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_idle_http1_connections_are_closed() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let gw = start_gateway_with(&db, MOCK, server("idle_timeout_secs = 1")).await;
+    let gw = start_gateway_with(&db, MOCK_ECHO, server("idle_timeout_secs = 1")).await;
     // Connected, and never a byte sent.
     let mut silent = TcpStream::connect(gw.running.addr).await.unwrap();
     let waited = closed_by_gateway(&mut silent).await;
@@ -164,7 +153,7 @@ async fn silent_and_idle_http1_connections_are_closed() {
 async fn beyond_max_connections_a_client_waits_for_a_slot() {
     let db = TestDb::new(Backend::Sqlite).await;
     let settings = "idle_timeout_secs = 1\nmax_connections = 3";
-    let gw = start_gateway_with(&db, MOCK, server(settings)).await;
+    let gw = start_gateway_with(&db, MOCK_ECHO, server(settings)).await;
     let mut silent = Vec::new();
     for _ in 0..3 {
         silent.push(TcpStream::connect(gw.running.addr).await.unwrap());
@@ -241,7 +230,7 @@ async fn idle_http2_connections_are_closed_but_slow_answers_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_model_names_never_become_metric_labels() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let gw = start_gateway(&db, MOCK).await;
+    let gw = start_gateway(&db, MOCK_ECHO).await;
     let url = format!("{}/v1/chat/completions", gw.base);
     let names: Vec<String> = (0..50)
         .map(|i| format!("made-up-{i}-{}", uuid::Uuid::now_v7().simple()))
@@ -276,7 +265,7 @@ async fn metrics_can_have_their_own_address_and_a_token() {
     let db = TestDb::new(Backend::Sqlite).await;
     let token = "scrape-token-0123456789";
     let settings = format!("metrics_listen = \"127.0.0.1:0\"\nmetrics_token = \"{token}\"");
-    let gw = start_gateway_with(&db, MOCK, server(&settings)).await;
+    let gw = start_gateway_with(&db, MOCK_ECHO, server(&settings)).await;
     let metrics_addr = gw.running.metrics_addr.expect("a metrics address");
     assert_ne!(metrics_addr, gw.running.addr);
     let url = format!("http://{metrics_addr}/metrics");
@@ -312,7 +301,7 @@ async fn metrics_can_have_their_own_address_and_a_token() {
     // A token alone protects /metrics on the main address.
     let db = TestDb::new(Backend::Sqlite).await;
     let settings = format!("metrics_token = \"{token}\"");
-    let gw = start_gateway_with(&db, MOCK, server(&settings)).await;
+    let gw = start_gateway_with(&db, MOCK_ECHO, server(&settings)).await;
     let url = format!("{}/metrics", gw.base);
     assert_eq!(get(&url, &[]).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -326,7 +315,7 @@ async fn metrics_can_have_their_own_address_and_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_gateway_answers_only_local_json_requests() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let gw = start_gateway(&db, MOCK).await;
+    let gw = start_gateway(&db, MOCK_ECHO).await;
     let url = format!("{}/v1/chat/completions", gw.base);
     let port = gw.running.addr.port();
     let (localhost, v6, evil) = (

@@ -13,7 +13,7 @@ use common::*;
 use http::StatusCode;
 use serde_json::json;
 use tollgate::metering::{Metrics, UsageRecord};
-use tollgate::store::{usage_pipeline, Db};
+use tollgate::store::{usage_pipeline, Db, GroupBy, UsageQuery, UsageRow};
 
 on_both_databases!(
     an_absurd_usage_report_is_clamped_and_its_batch_lands,
@@ -109,21 +109,25 @@ async fn an_absurd_usage_report_is_clamped_and_its_batch_lands(backend: Backend)
     assert!(!db.dir().join("usage.spool").exists());
 
     let since = chrono::Utc::now() - chrono::Duration::days(1);
-    for by in ["model", "provider", "project", "key"] {
+    for by in GroupBy::ALL {
         let report = store
-            .usage_report(by, since)
+            .usage_report(&UsageQuery::new(by, since))
             .await
-            .unwrap_or_else(|e| panic!("usage --by {by}: {e:#}"));
-        let requests: i64 = report.iter().map(|r| r.totals.requests).sum();
-        assert_eq!(requests, 23, "--by {by}");
+            .unwrap_or_else(|e| panic!("usage --by {by:?}: {e:#}"));
+        let requests: i64 = report.rows.iter().map(|r| r.totals.requests).sum();
+        assert_eq!(requests, 23, "--by {by:?}");
+        assert_eq!(report.total.requests, 23, "--by {by:?}");
     }
-    let by_model = store.usage_report("model", since).await.unwrap();
-    let absurd = by_model
-        .iter()
-        .find(|r| r.group == "up/mock-absurd-usage")
-        .unwrap();
+    let by_model = model_report(&store, since).await;
+    let absurd = by_model.iter().find(|r| r.group == "absurd").unwrap();
     assert_eq!(absurd.totals.input_tokens, 2_000_000_000);
     assert_integer_rollup(&store).await;
+}
+
+/// The report by model since a time.
+async fn model_report(store: &Db, since: chrono::DateTime<chrono::Utc>) -> Vec<UsageRow> {
+    let query = UsageQuery::new(GroupBy::Model, since);
+    store.usage_report(&query).await.unwrap().rows
 }
 
 /// Every roll-up value is stored as an integer (SQLite turns an overflowing sum into REAL).
@@ -174,7 +178,7 @@ async fn hourly_sums_saturate_instead_of_overflowing(backend: Backend) {
     store.insert_usage(Arc::new([costly()])).await.unwrap();
 
     let since = chrono::Utc::now() - chrono::Duration::days(1);
-    let report = store.usage_report("model", since).await.unwrap();
+    let report = model_report(&store, since).await;
     assert_eq!(report[0].totals.requests, 11);
     assert_eq!(report[0].totals.cost_usd, dec("922337203.6854775807"));
     assert_integer_rollup(&store).await;
@@ -225,11 +229,12 @@ async fn sqlite_rollup_sums_stored_as_real_are_repaired() {
     let since = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
         .unwrap()
         .to_utc();
-    assert!(store.usage_report("model", since).await.is_err());
+    let query = UsageQuery::new(GroupBy::Model, since);
+    assert!(store.usage_report(&query).await.is_err());
 
     store.migrate().await.unwrap();
     assert_integer_rollup(&store).await;
-    let report = store.usage_report("model", since).await.unwrap();
+    let report = model_report(&store, since).await;
     assert_eq!(report[0].totals.requests, 2);
     assert_eq!(report[0].totals.input_tokens, i64::MAX);
     assert_eq!(report[0].totals.cost_usd, dec("922337203.6854775807"));
@@ -307,7 +312,7 @@ async fn a_row_the_database_refuses_is_set_aside_and_the_rest_lands(backend: Bac
     assert_eq!(metrics.usage_log_dropped_total.get(), 0);
     // The roll-up counts each written row once, and no refused one.
     let since = chrono::Utc::now() - chrono::Duration::days(1);
-    let report = store.usage_report("model", since).await.unwrap();
+    let report = model_report(&store, since).await;
     assert_eq!(report[0].totals.requests, 23);
     assert_eq!(report[0].totals.input_tokens, 69);
 }

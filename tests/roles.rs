@@ -11,17 +11,6 @@ use tollgate::auth::{sign_jwt, Claims};
 
 const MASTER: &str = "master-key-for-tests-0123456789";
 
-const MOCK: &str = r#"
-[[providers]]
-name = "local"
-api = "mock"
-
-[[models]]
-name = "echo"
-provider = "local"
-model_id = "echo-1"
-"#;
-
 fn jwt(role: &str, project: Option<&str>, exp_from_now: i64, secret: &str) -> String {
     let claims = Claims {
         sub: "alice@example.com".into(),
@@ -46,7 +35,8 @@ async fn key(store: &tollgate::store::Db, role: &str) -> String {
 
 on_both_databases!(
     each_role_reaches_what_it_may_and_no_more,
-    an_open_gateway_still_closes_the_admin_api
+    an_open_gateway_still_closes_the_admin_api,
+    tokens_signed_by_the_cli_carry_their_role
 );
 
 async fn each_role_reaches_what_it_may_and_no_more(backend: Backend) {
@@ -54,7 +44,7 @@ async fn each_role_reaches_what_it_may_and_no_more(backend: Backend) {
     let store = db.connect().await;
     store.migrate().await.unwrap();
     let (admin_key, user_key) = (key(&store, "admin").await, key(&store, "user").await);
-    let gw = start_gateway_with(&db, MOCK, |t| {
+    let gw = start_gateway_with(&db, MOCK_ECHO, |t| {
         t.replace(
             "require_api_key = false",
             &format!("require_api_key = true\nmaster_key = \"{MASTER}\""),
@@ -111,7 +101,7 @@ async fn each_role_reaches_what_it_may_and_no_more(backend: Backend) {
 
 async fn an_open_gateway_still_closes_the_admin_api(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let gw = start_gateway(&db, MOCK).await;
+    let gw = start_gateway(&db, MOCK_ECHO).await;
     let reply = get(&format!("{}/admin/config", gw.base), &[]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
     let reply = get(
@@ -123,5 +113,40 @@ async fn an_open_gateway_still_closes_the_admin_api(backend: Backend) {
     // The API itself stays open, as configured.
     let reply = get(&format!("{}/v1/models", gw.base), &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
+    gw.running.stop().await;
+}
+
+/// `tollgate token` signs with the config's secret: its admin token reaches the admin API,
+/// its user token does not.
+async fn tokens_signed_by_the_cli_carry_their_role(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let gw = start_gateway_with(&db, MOCK_ECHO, |t| {
+        t.replace(
+            "require_api_key = false",
+            &format!("require_api_key = true\nmaster_key = \"{MASTER}\""),
+        )
+    })
+    .await;
+    let token = |role: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&gw.config_path)
+            .args(["token", "--sub", "ops@example.com", "--role", role])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout.lines().last().unwrap().to_owned()
+    };
+    let admin = format!("{}/admin/config", gw.base);
+    for (role, status) in [("admin", StatusCode::OK), ("user", StatusCode::FORBIDDEN)] {
+        let bearer = format!("Bearer {}", token(role));
+        let reply = get(&admin, &[("authorization", &bearer)]).await;
+        assert_eq!(reply.status, status, "{role}: {}", reply.text());
+    }
     gw.running.stop().await;
 }

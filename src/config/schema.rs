@@ -160,6 +160,9 @@ pub struct UsageConfig {
     pub flush_interval_ms: u64,
     /// Where batches go while the database is unreachable; replayed when it is back.
     pub spool_path: PathBuf,
+    /// Months of usage rows kept (PostgreSQL drops older monthly partitions, SQLite deletes
+    /// the rows); 0 keeps them for ever. The hourly roll-up is always kept.
+    pub retention_months: u32,
 }
 
 impl Default for UsageConfig {
@@ -169,6 +172,7 @@ impl Default for UsageConfig {
             batch_size: 500,
             flush_interval_ms: 200,
             spool_path: PathBuf::from("tollgate-usage.spool"),
+            retention_months: 13,
         }
     }
 }

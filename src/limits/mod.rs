@@ -6,6 +6,7 @@
 //! happens on every path (answer sent, stream ended, error, client gone, panic).
 
 pub mod bucket;
+pub mod budget;
 pub mod shared;
 
 use std::sync::Arc;

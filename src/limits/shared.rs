@@ -8,6 +8,7 @@
 //! layout starts fresh keys instead of misreading old ones. When Redis cannot be reached a call
 //! fails within about a second; the caller chooses between failing closed and local limits.
 
+mod budget;
 mod lease;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ struct Scripts {
     settle: Script,
     lease_acquire: Script,
     lease_renew: Script,
+    budget_reserve: Script,
+    budget_settle: Script,
 }
 
 impl Scripts {
@@ -52,15 +55,19 @@ impl Scripts {
             settle: Script::new(&format!("{prelude}\n{}", include_str!("shared/settle.lua"))),
             lease_acquire: Script::new(include_str!("shared/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("shared/lease_renew.lua")),
+            budget_reserve: Script::new(include_str!("shared/budget_reserve.lua")),
+            budget_settle: Script::new(include_str!("shared/budget_settle.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 4] {
+    fn all(&self) -> [&Script; 6] {
         [
             &self.take,
             &self.settle,
             &self.lease_acquire,
             &self.lease_renew,
+            &self.budget_reserve,
+            &self.budget_settle,
         ]
     }
 }

@@ -36,6 +36,25 @@ impl Prices {
     }
 }
 
+impl Prices {
+    /// The most `prompt` input tokens and `output` output tokens can cost, rounded up: the
+    /// prompt at the dearest of the input prices (a cache write may cost more than input).
+    pub fn most(&self, prompt: u64, output: u64) -> Decimal {
+        let input = self.input.max(self.cache_read).max(self.cache_write);
+        let total = Decimal::from(prompt)
+            .checked_mul(input)
+            .zip(Decimal::from(output).checked_mul(self.output))
+            .and_then(|(p, o)| p.checked_add(o));
+        let Some(total) = total else {
+            return MAX_COST;
+        };
+        (total / Decimal::from(1_000_000u32))
+            .round_dp_with_strategy(COST_SCALE, RoundingStrategy::AwayFromZero)
+            .min(MAX_COST)
+            .normalize()
+    }
+}
+
 /// The cost as an integer count of 1e-10 USD (what the hourly roll-up adds up).
 pub fn cost_e10(cost: Decimal) -> i64 {
     use rust_decimal::prelude::ToPrimitive;
@@ -92,6 +111,33 @@ mod tests {
         };
         assert_eq!(dearest.cost(&most), MAX_COST);
         assert_eq!(cost_e10(MAX_COST), 999_999_999_999_999_999);
+    }
+
+    #[test]
+    fn the_most_a_request_can_cost_takes_the_dearest_input_price() {
+        let p = Prices {
+            input: d("3"),
+            output: d("15"),
+            cache_read: d("0.3"),
+            cache_write: d("3.75"),
+        };
+        // 1000 * 3.75 + 500 * 15 = 11250 per million
+        assert_eq!(p.most(1000, 500), d("0.01125"));
+        let actual = TokenUsage {
+            input: 400,
+            cache_read: 300,
+            cache_write: 300,
+            output: 500,
+            reasoning: 0,
+        };
+        assert!(p.cost(&actual) <= p.most(1000, 500));
+        // Rounded up at the tenth decimal, never down.
+        let tiny = Prices {
+            input: d("0.000001"),
+            ..Default::default()
+        };
+        assert_eq!(tiny.most(1, 0), d("0.0000000001"));
+        assert_eq!(p.most(u64::MAX, u64::MAX), MAX_COST);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub tokens_total: IntCounterVec,
     pub cost_usd_total: CounterVec,
     pub rate_limited_total: IntCounterVec,
+    pub budget_exceeded_total: IntCounterVec,
     pub shared_limiter_errors_total: IntCounter,
     pub fallbacks_total: IntCounterVec,
     pub in_flight: IntGaugeVec,
@@ -134,6 +135,11 @@ const COST_USD_TOTAL: Def = Def {
 const RATE_LIMITED_TOTAL: Def = Def {
     name: "rate_limited_total",
     help: "Requests refused or delayed by a limit, by scope.",
+    labels: &["scope"],
+};
+const BUDGET_EXCEEDED_TOTAL: Def = Def {
+    name: "budget_exceeded_total",
+    help: "Requests refused because a key's or project's budget had no room, by scope.",
     labels: &["scope"],
 };
 const SHARED_LIMITER_ERRORS_TOTAL: Def = Def {
@@ -339,6 +345,7 @@ impl Metrics {
                 COST_USD_TOTAL.labels,
             )),
             rate_limited_total: r.int_counter_vec(&RATE_LIMITED_TOTAL),
+            budget_exceeded_total: r.int_counter_vec(&BUDGET_EXCEEDED_TOTAL),
             shared_limiter_errors_total: r.int_counter(&SHARED_LIMITER_ERRORS_TOTAL),
             fallbacks_total: r.int_counter_vec(&FALLBACKS_TOTAL),
             in_flight: r.add(IntGaugeVec::new(opts(&IN_FLIGHT), IN_FLIGHT.labels)),
@@ -374,6 +381,9 @@ impl Metrics {
         }
         for scope in crate::limits::SCOPES {
             self.rate_limited_total.with_label_values(&[scope]);
+        }
+        for scope in crate::limits::budget::SCOPES {
+            self.budget_exceeded_total.with_label_values(&[scope]);
         }
         for reason in super::refusals::REASONS {
             self.auth_failures_total.with_label_values(&[reason]);

@@ -1,6 +1,7 @@
-//! Read and admit: the body read once within
-//! `max_body_bytes`, parsed once and checked, and what it needs of a model; once the
-//! deployments are chosen, the caller's key's own limits.
+//! Read and admit: the body read once within `max_body_bytes`, parsed once and checked, and
+//! what it needs of a model; whether the caller's key may use that model; once the
+//! deployments are chosen, the most the request can cost reserved in the key's and project's
+//! budgets, and the key's own limits.
 
 use std::sync::{Arc, LazyLock};
 
@@ -14,9 +15,10 @@ use super::meter::RequestMeter;
 use super::outcome::PassedOver;
 use super::{Gateway, Runtime};
 use crate::error::GatewayError;
+use crate::limits::budget::{self, Budgets, Nanos, Refusal};
 use crate::limits::{self, Admission, LimitSet, Refused};
 use crate::providers::{Endpoint, JsonObject, Kind};
-use crate::registry::Needs;
+use crate::registry::{Deployment, Needs};
 use crate::upstream::{read_limited, ReadError};
 
 /// Reads the request of an authenticated caller: the context every later phase works on.
@@ -42,6 +44,136 @@ pub async fn read<'m>(
         key_admission: Admission::default(),
         passed_over: PassedOver::default(),
     })
+}
+
+/// A key limited to some models may ask only for those (by the name it sends).
+pub fn allowed_model(ctx: &RequestCtx<'_>) -> Result<(), GatewayError> {
+    let model = &ctx.meter.model_name;
+    match ctx.meter.caller.as_deref() {
+        Some(caller) if !caller.may_use(model) => Err(model_not_allowed(model)),
+        _ => Ok(()),
+    }
+}
+
+pub fn model_not_allowed(model: &str) -> GatewayError {
+    GatewayError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        format!("This API key may not use the model `{model}`; it is limited to its allowed models (GET /v1/models lists them)."),
+    )
+    .code("model_not_allowed")
+    .param("model")
+}
+
+/// Output tokens reserved for a request that sets no `max_tokens` at a model that declares no
+/// `max_output_tokens` (neither in the request nor in the model's default parameters).
+pub const FALLBACK_OUTPUT_TOKENS: u64 = 4096;
+/// How long a reservation in Redis may outlive its request's deadline before it expires by
+/// itself (in case this instance dies before settling it).
+const RESERVATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reserves the most the request can cost (`worst_case`) in the caller's key's and project's
+/// budgets, or refuses it when one has no room; the reservation is held by the meter until
+/// the request's usage is recorded. A request without budgets passes on one branch.
+pub async fn budgets(
+    gw: &Gateway,
+    ctx: &mut RequestCtx<'_>,
+    plan: &[Arc<Deployment>],
+) -> Result<(), GatewayError> {
+    let meter = &mut *ctx.meter;
+    let Some(budgets) = meter.caller.as_deref().map(|c| &c.budgets) else {
+        return Ok(());
+    };
+    if budgets.is_empty() {
+        return Ok(());
+    }
+    let cost = budget::nanos_ceil(worst_case(meter.endpoint, &ctx.needs, plan));
+    let ttl = ctx
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        + RESERVATION_MARGIN;
+    // Boxed: the reservation's future (Redis, a database read) stays out of the request's
+    // own future, which every request carries whether it has a budget or not.
+    match Box::pin(gw.budgets.reserve(budgets, cost, ttl)).await {
+        Ok(hold) => {
+            meter.budget = Some(hold);
+            Ok(())
+        }
+        Err(refusal) => Err(budget_refused(gw, budgets, cost, refusal)),
+    }
+}
+
+/// The most the request can cost at any deployment of the plan: its prompt estimate (about
+/// four bytes of JSON a token) and all the output it allows, at that deployment's prices.
+fn worst_case(
+    endpoint: Endpoint,
+    needs: &Needs,
+    plan: &[Arc<Deployment>],
+) -> rust_decimal::Decimal {
+    plan.iter()
+        .map(|d| {
+            d.prices
+                .most(needs.prompt_tokens, output_allowed(endpoint, needs, d))
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+/// The output tokens a request may get from `d`: its `max_tokens` (or
+/// `max_completion_tokens`, or the model's default parameter) within the model's
+/// `max_output_tokens`; without either, `FALLBACK_OUTPUT_TOKENS`. Embeddings have none.
+fn output_allowed(endpoint: Endpoint, needs: &Needs, d: &Deployment) -> u64 {
+    if endpoint == Endpoint::Embeddings {
+        return 0;
+    }
+    let default = || {
+        ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|p| d.parameters.get(*p)?.as_u64())
+    };
+    match (needs.max_tokens.or_else(default), d.max_output_tokens) {
+        (Some(asked), Some(most)) => asked.min(most),
+        (Some(asked), None) => asked,
+        (None, Some(most)) => most,
+        (None, None) => FALLBACK_OUTPUT_TOKENS,
+    }
+}
+
+/// The 429 of a budget with no room (counted in `tollgate_budget_exceeded_total`), or the
+/// 503 of a budget that could not be checked.
+fn budget_refused(gw: &Gateway, budgets: &Budgets, cost: Nanos, refusal: Refusal) -> GatewayError {
+    let (scope, committed) = match refusal {
+        Refusal::Over { scope, committed } => (scope, committed),
+        Refusal::Unavailable(why) => {
+            return GatewayError::unavailable(format!(
+                "The gateway cannot check this key's budget right now ({why}); try again shortly."
+            ))
+            .code("budget_unavailable")
+        }
+    };
+    gw.metrics
+        .budget_exceeded_total
+        .with_label_values(&[scope.as_str()])
+        .inc();
+    let Some(b) = budgets.of(scope) else {
+        return GatewayError::internal("a budget refused a request it does not hold");
+    };
+    let this_month = match b.period {
+        budget::Period::Monthly => " this month",
+        budget::Period::Total => "",
+    };
+    GatewayError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "insufficient_quota",
+        format!(
+            "The budget of {} is used up: ${} of its ${} are spent{this_month} or reserved by requests in flight, and this request may cost up to ${}.",
+            b.label,
+            budget::usd(committed),
+            budget::usd(b.limit),
+            budget::usd(cost)
+        ),
+    )
+    .code("budget_exceeded")
 }
 
 /// The caller's key's own limits, checked once per request and without waiting.

@@ -3,10 +3,13 @@
 //!
 //! 1. read and admit (`admit::read`): the edge checks, the route and the caller's
 //!    authentication are the router's (`crate::server`); here the body is read once within
-//!    `max_body_bytes`, parsed once and checked, and what it needs of a model read from it
+//!    `max_body_bytes`, parsed once and checked, and what it needs of a model read from it;
+//!    then whether the caller's key may use the model it names (`admit::allowed_model`)
 //! 2. choose (`choose::plan`): the deployments that fit, in the order the route's strategy
 //!    (or priority) says
-//! 3. admit the key (`admit::key_limits`): the caller's key's own limits, without waiting
+//! 3. admit the key: the most the request can cost reserved in its key's and project's
+//!    budgets (`admit::budgets`; the meter settles it to the actual cost when it records the
+//!    request), then the caller's key's own limits, without waiting (`admit::key_limits`)
 //!
 //! then for each deployment in that order, until one answers (`forward`):
 //!
@@ -79,7 +82,9 @@ async fn proxy(
     meter: &mut RequestMeter,
 ) -> Result<Response<ClientBody>, GatewayError> {
     let mut ctx = admit::read(runtime, req, meter).await?;
+    admit::allowed_model(&ctx)?;
     let plan = choose::plan(gw, &mut ctx)?;
+    admit::budgets(gw, &mut ctx, &plan).await?;
     admit::key_limits(gw, &mut ctx).await?;
     forward(gw, &mut ctx, &plan).await
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Caller;
+use crate::limits::budget::Hold;
 use crate::metering::{ModelLabel, UsageRecord, UsageSource};
 use crate::providers::{Endpoint, ReportedUsage};
 use crate::registry::Deployment;
 use crate::store::UsageSink;
 
-#[derive(Clone)]
 pub struct RequestMeter {
     pub request_id: String,
     pub endpoint: Endpoint,
@@ -32,6 +32,8 @@ pub struct RequestMeter {
     created_at: chrono::DateTime<chrono::Utc>,
     sink: UsageSink,
     recorded: bool,
+    /// The request's budget reservation, replaced by its actual cost when it is recorded.
+    pub budget: Option<Hold>,
 }
 
 impl RequestMeter {
@@ -51,15 +53,31 @@ impl RequestMeter {
             created_at: chrono::Utc::now(),
             sink,
             recorded: false,
+            budget: None,
         }
     }
 
-    /// Hands the metering over to a stream that outlives the handler; this one then records
-    /// nothing.
+    /// Hands the metering (and the budget reservation) over to a stream that outlives the
+    /// handler; this one keeps only the request's id, and records nothing.
     pub fn hand_over(&mut self) -> RequestMeter {
-        let meter = self.clone();
-        self.recorded = true;
-        meter
+        let stays = RequestMeter {
+            request_id: self.request_id.clone(),
+            endpoint: self.endpoint,
+            stream: self.stream,
+            model_name: String::new(),
+            known_model: self.known_model,
+            caller: None,
+            deployment: None,
+            attempts: 0,
+            upstream: Duration::ZERO,
+            attempt_sent: None,
+            started: self.started,
+            created_at: self.created_at,
+            sink: self.sink.clone(),
+            recorded: true,
+            budget: None,
+        };
+        std::mem::replace(self, stays)
     }
 
     /// An attempt is sent to `dep`: it counts, and its time with the provider runs until
@@ -105,6 +123,10 @@ impl RequestMeter {
         let dep = self.deployment.as_deref();
         let tokens = usage.map(|u| u.tokens).unwrap_or_default();
         let cost = dep.map(|d| d.prices.cost(&tokens)).unwrap_or_default();
+        if let Some(hold) = self.budget.take() {
+            // The reservation becomes the cost the row records.
+            hold.settle(crate::limits::budget::nanos_ceil(cost));
+        }
         let source = match usage {
             Some(u) if u.estimated => UsageSource::Estimated,
             Some(_) => UsageSource::Provider,

@@ -47,6 +47,8 @@ pub struct Gateway {
     key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
     /// Limits shared through Redis, when `[redis] url` is set.
     shared: Option<Shared>,
+    /// Keys' and projects' budgets: what is spent and reserved.
+    budgets: crate::limits::budget::Ledger,
 }
 
 /// The settings a request reads, in one piece: one atomic load a request, and a reload
@@ -85,6 +87,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         shared: Option<Shared>,
     ) -> Gateway {
+        let budgets = crate::limits::budget::Ledger::new(Arc::new(db.clone()), shared.clone());
         Gateway {
             runtime: ArcSwap::from_pointee(Runtime::new(&db, config, None)),
             db,
@@ -96,6 +99,7 @@ impl Gateway {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
+            budgets,
             shared,
         }
     }

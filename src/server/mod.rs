@@ -29,7 +29,7 @@ use crate::limits::{OnRedisFailure, Shared};
 use crate::metering::Metrics;
 use crate::proxy::Gateway;
 use crate::registry::Snapshot;
-use crate::store::{usage_pipeline, Db, UsageSink};
+use crate::store::{run_usage_retention, usage_pipeline, Db, UsageSink};
 use edge::Edge;
 use reload::{check_open_gateway, provider_keys, sealer, warn_keys_kept_in_memory, Reloader};
 
@@ -196,7 +196,7 @@ async fn load_snapshot(
 }
 
 /// The queue requests put their usage records in, and the task that writes them, with the
-/// sender that tells it to write what is left and stop.
+/// sender that tells it to write what is left and stop. The usage retention runs beside it.
 fn start_usage_writer(
     db: &Db,
     metrics: &Arc<Metrics>,
@@ -211,7 +211,15 @@ fn start_usage_writer(
         config.usage.spool_path.clone(),
     );
     let (writer_stop, writer_stop_rx) = oneshot::channel();
-    let writer = tokio::spawn(writer.run(writer_stop_rx));
+    let retention = tokio::spawn(run_usage_retention(
+        db.clone(),
+        config.usage.retention_months,
+    ));
+    let writer = tokio::spawn(async move {
+        writer.run(writer_stop_rx).await;
+        // The retention stops with the writer; a partition drop it was in is rolled back.
+        retention.abort();
+    });
     (usage, writer, writer_stop)
 }
 

@@ -50,25 +50,41 @@ pub async fn readyz(gw: &Gateway) -> Response {
     json_response(status, json!({"database": db, "deployments": models}))
 }
 
-/// `GET /v1/models` and `GET /v1/models/{id}`.
-pub fn list_models(gw: &Gateway, _caller: &Caller, id: Option<&str>) -> Response {
+/// `GET /v1/models` and `GET /v1/models/{id}`: a key limited to some models sees only those.
+pub fn list_models(gw: &Gateway, caller: &Caller, id: Option<&str>) -> Response {
     let snapshot = gw.registry.load();
     let entry = |m: &crate::registry::ListedModel| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by});
     match id {
         None => {
-            let data: Vec<_> = snapshot.listed().iter().map(entry).collect();
+            let mut data: Vec<_> = snapshot
+                .listed()
+                .iter()
+                .filter(|m| caller.may_use(&m.id))
+                .map(entry)
+                .collect();
+            // A key limited to some models sees only those, `provider/model_id` ones included.
+            for id in caller.allowed_models.iter().flatten() {
+                if snapshot.listed_model(id).is_none() {
+                    data.extend(snapshot.resolve(id).map(|r| unlisted(id, r)));
+                }
+            }
             json_response(StatusCode::OK, json!({"object": "list", "data": data}))
         }
+        // As OpenAI answers for a model the key has no access to.
+        Some(id) if !caller.may_use(id) => error_response(&GatewayError::model_not_found(id)),
         Some(id) => match snapshot.listed_model(id) {
             Some(m) => json_response(StatusCode::OK, entry(m)),
             None => match snapshot.resolve(id) {
                 // provider/model_id is not listed but can be asked about
-                Some(deps) => json_response(
-                    StatusCode::OK,
-                    json!({"id": id, "object": "model", "created": deps.deployments[0].created_unix, "owned_by": deps.deployments[0].provider.name}),
-                ),
+                Some(resolved) => json_response(StatusCode::OK, unlisted(id, resolved)),
                 None => error_response(&GatewayError::model_not_found(id)),
             },
         },
     }
+}
+
+/// The model entry of a name that resolves without being listed (`provider/model_id`).
+fn unlisted(id: &str, resolved: &crate::registry::Resolved) -> serde_json::Value {
+    let first = &resolved.deployments[0];
+    json!({"id": id, "object": "model", "created": first.created_unix, "owned_by": first.provider.name})
 }

@@ -1,5 +1,6 @@
-//! The database: one pool, PostgreSQL or SQLite, the queries per table, and the usage writer
-//! that batches the request path's usage rows into it (`writer`).
+//! The database: one pool, PostgreSQL or SQLite, the queries per table, the usage writer
+//! that batches the request path's usage rows into it (`writer`), the usage reports read from
+//! the hourly roll-up (`report`, `report_params`) and the usage retention (`retention`).
 //!
 //! Every statement is written once, in PostgreSQL syntax with `$N` parameters and explicit
 //! casts (`$1::uuid`). For SQLite the casts are dropped and `$N` becomes `?N`, which SQLite
@@ -9,17 +10,26 @@
 
 mod keys;
 mod plan;
+mod projects;
 mod registry;
+mod report;
+mod report_params;
+mod retention;
+mod spend;
 mod usage;
 mod version;
 mod writer;
 
-pub use keys::{ApiKeyRow, NewApiKey};
+pub use keys::{ApiKeyRow, ApiKeyUpdate, NewApiKey};
 pub use plan::{Change, PlannedChange};
+pub use projects::{NewProject, ProjectRow, ProjectUpdate};
 pub use registry::{
     ModelRow, ProviderRow, RegistryRows, SyncReport, KEY_IN_CONFIG, ROUTE_SETTING_PREFIX,
 };
-pub use usage::{refuses_rows, UsageReportRow, UsageTotals};
+pub use report::{GroupBy, Period, UsageFilters, UsageQuery, UsageReport, UsageRow, UsageTotals};
+pub use report_params::{ParamError, DEFAULT_LIMIT, MAX_LIMIT};
+pub use retention::{retention_cutoff, run_usage_retention, RetentionOutcome};
+pub use usage::refuses_rows;
 pub use version::{RegistryListener, LISTENER_APPLICATION_NAME, REGISTRY_CHANNEL};
 pub use writer::{usage_pipeline, UsageSink, UsageWriter};
 
@@ -122,6 +132,69 @@ impl DbRow {
             DbRow::Sqlite(r) => r.try_get(col)?,
         })
     }
+    /// A NUMERIC column read as text (`col::text`), exactly.
+    pub fn opt_decimal(&self, col: &str) -> anyhow::Result<Option<rust_decimal::Decimal>> {
+        self.opt_text(col)?
+            .map(|t| {
+                rust_decimal::Decimal::from_str(t.trim())
+                    .map(|d| d.normalize())
+                    .with_context(|| format!("column {col} is not a decimal: {t:?}"))
+            })
+            .transpose()
+    }
+    /// A timestamp column read as text (`col::text`): PostgreSQL's form or the one
+    /// `timestamp` writes.
+    pub fn opt_time(&self, col: &str) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        self.opt_text(col)?
+            .map(|t| {
+                parse_timestamp(&t).with_context(|| format!("column {col} is not a time: {t:?}"))
+            })
+            .transpose()
+    }
+}
+
+/// The `SET` list of an UPDATE that changes only the fields given, its parameters numbered
+/// from `$1`.
+#[derive(Default)]
+struct Changes {
+    sets: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Changes {
+    /// `column = $N::cast` (cast may be empty).
+    fn set(&mut self, column: &str, cast: &str, value: impl Into<Arg>) {
+        self.args.push(value.into());
+        let n = self.args.len();
+        self.sets.push(format!("{column} = ${n}{cast}"));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// `UPDATE table SET ... WHERE where_` with `where_`'s own parameters following, written
+    /// as `$W1`, `$W2`, ...
+    fn update(mut self, table: &str, where_: &str, where_args: Vec<Arg>) -> (String, Vec<Arg>) {
+        let mut condition = where_.to_owned();
+        for i in (1..=where_args.len()).rev() {
+            condition = condition.replace(&format!("$W{i}"), &format!("${}", self.args.len() + i));
+        }
+        self.args.extend(where_args);
+        let sql = format!(
+            "UPDATE {table} SET {} WHERE {condition}",
+            self.sets.join(", ")
+        );
+        (sql, self.args)
+    }
+}
+
+/// A timestamp as either database gives it back as text.
+pub fn parse_timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// The SQLite form of a statement, rewritten once per distinct text: the usage writer runs
@@ -436,6 +509,15 @@ mod tests {
                 t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             );
         }
+    }
+
+    #[test]
+    fn timestamps_are_read_in_both_databases_forms() {
+        let pg = parse_timestamp("2026-11-30 12:34:56.789+00").unwrap();
+        let sqlite = parse_timestamp("2026-11-30T12:34:56.789Z").unwrap();
+        assert_eq!(pg, sqlite);
+        assert_eq!(parse_timestamp(&timestamp(pg)), Some(pg));
+        assert_eq!(parse_timestamp("yesterday"), None);
     }
 
     #[test]

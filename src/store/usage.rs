@@ -1,34 +1,16 @@
-//! `llm_usage_logs` and `llm_usage_hourly`: batched writes and the reports read from them.
+//! `llm_usage_logs` and `llm_usage_hourly`: batched writes (`report` reads them).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{Datelike, TimeZone, Utc};
-use rust_decimal::Decimal;
 
 use super::{timestamp, Arg, Db};
 use crate::metering::UsageRecord;
 
-/// Months whose partition this process has already made sure of (PostgreSQL only).
+/// Months whose partition this process has already made sure of (PostgreSQL only), by
+/// database (`Db::partition_key`).
 static PARTITIONS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageTotals {
-    pub requests: i64,
-    pub errors: i64,
-    pub input_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub output_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost_usd: Decimal,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageReportRow {
-    pub group: String,
-    pub totals: UsageTotals,
-}
 
 /// PostgreSQL's duplicate_table, or unique_violation on its catalog (a concurrent CREATE).
 fn already_exists(e: &anyhow::Error) -> bool {
@@ -106,11 +88,12 @@ impl Db {
             .collect();
         for (y, m) in months {
             let name = format!("llm_usage_logs_y{y}m{m:02}");
+            let key = self.partition_key(&name);
             let known = PARTITIONS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert_with(HashSet::new)
-                .contains(&name);
+                .contains(&key);
             if known {
                 continue;
             }
@@ -136,71 +119,35 @@ impl Db {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert_with(HashSet::new)
-                .insert(name);
+                .insert(key);
         }
         Ok(())
     }
 
-    /// Totals per group since a time, from the hourly roll-up. `by` is model, provider,
-    /// project or key.
-    pub async fn usage_report(
-        &self,
-        by: &str,
-        since: chrono::DateTime<Utc>,
-    ) -> anyhow::Result<Vec<UsageReportRow>> {
-        let (join, group) = match by {
-            "model" => (
-                "LEFT JOIN llm_models m ON m.id::text = h.llm_model_id
-                 LEFT JOIN llm_providers p ON p.id = m.provider_id",
-                "COALESCE(p.name || '/' || m.model_id, '(none)')",
-            ),
-            "provider" => (
-                "LEFT JOIN llm_providers p ON p.id::text = h.provider_id",
-                "COALESCE(p.name, '(none)')",
-            ),
-            "project" => (
-                "LEFT JOIN projects p ON p.id::text = h.project_id",
-                "COALESCE(p.name, '(none)')",
-            ),
-            "key" => (
-                "LEFT JOIN api_keys k ON k.id::text = h.api_key_id",
-                "COALESCE(k.name || ' (' || k.key_prefix || ')', '(none)')",
-            ),
-            other => anyhow::bail!(
-                "cannot group usage by {other:?}: use model, provider, project or key"
-            ),
-        };
-        let sql = format!(
-            "SELECT {group} AS grp, SUM(h.requests)::bigint AS requests, SUM(h.errors)::bigint AS errors,
-                SUM(h.input_tokens)::bigint AS input_tokens, SUM(h.cache_read_tokens)::bigint AS cache_read_tokens,
-                SUM(h.cache_write_tokens)::bigint AS cache_write_tokens,
-                SUM(h.output_tokens)::bigint AS output_tokens, SUM(h.reasoning_tokens)::bigint AS reasoning_tokens,
-                SUM(h.cost_usd_e10)::bigint AS cost_usd_e10
-             FROM llm_usage_hourly h {join}
-             WHERE h.hour >= $1::timestamptz
-             GROUP BY {group} ORDER BY SUM(h.cost_usd_e10) DESC, {group}"
-        );
-        let rows = self.fetch_all(&sql, &[timestamp(since).into()]).await?;
-        let mut out = Vec::new();
-        for r in rows {
-            // SUM over no rows is NULL; the casts keep PostgreSQL's NUMERIC sums as BIGINT.
-            let sum = |c: &str| -> anyhow::Result<i64> { Ok(r.opt_int(c)?.unwrap_or(0)) };
-            out.push(UsageReportRow {
-                group: r.text("grp")?,
-                totals: UsageTotals {
-                    requests: sum("requests")?,
-                    errors: sum("errors")?,
-                    input_tokens: sum("input_tokens")?,
-                    cache_read_tokens: sum("cache_read_tokens")?,
-                    cache_write_tokens: sum("cache_write_tokens")?,
-                    output_tokens: sum("output_tokens")?,
-                    reasoning_tokens: sum("reasoning_tokens")?,
-                    cost_usd: Decimal::from_i128_with_scale(i128::from(sum("cost_usd_e10")?), 10)
-                        .normalize(),
-                },
-            });
+    /// A partition as the cache knows it: one process may write to several databases (the
+    /// tests do), and a month made in one is not made in another.
+    fn partition_key(&self, name: &str) -> String {
+        match self {
+            Db::Postgres(pool) => {
+                let o = pool.connect_options();
+                let database = o.get_database().unwrap_or_default();
+                format!("{}:{}/{database}/{name}", o.get_host(), o.get_port())
+            }
+            Db::Sqlite(_) => name.to_owned(),
         }
-        Ok(out)
+    }
+
+    /// Forgets a month's partition after the retention dropped it: a row for that month (a
+    /// replayed old spool) makes it again rather than landing in the default partition.
+    pub(super) fn forget_partition(&self, name: &str) {
+        let key = self.partition_key(name);
+        if let Some(known) = PARTITIONS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            known.remove(&key);
+        }
     }
 }
 

@@ -337,6 +337,18 @@ api_key = "{key}"
     )
 }
 
+/// The model `echo` of the in-process mock provider `local`: answers without any upstream.
+pub const MOCK_ECHO: &str = r#"
+[[providers]]
+name = "local"
+api = "mock"
+
+[[models]]
+name = "echo"
+provider = "local"
+model_id = "echo-1"
+"#;
+
 /// A chat model `fast` on the provider `up`, with prices and default parameters.
 pub const CHAT_MODEL: &str = r#"
 [[models]]

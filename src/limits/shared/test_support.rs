@@ -1,6 +1,8 @@
 //! Test helpers: the real Redis the tests run against, and key prefixes that keep each test's
 //! keys apart from every other test's (and from other engineers' runs on the same Redis).
 
+use tokio::task::JoinSet;
+
 use super::SharedLimiter;
 
 pub(crate) fn redis_url() -> String {
@@ -52,4 +54,29 @@ impl Drop for TestPrefix {
             let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query(&mut conn);
         }
     }
+}
+
+/// A TCP forwarder to the test Redis that can be pulled like a cable: aborting the set
+/// closes the listener and every forwarded connection.
+pub(crate) async fn proxy_to_test_redis() -> (String, JoinSet<()>) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let target = match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        other => panic!("the forwarder needs a TCP Redis, not {other:?}"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let mut proxy = JoinSet::new();
+    proxy.spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (url, proxy)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::test_support::{redis_url, TestPrefix};
+use super::test_support::{proxy_to_test_redis, redis_url, TestPrefix};
 use super::*;
 
 /// Polls `attempt` every 20 ms until it gives `Some`, or panics after `limit`.
@@ -320,29 +320,4 @@ async fn a_redis_lost_after_connecting_fails_decisions_fast() {
         assert!(limiter.take("b", 60, 1).await.is_err());
         assert!(started.elapsed() < Duration::from_secs(3));
     }
-}
-
-/// A TCP forwarder to the test Redis that can be pulled like a cable: aborting the set
-/// closes the listener and every forwarded connection.
-async fn proxy_to_test_redis() -> (String, JoinSet<()>) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let target = match client.get_connection_info().addr() {
-        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
-        other => panic!("the forwarder needs a TCP Redis, not {other:?}"),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("redis://{}", listener.local_addr().unwrap());
-    let mut proxy = JoinSet::new();
-    proxy.spawn(async move {
-        let mut connections = JoinSet::new();
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let target = target.clone();
-            connections.spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    (url, proxy)
 }
