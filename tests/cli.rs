@@ -294,3 +294,111 @@ async fn usage_report_through_the_cli(backend: Backend) {
         "{err}"
     );
 }
+
+on_both_databases!(check_config_shows_what_a_reload_would_change);
+
+/// `check-config` compares the file with the database's registry and writes nothing: what
+/// is added, removed (deactivated), changed (which fields), and what the admin API owns.
+async fn check_config_shows_what_a_reload_would_change(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_mock, addr) = mock_upstream().await;
+    let registry = format!(
+        "{}[[models]]\nname = \"a\"\nprovider = \"up\"\nmodel_id = \"a1\"\ncost_input_per_million = \"0.15\"\n\
+         [[models]]\nname = \"b\"\nprovider = \"up\"\nmodel_id = \"b1\"\n\
+         [[routes]]\nname = \"smart\"\ntargets = [\"up/a1\", \"up/b1\"]\n",
+        upstream_provider(addr, "up", "sk-first")
+    );
+    let with_master_key = |t: String| {
+        t.replace(
+            "require_api_key = false",
+            "require_api_key = false\nmaster_key = \"mk-test-0123456789\"",
+        )
+    };
+    let gw = start_gateway_with(&db, &registry, with_master_key).await;
+    gw.running.stop().await;
+    let store = db.connect().await;
+    store
+        .put_setting("route:cheap", &json!({"targets": ["up/a1"]}))
+        .await
+        .unwrap();
+    let path = gw.config_path.clone();
+    let out = tollgate(&path, &["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("registry    the database already holds what the file describes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("admin API   reachable with the master key"),
+        "{text}"
+    );
+
+    let file = std::fs::read_to_string(&path).unwrap();
+    let edited = file
+        .replace("sk-first", "sk-second")
+        .replace("\"0.15\"", "\"0.20\"\nparameters = { temperature = 0.5 }")
+        .replace(
+            "name = \"b\"\nprovider = \"up\"\nmodel_id = \"b1\"",
+            "name = \"c\"\nprovider = \"up\"\nmodel_id = \"c1\"",
+        )
+        .replace(
+            "[\"up/a1\", \"up/b1\"]",
+            "[\"up/a1\"]\n[[routes]]\nname = \"cheap\"\ntargets = [\"up/c1\"]",
+        );
+    std::fs::write(&path, edited).unwrap();
+    let version = store.registry_version().await.unwrap();
+    let out = tollgate(&path, &["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for line in [
+        "registry    a reload would change in the database:",
+        "~ provider  up changed: api_key",
+        "~ model     up/a1 changed: cost_input_per_million, parameters",
+        "+ model     up/c1 added",
+        "- model     up/b1 removed: deactivated",
+        "~ route     smart changed: targets",
+        "= route     cheap managed through the admin API: left as it is",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
+    assert!(!text.contains("sk-"), "a key in the output:\n{text}");
+    assert_eq!(
+        store.registry_version().await.unwrap(),
+        version,
+        "nothing written"
+    );
+    let c1 = store
+        .fetch_all("SELECT id FROM llm_models WHERE model_id = 'c1'", &[])
+        .await
+        .unwrap();
+    assert!(c1.is_empty());
+}
+
+/// Without a master key or a JWT secret only admin keys reach the admin API, and check-config
+/// says so; a database that does not exist yet is not created by it.
+#[test]
+fn check_config_says_who_reaches_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let db_file = dir.path().join("none.db");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"sqlite://{}?mode=rwc\"\n",
+            db_file.display()
+        ),
+    )
+    .unwrap();
+    let out = tollgate(&path, &["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("admin API   reachable only with admin keys (`tollgate keys create --role admin`): no master key or JWT secret is set"),
+        "{text}"
+    );
+    assert!(text.contains("does not exist yet"), "{text}");
+    assert!(!db_file.exists());
+}

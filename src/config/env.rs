@@ -1,7 +1,7 @@
 //! `env:NAME` references, and `DATABASE_URL`, which overrides `[database] url`.
 //!
-//! Provider keys are not resolved here: the database keeps the reference, never the key, and
-//! the registry reads the variable when it builds the provider.
+//! Provider keys are not resolved here: the database keeps the reference, never the key's
+//! value, and the registry reads the variable when it builds the provider.
 
 use super::{Config, Findings, ProviderConfig};
 

@@ -185,7 +185,8 @@ pub struct ProviderConfig {
     pub api: Api,
     #[serde(default)]
     pub base_url: String,
-    /// `env:NAME` (kept as a reference) or the key itself (kept only in memory).
+    /// `env:NAME` (kept as a reference) or the key itself (stored sealed with the master key;
+    /// without one, kept only in this instance's memory).
     pub api_key: Option<String>,
     pub api_version: Option<String>,
     #[serde(default = "one")]

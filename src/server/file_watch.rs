@@ -24,14 +24,16 @@ const QUIET: Duration = Duration::from_millis(300);
 /// The longest a reload waits for writes to stop.
 const AT_MOST: Duration = Duration::from_secs(2);
 
-/// Watches the config file until `stop`. If the system cannot watch it (no inotify
-/// instances left, say), says so and leaves reloads to SIGHUP and the admin API.
+/// Watches the config file until `stop`. The watch is in place when this returns, so a write
+/// made from then on is seen. If the system cannot watch the file (no inotify instances left,
+/// say), says so and leaves reloads to SIGHUP and the admin API.
 pub(super) fn spawn(app: Arc<App>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    let path = app.reloader.config_path.clone();
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let watcher = watch_directory_of(&path, tx);
     tokio::spawn(async move {
-        let path = app.reloader.config_path.clone();
-        let (tx, mut changes) = mpsc::unbounded_channel();
         // Dropping the watcher ends the watch: it lives as long as this task.
-        let _watcher = match watch_directory_of(&path, tx) {
+        let _watcher = match watcher {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(

@@ -257,13 +257,12 @@ impl App {
         Some(self.rebuild(&applied).await.map(|_| ()))
     }
 
-    /// After this instance changed the registry's rows (the admin API): bumps the registry
-    /// version, which tells the other instances (NOTIFY at once on PostgreSQL, their periodic
-    /// check everywhere), and rebuilds this instance's snapshot before returning, so the
-    /// admin's next request sees the change. The rows' triggers bump the version too; the
-    /// bump here costs the other instances one more version check, nothing else.
+    /// After this instance changed the registry's rows (the admin API): rebuilds this
+    /// instance's snapshot before returning, so the admin's next request sees the change. The
+    /// rows' triggers have bumped the registry version in the change's own transaction, which
+    /// tells the other instances (NOTIFY at once on PostgreSQL, their periodic check
+    /// everywhere).
     pub async fn registry_changed(&self) -> anyhow::Result<()> {
-        self.gateway.db.bump_registry_version().await?;
         self.refresh_registry().await
     }
 

@@ -13,6 +13,7 @@ mod audit;
 mod columns;
 mod keys;
 mod models;
+mod plan;
 mod projects;
 mod providers;
 mod registry;
@@ -32,6 +33,7 @@ pub use audit::{AuditEntry, AuditFilter};
 pub use columns::{rfc3339, JsonRow};
 pub use keys::{ApiKeyRow, ApiKeyUpdate, NewApiKey};
 pub use models::{ModelFilter, MODEL_COLUMNS};
+pub use plan::{Change, PlannedChange};
 pub use projects::{NewProject, ProjectRow, ProjectUpdate};
 pub use providers::PROVIDER_COLUMNS;
 pub use registry::{
@@ -309,6 +311,40 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    /// Opens one connection that cannot write: a SQLite file is neither created nor changed,
+    /// and a PostgreSQL session's transactions are read-only (for `check-config`).
+    pub async fn connect_read_only(url: &str) -> anyhow::Result<Db> {
+        let timeout = Duration::from_secs(3);
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| "invalid sqlite database url")?
+                .create_if_missing(false)
+                .read_only(true);
+            let file = opts.get_filename();
+            if file != std::path::Path::new(":memory:") && !file.exists() {
+                anyhow::bail!("{} does not exist yet", file.display());
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(timeout)
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open {}", redact_url(url)))?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let opts = PgConnectOptions::from_str(url)
+                .with_context(|| "invalid postgres database url")?
+                .options([("default_transaction_read_only", "on")]);
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(timeout)
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
