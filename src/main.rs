@@ -426,13 +426,7 @@ async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
             create_key(db, &new).await
         }
         KeysCommand::List => list_keys(db).await,
-        KeysCommand::Revoke { id_or_prefix } => {
-            if !db.revoke_api_key(&id_or_prefix).await? {
-                anyhow::bail!("no active key with id or prefix {id_or_prefix:?}");
-            }
-            println!("revoked {id_or_prefix}");
-            Ok(())
-        }
+        KeysCommand::Revoke { id_or_prefix } => revoke_key(db, &id_or_prefix).await,
     }
 }
 
@@ -440,9 +434,54 @@ async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
 async fn create_key(db: &Db, new: &NewApiKey) -> anyhow::Result<()> {
     let (key, prefix, hash) = tollgate::auth::generate_key();
     let id = db.insert_api_key(new, &hash, &prefix).await?;
+    let after = db.key_row(&id).await?.map(serde_json::Value::Object);
+    audit(db, "create", "key", &id, None, after.as_ref()).await?;
     eprintln!("created key {id} ({prefix}...); it is shown only once:");
     println!("{key}");
     Ok(())
+}
+
+async fn revoke_key(db: &Db, id_or_prefix: &str) -> anyhow::Result<()> {
+    let id = db.get_api_key(id_or_prefix).await?.map(|k| k.id);
+    let row = |id: String| async move {
+        db.key_row(&id)
+            .await
+            .map(|r| r.map(serde_json::Value::Object))
+    };
+    let before = match &id {
+        Some(id) => row(id.clone()).await?,
+        None => None,
+    };
+    if !db.revoke_api_key(id_or_prefix).await? {
+        anyhow::bail!("no active key with id or prefix {id_or_prefix:?}");
+    }
+    let id = id.unwrap_or_else(|| id_or_prefix.to_owned());
+    let after = row(id.clone()).await?;
+    audit(db, "revoke", "key", &id, before.as_ref(), after.as_ref()).await?;
+    println!("revoked {id_or_prefix}");
+    Ok(())
+}
+
+/// The audit row of a change made with the CLI: the actor is `cli` and the system user.
+async fn audit(
+    db: &Db,
+    action: &'static str,
+    resource: &'static str,
+    resource_id: &str,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_default();
+    let actor = format!("cli {user}").trim_end().to_owned();
+    let entry = tollgate::store::AuditEntry {
+        actor: &actor,
+        action,
+        resource,
+        resource_id,
+        before,
+        after,
+    };
+    db.audit(entry).await
 }
 
 async fn list_keys(db: &Db) -> anyhow::Result<()> {
@@ -487,6 +526,11 @@ async fn projects_command(db: &Db, command: ProjectsCommand) -> anyhow::Result<(
                 budget_period: budget_period.parse().map_err(anyhow::Error::msg)?,
             };
             let p = db.create_project(&new).await?;
+            let after = db
+                .project_row(&p.name)
+                .await?
+                .map(serde_json::Value::Object);
+            audit(db, "create", "project", &p.name, None, after.as_ref()).await?;
             println!("created project {} ({})", p.name, p.id);
             Ok(())
         }

@@ -219,6 +219,34 @@ async fn projects_and_keys_carry_budgets_allowed_models_and_expiry() {
         assert_eq!(r.status, status, "{model}: {}", r.text());
     }
     running.stop().await;
+
+    // The CLI's changes are in the audit log, as the admin API's are, without the key.
+    let prefix = key[..11].to_owned();
+    ok(tollgate(&path, &["keys", "revoke", &prefix]));
+    let store = db.connect().await;
+    let audit = store
+        .list_audit(&Default::default(), None, 50)
+        .await
+        .unwrap();
+    let entries: Vec<(String, String, String)> = audit
+        .iter()
+        .map(|a| {
+            let field = |f: &str| a[f].as_str().unwrap_or_default().to_owned();
+            (field("actor"), field("action"), field("resource"))
+        })
+        .collect();
+    for (action, resource) in [("create", "project"), ("create", "key"), ("revoke", "key")] {
+        assert!(
+            entries
+                .iter()
+                .any(|(actor, a, r)| actor.starts_with("cli") && a == action && r == resource),
+            "{action} {resource} in {entries:?}"
+        );
+    }
+    let revoked = audit.iter().find(|a| a["action"] == "revoke").unwrap();
+    assert!(revoked["before"]["revoked_at"].is_null(), "{revoked:?}");
+    assert!(!revoked["after"]["revoked_at"].is_null(), "{revoked:?}");
+    assert!(!serde_json::to_string(&audit).unwrap().contains(&key));
 }
 
 /// Usage made through a gateway, reported by `tollgate usage` as a table with a total line

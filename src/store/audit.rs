@@ -1,5 +1,6 @@
-//! `audit_log`: one row per change made through the admin API, written in the change's own
-//! transaction, so a change is never without its row nor a row without its change.
+//! `audit_log`: one row per admin change. The admin API writes it in the change's own
+//! transaction, so a change is never without its row nor a row without its change; the CLI,
+//! whose store calls commit on their own, writes it right after.
 
 use serde_json::{Map, Value};
 
@@ -64,6 +65,13 @@ impl Tx {
 }
 
 impl Db {
+    /// An audit row in a transaction of its own, for a change already committed (the CLI's).
+    pub async fn audit(&self, entry: AuditEntry<'_>) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        tx.audit(entry).await?;
+        tx.commit().await
+    }
+
     /// Up to `limit` audit rows, newest first (ids are time-ordered), older than the row
     /// `before_id` when given.
     pub async fn list_audit(
