@@ -141,7 +141,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     log_listening(&config, addr, metrics_addr);
     let (stop, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let mut background = vec![file_watch::spawn(app.clone(), stop_rx.clone())];
+    let mut background = vec![file_watch::spawn(app.clone(), stop_rx.clone()).await];
     background.extend(propagate::spawn(app.clone(), stop_rx.clone()));
     let server = tokio::spawn(listeners.serve(&config, app.clone(), stop_rx, grace));
     Ok(Running {
