@@ -200,6 +200,45 @@ impl Db {
 }
 
 impl Tx {
+    /// A new row of the admin API's (`managed_by = 'api'`) in `table` from `values` (columns
+    /// of `cols`); its id.
+    pub async fn insert_api_row(
+        &mut self,
+        table: &str,
+        cols: &Columns,
+        values: &JsonRow,
+    ) -> anyhow::Result<String> {
+        let id = crate::ids::new_id();
+        let now = super::timestamp(chrono::Utc::now());
+        let mut row = values.clone();
+        row.insert("id".into(), id.clone().into());
+        row.insert("managed_by".into(), "api".into());
+        row.insert("created_at".into(), now.clone().into());
+        row.insert("updated_at".into(), now.into());
+        let (sql, args) = insert(table, cols, &row);
+        self.execute(&sql, &args).await?;
+        Ok(id)
+    }
+
+    /// Sets `values` on the live (not soft-deleted) admin API row `id` of `table`; false when
+    /// there is none.
+    pub async fn update_api_row(
+        &mut self,
+        table: &str,
+        cols: &Columns,
+        values: &JsonRow,
+        id: &str,
+    ) -> anyhow::Result<bool> {
+        let mut row = values.clone();
+        row.insert(
+            "updated_at".into(),
+            super::timestamp(chrono::Utc::now()).into(),
+        );
+        let live = "AND managed_by = 'api' AND deleted_at IS NULL";
+        let (sql, args) = update(table, cols, &row, id, live);
+        Ok(self.execute(&sql, &args).await? == 1)
+    }
+
     pub async fn fetch_json(
         &mut self,
         query: &Query,

@@ -2,9 +2,8 @@
 //! soft-deleted (usage rows keep their foreign key). Only rows the API created
 //! (`managed_by = 'api'`) are changed here, the condition in each statement.
 
-use super::columns::{insert, select_list, update, Columns, JsonRow, Kind, Query};
+use super::columns::{select_list, Columns, JsonRow, Kind, Query};
 use super::{timestamp, Db, Tx};
-use crate::ids::new_id;
 
 pub const MODEL_COLUMNS: &Columns = &[
     ("id", Kind::Id),
@@ -119,30 +118,14 @@ impl Tx {
 
     /// A new model of the API's from `values` (columns of `MODEL_COLUMNS`); its id.
     pub async fn insert_model(&mut self, values: &JsonRow) -> anyhow::Result<String> {
-        let id = new_id();
-        let now = timestamp(chrono::Utc::now());
-        let mut row = values.clone();
-        row.insert("id".into(), id.clone().into());
-        row.insert("managed_by".into(), "api".into());
-        row.insert("created_at".into(), now.clone().into());
-        row.insert("updated_at".into(), now.into());
-        let (sql, args) = insert("llm_models", MODEL_COLUMNS, &row);
-        self.execute(&sql, &args).await?;
-        Ok(id)
+        self.insert_api_row("llm_models", MODEL_COLUMNS, values)
+            .await
     }
 
     /// Sets `values` on the live API model `id`; false when there is none.
     pub async fn update_model(&mut self, id: &str, values: &JsonRow) -> anyhow::Result<bool> {
-        let mut row = values.clone();
-        row.insert("updated_at".into(), timestamp(chrono::Utc::now()).into());
-        let (sql, args) = update(
-            "llm_models",
-            MODEL_COLUMNS,
-            &row,
-            id,
-            "AND managed_by = 'api' AND deleted_at IS NULL",
-        );
-        Ok(self.execute(&sql, &args).await? == 1)
+        self.update_api_row("llm_models", MODEL_COLUMNS, values, id)
+            .await
     }
 
     /// Soft-deletes the live API model `id`: inactive, no longer the default, `deleted_at`

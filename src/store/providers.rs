@@ -2,9 +2,8 @@
 //! Only rows the API created (`managed_by = 'api'`) are ever changed here; the condition is in
 //! each statement, so a row the config sync owns is refused even by a racing request.
 
-use super::columns::{insert, select_list, update, Columns, JsonRow, Kind, Query};
+use super::columns::{select_list, Columns, JsonRow, Kind, Query};
 use super::{timestamp, Db, Tx};
-use crate::ids::new_id;
 
 pub const PROVIDER_COLUMNS: &Columns = &[
     ("id", Kind::Id),
@@ -86,30 +85,14 @@ impl Tx {
 
     /// A new provider of the API's from `values` (columns of `PROVIDER_COLUMNS`); its id.
     pub async fn insert_provider(&mut self, values: &JsonRow) -> anyhow::Result<String> {
-        let id = new_id();
-        let now = timestamp(chrono::Utc::now());
-        let mut row = values.clone();
-        row.insert("id".into(), id.clone().into());
-        row.insert("managed_by".into(), "api".into());
-        row.insert("created_at".into(), now.clone().into());
-        row.insert("updated_at".into(), now.into());
-        let (sql, args) = insert("llm_providers", PROVIDER_COLUMNS, &row);
-        self.execute(&sql, &args).await?;
-        Ok(id)
+        self.insert_api_row("llm_providers", PROVIDER_COLUMNS, values)
+            .await
     }
 
     /// Sets `values` on the live API provider `id`; false when there is none.
     pub async fn update_provider(&mut self, id: &str, values: &JsonRow) -> anyhow::Result<bool> {
-        let mut row = values.clone();
-        row.insert("updated_at".into(), timestamp(chrono::Utc::now()).into());
-        let (sql, args) = update(
-            "llm_providers",
-            PROVIDER_COLUMNS,
-            &row,
-            id,
-            "AND managed_by = 'api' AND deleted_at IS NULL",
-        );
-        Ok(self.execute(&sql, &args).await? == 1)
+        self.update_api_row("llm_providers", PROVIDER_COLUMNS, values, id)
+            .await
     }
 
     /// Disables and soft-deletes the live API provider `id` (a trigger soft-deletes its
