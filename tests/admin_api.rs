@@ -774,6 +774,14 @@ async fn the_audit_log_records_every_change(backend: Backend) {
     assert_eq!(nobody["data"], json!([]));
     let row = format!("/admin/audit?resource_id={}", m["id"].as_str().unwrap());
     assert_eq!(admin.read(&row).await["data"].as_array().unwrap().len(), 2);
+
+    // The log is append-only, even for the gateway's own database connection.
+    let store = &gw.running.app.gateway.db;
+    for sql in ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"] {
+        let e = store.execute(sql, &[]).await.unwrap_err();
+        assert!(format!("{e:#}").contains("append-only"), "{sql}: {e:#}");
+    }
+    assert_eq!(admin.read("/admin/audit").await["data"], log["data"]);
     gw.running.stop().await;
 }
 
