@@ -10,7 +10,9 @@ use rust_decimal::Decimal;
 use tollgate::config::{Config, LoadedConfig};
 use tollgate::limits::budget::Scope;
 use tollgate::mock::{MockOptions, MockUpstream};
-use tollgate::store::{Db, NewApiKey, NewProject, Period, UsageQuery, UsageReport, UsageTotals};
+use tollgate::store::{
+    ApiKeyUpdate, Db, NewApiKey, NewProject, Period, UsageQuery, UsageReport, UsageTotals,
+};
 
 // The request path allocates many small short-lived buffers; mimalloc measured cheaper than
 // glibc malloc for that (malloc/free were a fifth of the benchmark's instructions).
@@ -185,6 +187,21 @@ enum KeysCommand {
         #[arg(long, conflicts_with = "expires_at")]
         expires_in_days: Option<u32>,
         /// The key stops working at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z).
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Change a key's limits, budget, allowed models or expiry (by id or prefix); what is
+    /// not given stays. The admin API (`PATCH /admin/keys/{id}`) can also clear them.
+    Update {
+        id_or_prefix: String,
+        #[arg(long)]
+        rpm: Option<i64>,
+        #[arg(long)]
+        tpm: Option<i64>,
+        #[arg(long, value_delimiter = ',')]
+        allowed_models: Option<Vec<String>>,
+        #[arg(long)]
+        budget_usd: Option<Decimal>,
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     },
@@ -426,6 +443,24 @@ async fn keys_command(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
             create_key(db, &new).await
         }
         KeysCommand::List => list_keys(db).await,
+        KeysCommand::Update {
+            id_or_prefix,
+            rpm,
+            tpm,
+            allowed_models,
+            budget_usd,
+            expires_at,
+        } => {
+            let update = ApiKeyUpdate {
+                rpm: rpm.map(Some),
+                tpm: tpm.map(Some),
+                allowed_models: allowed_models.map(Some),
+                budget_usd: budget_usd.map(Some),
+                expires_at: expires_at.map(Some),
+                ..Default::default()
+            };
+            update_key(db, &id_or_prefix, &update).await
+        }
         KeysCommand::Revoke { id_or_prefix } => revoke_key(db, &id_or_prefix).await,
     }
 }
@@ -438,6 +473,26 @@ async fn create_key(db: &Db, new: &NewApiKey) -> anyhow::Result<()> {
     audit(db, "create", "key", &id, None, after.as_ref()).await?;
     eprintln!("created key {id} ({prefix}...); it is shown only once:");
     println!("{key}");
+    Ok(())
+}
+
+async fn update_key(db: &Db, id_or_prefix: &str, update: &ApiKeyUpdate) -> anyhow::Result<()> {
+    let Some(key) = db.get_api_key(id_or_prefix).await? else {
+        anyhow::bail!("no key with id or prefix {id_or_prefix:?}");
+    };
+    let before = db.key_row(&key.id).await?.map(serde_json::Value::Object);
+    db.update_api_key(&key.id, update).await?;
+    let after = db.key_row(&key.id).await?.map(serde_json::Value::Object);
+    audit(
+        db,
+        "update",
+        "key",
+        &key.id,
+        before.as_ref(),
+        after.as_ref(),
+    )
+    .await?;
+    println!("updated key {} ({}...)", key.id, key.key_prefix);
     Ok(())
 }
 

@@ -777,7 +777,10 @@ async fn the_audit_log_records_every_change(backend: Backend) {
 
     // The log is append-only, even for the gateway's own database connection.
     let store = &gw.running.app.gateway.db;
-    for sql in ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"] {
+    for sql in [
+        "UPDATE audit_log SET actor = 'someone else'",
+        "DELETE FROM audit_log",
+    ] {
         let e = store.execute(sql, &[]).await.unwrap_err();
         assert!(format!("{e:#}").contains("append-only"), "{sql}: {e:#}");
     }

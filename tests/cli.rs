@@ -220,8 +220,25 @@ async fn projects_and_keys_carry_budgets_allowed_models_and_expiry() {
     }
     running.stop().await;
 
-    // The CLI's changes are in the audit log, as the admin API's are, without the key.
+    // An update by prefix: the listing shows it (the gateway, after its key cache's TTL).
     let prefix = key[..11].to_owned();
+    let update = [
+        "keys",
+        "update",
+        &prefix,
+        "--allowed-models",
+        "n",
+        "--budget-usd",
+        "3",
+    ];
+    ok(tollgate(&path, &update));
+    let listed = ok(tollgate(&path, &["keys", "list"]));
+    let svc = listed.lines().find(|l| l.contains("svc")).expect("listed");
+    assert!(svc.contains(" 3 ") && svc.contains(" n"), "{listed}");
+    let nobody = tollgate(&path, &["keys", "update", "tg-nothing", "--rpm", "1"]);
+    assert!(!nobody.status.success());
+
+    // The CLI's changes are in the audit log, as the admin API's are, without the key.
     ok(tollgate(&path, &["keys", "revoke", &prefix]));
     let store = db.connect().await;
     let audit = store
@@ -235,7 +252,9 @@ async fn projects_and_keys_carry_budgets_allowed_models_and_expiry() {
             (field("actor"), field("action"), field("resource"))
         })
         .collect();
-    for (action, resource) in [("create", "project"), ("create", "key"), ("revoke", "key")] {
+    #[rustfmt::skip]
+    let expected = [("create", "project"), ("create", "key"), ("update", "key"), ("revoke", "key")];
+    for (action, resource) in expected {
         assert!(
             entries
                 .iter()
