@@ -21,6 +21,15 @@ fn jwt(role: &str, project: Option<&str>, exp_from_now: i64, secret: &str) -> St
     sign_jwt(&claims, secret)
 }
 
+/// The token's claims under an `alg: none` header and no signature, as a forger sends them.
+fn alg_none(token: &str) -> String {
+    use base64::Engine;
+    let header =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let claims = token.split('.').nth(1).unwrap();
+    format!("{header}.{claims}.")
+}
+
 async fn key(store: &tollgate::store::Db, role: &str) -> String {
     let (key, prefix, hash) = tollgate::auth::generate_key();
     let new = tollgate::store::NewApiKey {
@@ -60,6 +69,7 @@ async fn each_role_reaches_what_it_may_and_no_more(backend: Backend) {
     let expired = jwt("admin", None, -300, MASTER);
     let forged = jwt("admin", None, 300, "not-the-secret");
     let unknown_project = jwt("user", Some("nope"), 300, MASTER);
+    let unsigned = alg_none(&admin_jwt);
     use StatusCode as S;
     #[rustfmt::skip]
     let cases: Vec<(&str, &str, Option<String>, S, &str)> = vec![
@@ -71,6 +81,7 @@ async fn each_role_reaches_what_it_may_and_no_more(backend: Backend) {
         ("no key, admin API", &admin, None, S::UNAUTHORIZED, "admin API needs"),
         ("expired JWT", &admin, Some(b(&expired)), S::UNAUTHORIZED, "expired"),
         ("JWT signed with another secret", &admin, Some(b(&forged)), S::UNAUTHORIZED, "signature"),
+        ("JWT with alg none", &admin, Some(b(&unsigned)), S::UNAUTHORIZED, "HS256"),
         ("JWT of a project that does not exist", &models, Some(b(&unknown_project)), S::UNAUTHORIZED, "`nope` does not exist"),
         ("user JWT lists models", &models, Some(b(&user_jwt)), S::OK, ""),
         ("user key lists models", &models, Some(b(&user_key)), S::OK, ""),
