@@ -6,10 +6,11 @@
 //! `registry` (the snapshot of providers and models) and `auth`; the `providers`' wire-format
 //! translations (one `Adapter` per provider API); `mock`, the fake model behind
 //! `api = "mock"` and `tollgate mock-upstream`; `proxy`, the data plane, whose request path is
-//! `proxy::handler`, phase by phase; `admin`, the admin API's handlers; and on top `server`,
+//! `proxy::handler`, phase by phase; `admin`, the admin API's handlers; `api`, the dashboard API's (`/api/v1/*`); and on top `server`,
 //! the application shell: start-up, listeners, the router and its role checks, reloads.
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -32,6 +32,8 @@ const LAYERS: &[&[&str]] = &[
     &["proxy"],
     // the admin API's handlers, on the data plane's state
     &["admin"],
+    // the dashboard API's handlers (`/api/v1/*`), on the data plane
+    &["api"],
     // the application shell: start-up, listeners, router and role checks, reloads
     &["server"],
 ];

@@ -28,8 +28,19 @@ pub async fn read<'m>(
     meter: &'m mut RequestMeter,
 ) -> Result<RequestCtx<'m>, GatewayError> {
     let deadline = tokio::time::Instant::now() + runtime.request_timeout;
-    let (body_limit, max_response_bytes) = (runtime.max_body_bytes, runtime.max_response_bytes);
-    let body = read_body(req, body_limit, deadline).await?;
+    let body = read_body(req, runtime.max_body_bytes, deadline).await?;
+    context(runtime, body, meter, deadline)
+}
+
+/// The context of a request whose body is read (from the client, or built by another surface
+/// such as the dashboard's query): its fields checked, what it needs of a model read from it.
+pub fn context<'m>(
+    runtime: &Runtime,
+    body: JsonObject,
+    meter: &'m mut RequestMeter,
+    deadline: tokio::time::Instant,
+) -> Result<RequestCtx<'m>, GatewayError> {
+    let max_response_bytes = runtime.max_response_bytes;
     check_fields(meter.endpoint, &body)?;
     meter.model_name = body.str("model").unwrap_or_default().into_owned();
     meter.stream = meter.endpoint.can_stream() && body.bool("stream") == Some(true);
@@ -197,7 +208,7 @@ pub async fn key_limits(gw: &Gateway, ctx: &mut RequestCtx<'_>) -> Result<(), Ga
 }
 
 /// The body, whole, by the request's deadline, as one JSON object.
-async fn read_body(
+pub async fn read_body(
     req: Request<Incoming>,
     limit: usize,
     deadline: tokio::time::Instant,

@@ -48,7 +48,7 @@ use super::respond::{self, ClientBody};
 use super::{admit, attempt, choose, outcome, send, Gateway, Runtime};
 use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::providers::{self, Endpoint};
+use crate::providers::{self, Endpoint, JsonObject};
 use crate::registry::Deployment;
 
 /// A constant, so the name is checked at compile time rather than on every answer.
@@ -81,7 +81,65 @@ async fn proxy(
     req: Request<Incoming>,
     meter: &mut RequestMeter,
 ) -> Result<Response<ClientBody>, GatewayError> {
-    let mut ctx = admit::read(runtime, req, meter).await?;
+    let ctx = admit::read(runtime, req, meter).await?;
+    phases(gw, ctx).await
+}
+
+/// A chat completion another surface built (the dashboard's query), sent along the same
+/// phases as an API request and metered as one, its usage row's endpoint named `surface`.
+/// The answer is whole: the body must not ask for a stream.
+pub async fn call(
+    gw: &Gateway,
+    runtime: &Runtime,
+    caller: Arc<Caller>,
+    body: JsonObject,
+    surface: &'static str,
+) -> Result<Called, GatewayError> {
+    let mut meter = RequestMeter::new(
+        crate::ids::new_id(),
+        Endpoint::ChatCompletions,
+        gw.usage.clone(),
+    );
+    meter.caller = Some(caller);
+    meter.surface = Some(surface);
+    let deadline = tokio::time::Instant::now() + runtime.request_timeout;
+    let answered = match admit::context(runtime, body, &mut meter, deadline) {
+        Ok(ctx) => phases(gw, ctx).await,
+        Err(e) => Err(e),
+    };
+    match answered {
+        Ok(response) => Ok(Called {
+            response,
+            cost: meter.cost.unwrap_or_default(),
+        }),
+        Err(e) => {
+            respond::error(&mut meter, &e);
+            Err(e)
+        }
+    }
+}
+
+/// What `call` got: the answer as the API would send it, and the cost its usage row records.
+pub struct Called {
+    pub response: Response<ClientBody>,
+    pub cost: rust_decimal::Decimal,
+}
+
+/// A request body read whole within the runtime's size limit and time, as one JSON object.
+pub async fn read_json(
+    runtime: &Runtime,
+    req: Request<Incoming>,
+) -> Result<JsonObject, GatewayError> {
+    let deadline = tokio::time::Instant::now() + runtime.request_timeout;
+    admit::read_body(req, runtime.max_body_bytes, deadline).await
+}
+
+/// The phases after reading: the model allowed, the deployments chosen, budgets and the key's
+/// limits admitted, then the deployments tried in order.
+async fn phases(
+    gw: &Gateway,
+    mut ctx: RequestCtx<'_>,
+) -> Result<Response<ClientBody>, GatewayError> {
     admit::allowed_model(&ctx)?;
     let plan = choose::plan(gw, &mut ctx)?;
     admit::budgets(gw, &mut ctx, &plan).await?;

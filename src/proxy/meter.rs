@@ -16,6 +16,9 @@ use crate::store::UsageSink;
 pub struct RequestMeter {
     pub request_id: String,
     pub endpoint: Endpoint,
+    /// The usage row's `endpoint` when the request came in through another surface than the
+    /// OpenAI API (the dashboard's query), else the endpoint's own name.
+    pub surface: Option<&'static str>,
     pub stream: bool,
     pub model_name: String,
     /// Whether the registry knows `model_name` (only then may it become a metric label).
@@ -34,6 +37,8 @@ pub struct RequestMeter {
     recorded: bool,
     /// The request's budget reservation, replaced by its actual cost when it is recorded.
     pub budget: Option<Hold>,
+    /// The cost the usage row recorded, for a caller that reports it in its answer.
+    pub cost: Option<rust_decimal::Decimal>,
 }
 
 impl RequestMeter {
@@ -41,6 +46,7 @@ impl RequestMeter {
         RequestMeter {
             request_id,
             endpoint,
+            surface: None,
             stream: false,
             model_name: String::new(),
             known_model: false,
@@ -54,6 +60,7 @@ impl RequestMeter {
             sink,
             recorded: false,
             budget: None,
+            cost: None,
         }
     }
 
@@ -63,6 +70,7 @@ impl RequestMeter {
         let stays = RequestMeter {
             request_id: self.request_id.clone(),
             endpoint: self.endpoint,
+            surface: self.surface,
             stream: self.stream,
             model_name: String::new(),
             known_model: self.known_model,
@@ -76,6 +84,7 @@ impl RequestMeter {
             sink: self.sink.clone(),
             recorded: true,
             budget: None,
+            cost: None,
         };
         std::mem::replace(self, stays)
     }
@@ -123,6 +132,7 @@ impl RequestMeter {
         let dep = self.deployment.as_deref();
         let tokens = usage.map(|u| u.tokens).unwrap_or_default();
         let cost = dep.map(|d| d.prices.cost(&tokens)).unwrap_or_default();
+        self.cost = Some(cost);
         if let Some(hold) = self.budget.take() {
             // The reservation becomes the cost the row records.
             hold.settle(crate::limits::budget::nanos_ceil(cost));
@@ -151,7 +161,7 @@ impl RequestMeter {
             model_label,
             provider_name: dep.map(|d| d.provider.name.clone()).unwrap_or_default(),
             project_name: caller.project_name.clone(),
-            endpoint: self.endpoint.as_str().to_owned(),
+            endpoint: self.surface.unwrap_or(self.endpoint.as_str()).to_owned(),
             stream: self.stream,
             status_code: status,
             error_type: error_type.map(str::to_owned),

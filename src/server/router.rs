@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 
 use super::edge::{self, Port};
 use super::{control, ops, App};
+use crate::api;
 use crate::auth::{Caller, Role};
 use crate::error::GatewayError;
 use crate::providers::Endpoint;
@@ -21,6 +22,10 @@ pub enum Route {
     Api(Endpoint),
     /// `GET /v1/models`, or one model by id.
     Models(Option<String>),
+    /// The dashboard API: `POST /api/v1/llm/query`.
+    LlmQuery,
+    /// The dashboard API: `GET /api/v1/llm/models`.
+    LlmModels,
     Healthz,
     Readyz,
     Metrics,
@@ -54,6 +59,8 @@ impl Route {
             (&Method::GET, p) if p.starts_with("/v1/models/") => {
                 Route::Models(Some(p["/v1/models/".len()..].to_owned()))
             }
+            (&Method::POST, "/api/v1/llm/query") => Route::LlmQuery,
+            (&Method::GET, "/api/v1/llm/models") => Route::LlmModels,
             (&Method::GET, "/healthz") => Route::Healthz,
             (&Method::GET, "/readyz") => Route::Readyz,
             (&Method::GET, "/metrics") => Route::Metrics,
@@ -66,7 +73,7 @@ impl Route {
 
     pub fn access(&self) -> Access {
         match self {
-            Route::Api(_) | Route::Models(_) => Access::Caller,
+            Route::Api(_) | Route::Models(_) | Route::LlmQuery | Route::LlmModels => Access::Caller,
             Route::Admin(_) => Access::Admin,
             Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => Access::Anyone,
         }
@@ -87,7 +94,7 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Response<ClientB
         return refused(e);
     }
     let route = Route::of(req.method(), req.uri().path());
-    if let Route::Api(_) = route {
+    if let Route::Api(_) | Route::LlmQuery = route {
         if let Err(e) = edge::json_content_type(req.headers()) {
             return refused(e);
         }
@@ -101,6 +108,8 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Response<ClientB
             proxy::handle(gw, &runtime, caller, endpoint, req).await
         }
         (Route::Models(id), Some(caller)) => ops::list_models(gw, &caller, id.as_deref()),
+        (Route::LlmQuery, Some(caller)) => api::query(gw, &runtime, caller, req).await,
+        (Route::LlmModels, Some(caller)) => api::list_models(gw, &caller, req.uri().query()).await,
         (Route::Admin(path), Some(caller)) => control::admin(&app, &caller, &path, req).await,
         (Route::Healthz, _) => ops::healthz(),
         (Route::Readyz, _) => ops::readyz(gw).await,
@@ -150,6 +159,8 @@ mod tests {
             (Method::POST, "/v1/embeddings", Access::Caller),
             (Method::GET, "/v1/models", Access::Caller),
             (Method::GET, "/v1/models/gpt-4o", Access::Caller),
+            (Method::POST, "/api/v1/llm/query", Access::Caller),
+            (Method::GET, "/api/v1/llm/models", Access::Caller),
             (Method::GET, "/admin/providers", Access::Admin),
             (Method::POST, "/admin/reload", Access::Admin),
             (Method::DELETE, "/admin/models/x", Access::Admin),

@@ -1,0 +1,11 @@
+//! The dashboard API (`/api/v1/*`, seed 003's FastAPI design): a simple query and the model
+//! list, for a browser dashboard. A query is a chat completion built from its fields and sent
+//! along the data plane's own phases (`proxy::call`), so it is routed, limited, budgeted and
+//! metered exactly as an SDK's request; the model list reads the database, as the admin API
+//! does. Errors are the OpenAI shape of the rest of the gateway.
+
+mod models;
+mod query;
+
+pub use models::list_models;
+pub use query::query;

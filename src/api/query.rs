@@ -1,0 +1,136 @@
+//! `POST /api/v1/llm/query`: `{model, prompt, max_tokens = 100}` → `{model, text, usage}`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::GatewayError;
+use crate::providers::{JsonObject, Kind};
+use crate::proxy::{self, error_response, json_response, ClientBody, Gateway, Runtime};
+
+/// The seed's default when a query sets no `max_tokens`.
+const DEFAULT_MAX_TOKENS: u64 = 100;
+/// The usage row's `endpoint` for a query, so reports tell dashboard calls from SDK ones.
+pub const SURFACE: &str = "api.llm.query";
+
+type Response = http::Response<ClientBody>;
+
+/// A query: its fields checked, sent as a chat completion, the answer reduced to the seed's.
+pub async fn query(
+    gw: &Gateway,
+    runtime: &Runtime,
+    caller: Arc<Caller>,
+    req: Request<Incoming>,
+) -> Response {
+    match run(gw, runtime, caller, req).await {
+        Ok(answer) => json_response(StatusCode::OK, answer),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn run(
+    gw: &Gateway,
+    runtime: &Runtime,
+    caller: Arc<Caller>,
+    req: Request<Incoming>,
+) -> Result<Value, GatewayError> {
+    let fields = proxy::read_json(runtime, req).await?;
+    let asked = Query::read(&fields)?;
+    let called = proxy::call(gw, runtime, caller, asked.chat_body()?, SURFACE).await?;
+    let bytes = called
+        .response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| GatewayError::upstream("The provider's answer could not be read."))?
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| GatewayError::upstream("The provider's answer was not JSON."))?;
+    Ok(reply(&asked.model, &answer, called.cost))
+}
+
+/// A query's fields, checked.
+struct Query {
+    model: String,
+    prompt: String,
+    max_tokens: u64,
+}
+
+impl Query {
+    fn read(body: &JsonObject) -> Result<Query, GatewayError> {
+        let model = match (body.kind("model"), body.str("model")) {
+            (None | Some(Kind::Null), _) => {
+                return Err(GatewayError::invalid_param(
+                    "model",
+                    "You must provide a model parameter.",
+                ))
+            }
+            (Some(Kind::String), Some(m)) if !m.is_empty() => m.into_owned(),
+            _ => {
+                return Err(GatewayError::invalid_param(
+                    "model",
+                    "`model` must be a non-empty string.",
+                ))
+            }
+        };
+        let prompt = match (body.kind("prompt"), body.str("prompt")) {
+            (Some(Kind::String), Some(p)) => p.into_owned(),
+            _ => {
+                return Err(GatewayError::invalid_param(
+                    "prompt",
+                    "`prompt` is required and must be a string.",
+                ))
+            }
+        };
+        let max_tokens = match body.get::<u64>("max_tokens") {
+            Ok(None) => DEFAULT_MAX_TOKENS,
+            Ok(Some(n)) if n > 0 => n,
+            _ => {
+                return Err(GatewayError::invalid_param(
+                    "max_tokens",
+                    "`max_tokens` must be a positive integer.",
+                ))
+            }
+        };
+        Ok(Query {
+            model,
+            prompt,
+            max_tokens,
+        })
+    }
+
+    /// The chat completion the query stands for: one user message, never streamed.
+    fn chat_body(&self) -> Result<JsonObject, GatewayError> {
+        let body = json!({
+            "model": self.model,
+            "messages": [{"role": "user", "content": self.prompt}],
+            "max_tokens": self.max_tokens,
+        });
+        JsonObject::parse(Bytes::from(body.to_string()))
+            .map_err(|_| GatewayError::internal("A query's chat body could not be built."))
+    }
+}
+
+/// The seed's `{model, text, usage}`: the first choice's text, OpenAI's token counts and the
+/// cost the usage row records, as an exact decimal string.
+fn reply(model: &str, answer: &Value, cost: rust_decimal::Decimal) -> Value {
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    let count = |k: &str| answer["usage"][k].as_u64().unwrap_or(0);
+    json!({
+        "model": model,
+        "text": text,
+        "usage": {
+            "prompt_tokens": count("prompt_tokens"),
+            "completion_tokens": count("completion_tokens"),
+            "total_tokens": count("total_tokens"),
+            "cost_usd": cost.normalize().to_string(),
+        },
+    })
+}
