@@ -1,7 +1,7 @@
 //! The dashboard API (`/api/v1/*`): a query goes through the same routing, limits, budgets,
 //! allowed models and metering as a chat completion, and answers in seed 003's shape; the
-//! model list shows what a dashboard needs, inactive models only to admins. On SQLite and on
-//! PostgreSQL.
+//! model list shows what a dashboard needs, inactive models only to admins; browsers of the
+//! pages `[server] cors_allowed_origins` lists may call both. On SQLite and on PostgreSQL.
 
 mod common;
 
@@ -96,6 +96,9 @@ on_both_databases!(
     bad_queries_name_the_field,
     queries_are_refused_as_chat_completions_are,
     the_model_list_shows_active_models_and_inactive_ones_to_admins,
+    a_browser_dashboard_may_call_from_an_allowed_origin_only,
+    without_the_setting_there_are_no_cors_headers,
+    an_open_gateway_still_refuses_foreign_pages,
 );
 
 async fn a_query_answers_in_the_seeds_shape_with_one_usage_row(backend: Backend) {
@@ -300,5 +303,140 @@ async fn the_model_list_shows_active_models_and_inactive_ones_to_admins(backend:
     assert_eq!(names(&list(MASTER, "").await), ["broken", "echo", "priced"]);
     let r = list(&key, "?all=maybe").await;
     assert_error(&r, StatusCode::BAD_REQUEST, Some("all"));
+    gw.running.stop().await;
+}
+
+const DASH: &str = "https://dash.example.com";
+
+/// A gateway with keys required and, when `cors` is set, that CORS setting.
+async fn gateway_with_cors(db: &TestDb, cors: Option<&str>) -> TestGateway {
+    let setting = cors.map_or(String::new(), |c| format!("cors_allowed_origins = {c}\n"));
+    start_gateway_with(db, MOCK_ECHO, |t| {
+        keys_required(t).replace("[server]\n", &format!("[server]\n{setting}"))
+    })
+    .await
+}
+
+async fn preflight(url: &str, origin: &str) -> Reply {
+    request(
+        http::Method::OPTIONS,
+        url,
+        "",
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
+        ],
+    )
+    .await
+}
+
+fn header<'r>(r: &'r Reply, name: &str) -> Option<&'r str> {
+    r.headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+async fn a_browser_dashboard_may_call_from_an_allowed_origin_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    let key = user_key(&store, None, None).await;
+    let gw = gateway_with_cors(&db, Some(&format!("[\"{DASH}\"]"))).await;
+    let query_url = format!("{}/api/v1/llm/query", gw.base);
+
+    for url in [
+        query_url.clone(),
+        format!("{}/v1/chat/completions", gw.base),
+    ] {
+        let r = preflight(&url, DASH).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{url}: {}", r.text());
+        assert_eq!(header(&r, "access-control-allow-origin"), Some(DASH));
+        let methods = header(&r, "access-control-allow-methods").unwrap();
+        assert!(
+            methods.contains("POST") && methods.contains("GET"),
+            "{methods}"
+        );
+        let headers = header(&r, "access-control-allow-headers").unwrap();
+        assert!(headers.contains("authorization") && headers.contains("content-type"));
+        assert!(header(&r, "access-control-max-age").is_some());
+        assert_eq!(header(&r, "vary"), Some("origin"));
+        assert_eq!(header(&r, "access-control-allow-credentials"), None);
+    }
+    let r = preflight(&query_url, "https://evil.example").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(!r
+        .headers
+        .keys()
+        .any(|k| k.as_str().starts_with("access-control-")));
+
+    // The answers themselves: readable by the allowed page only.
+    let auth = format!("Bearer {key}");
+    let body = json!({"model": "echo", "prompt": "hi"});
+    let r = post(
+        &query_url,
+        &body,
+        &[("authorization", &auth), ("origin", DASH)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(header(&r, "access-control-allow-origin"), Some(DASH));
+    assert!(header(&r, "vary").is_some_and(|v| v.contains("origin")));
+    assert!(header(&r, "access-control-expose-headers").is_some_and(|v| v.contains("x-request-id")));
+    assert_eq!(header(&r, "access-control-allow-credentials"), None);
+    let r = get(
+        &format!("{}/api/v1/llm/models", gw.base),
+        &[("authorization", &auth), ("origin", DASH)],
+    )
+    .await;
+    assert_eq!(header(&r, "access-control-allow-origin"), Some(DASH));
+    let origin = [
+        ("authorization", auth.as_str()),
+        ("origin", "https://evil.example"),
+    ];
+    let r = post(&query_url, &body, &origin).await;
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+    // The admin API is no browser's.
+    let r = preflight(&format!("{}/admin/keys", gw.base), DASH).await;
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+    gw.running.stop().await;
+}
+
+async fn without_the_setting_there_are_no_cors_headers(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.connect().await;
+    store.migrate().await.unwrap();
+    let key = user_key(&store, None, None).await;
+    let gw = gateway_with_cors(&db, None).await;
+    let url = format!("{}/api/v1/llm/query", gw.base);
+    let r = preflight(&url, DASH).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    let auth = format!("Bearer {key}");
+    let body = json!({"model": "echo", "prompt": "hi"});
+    let r = post(&url, &body, &[("authorization", &auth), ("origin", DASH)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(!r
+        .headers
+        .keys()
+        .any(|k| k.as_str().starts_with("access-control-")));
+    gw.running.stop().await;
+}
+
+/// Without keys nothing but the Origin check guards the providers: it still refuses a page
+/// that is not local, even one the CORS list allows.
+async fn an_open_gateway_still_refuses_foreign_pages(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cors = format!("cors_allowed_origins = [\"{DASH}\", \"http://localhost:3000\"]\n");
+    let gw = start_gateway_with(&db, MOCK_ECHO, |t| {
+        t.replace("[server]\n", &format!("[server]\n{cors}"))
+    })
+    .await;
+    let url = format!("{}/api/v1/llm/query", gw.base);
+    let r = preflight(&url, DASH).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "forbidden_origin");
+    let r = preflight(&url, "http://localhost:3000").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
     gw.running.stop().await;
 }

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// Require `Authorization: Bearer <token>` for `/metrics` (best as `env:NAME`).
     pub metrics_token: Option<String>,
+    /// Web pages (exact origins such as `https://dash.example.com`, or `"*"`) whose browsers
+    /// may call `/v1/*` and `/api/v1/*`; empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             metrics_listen: None,
             metrics_token: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

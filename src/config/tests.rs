@@ -484,3 +484,27 @@ fn config_imports_nothing_above_it() {
         assert_eq!(above, [""; 0], "{}", path.display());
     }
 }
+
+#[test]
+fn cors_origins_must_be_exact_origins_or_a_wildcard() {
+    let ok = load(
+        "[server]\ncors_allowed_origins = ['https://dash.example.com', 'http://localhost:3000', '*']\n",
+    )
+    .unwrap();
+    assert_eq!(ok.config.server.cors_allowed_origins.len(), 3);
+    for bad in [
+        "https://dash.example.com/",
+        "https://dash.example.com/app",
+        "https://Dash.example.com",
+        "dash.example.com",
+        "ftp://dash.example.com",
+        "https://user@dash.example.com",
+        "",
+    ] {
+        let err = load(&format!("[server]\ncors_allowed_origins = ['{bad}']\n")).unwrap_err();
+        assert_eq!(
+            err.issues[0].place, "server.cors_allowed_origins",
+            "{bad}: {err}"
+        );
+    }
+}

@@ -43,6 +43,7 @@ fn server(s: &ServerConfig, found: &mut Findings) {
         }
     }
     metrics(s, found);
+    cors(s, found);
     if !(1..=86_400).contains(&s.idle_timeout_secs) {
         found.issue(
             None,
@@ -59,6 +60,34 @@ fn server(s: &ServerConfig, found: &mut Findings) {
     }
     if !s.log_format.is_valid() {
         found.issue(None, "server.log_format", "must be \"text\" or \"json\"");
+    }
+}
+
+/// `server.cors_allowed_origins`: `"*"` or origins as a browser sends them
+/// (`scheme://host[:port]`, lower case, no path), since they are compared byte for byte.
+fn cors(s: &ServerConfig, found: &mut Findings) {
+    for origin in &s.cors_allowed_origins {
+        if origin == "*" || unresolved(origin) {
+            continue;
+        }
+        let uri = origin.parse::<http::Uri>().ok();
+        // Scheme and authority written back must be the whole text: no path, no slash.
+        let exact = uri.as_ref().is_some_and(|u| {
+            let (Some(scheme @ ("http" | "https")), Some(authority)) =
+                (u.scheme_str(), u.authority())
+            else {
+                return false;
+            };
+            !authority.as_str().contains('@')
+                && *origin == format!("{scheme}://{authority}")
+                && *origin == origin.to_ascii_lowercase()
+        });
+        if !exact {
+            let message = format!(
+                "{origin:?} is not an origin like https://dash.example.com (scheme and host in lower case, no path) or \"*\""
+            );
+            found.issue(None, "server.cors_allowed_origins", message);
+        }
     }
 }
 

@@ -16,7 +16,7 @@ mod send;
 mod stream;
 
 pub use handler::{call, handle, read_json, Called};
-pub use respond::{error_response, json_response, text_response, ClientBody};
+pub use respond::{error_response, full, json_response, text_response, ClientBody};
 
 use std::sync::Arc;
 use std::time::Duration;

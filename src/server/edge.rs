@@ -15,6 +15,7 @@ use http::{HeaderMap, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::cors::Cors;
 use crate::config::{Config, MAX_KEY_BYTES};
 use crate::error::GatewayError;
 
@@ -29,6 +30,8 @@ pub struct Edge {
     pub metrics_on_main_port: bool,
     /// SHA-256 of the bearer token `/metrics` requires.
     metrics_token: Option<[u8; 32]>,
+    /// The pages whose browsers may call the API (after the Origin check of an open gateway).
+    pub cors: Cors,
 }
 
 /// Which listener a request came in on.
@@ -54,6 +57,7 @@ impl Edge {
                 .metrics_token
                 .as_ref()
                 .map(|t| Sha256::digest(t.as_bytes()).into()),
+            cors: Cors::new(&config.server.cors_allowed_origins),
         }
     }
 

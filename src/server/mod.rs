@@ -4,6 +4,7 @@
 
 mod conn;
 mod control;
+mod cors;
 mod edge;
 mod file_watch;
 mod ops;

@@ -25,8 +25,9 @@ use crate::store::SyncReport;
 /// The settings a reload applies to the running gateway. Every other setting outside the
 /// registry (`[[providers]]`, `[[models]]`, `[[routes]]`, which the sync applies) keeps its
 /// start-up value until a restart, and a reload that changes one says so.
-const RUNTIME_SETTINGS: [&str; 8] = [
+const RUNTIME_SETTINGS: [&str; 9] = [
     "server.request_timeout_secs",
+    "server.cors_allowed_origins",
     "server.max_body_bytes",
     "server.max_response_bytes",
     "server.metrics_token",

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use http::header::ORIGIN;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::edge::{self, Port};
+use super::cors::Cors;
+use super::edge::{self, Edge, Port};
 use super::{control, ops, App};
 use crate::api;
 use crate::auth::{Caller, Role};
@@ -80,9 +82,22 @@ impl Route {
     }
 }
 
-/// Every request on the main address: the edge checks, the route, the caller's access, then
-/// the route's handler.
+/// Every request on the main address; with CORS configured, an answer to an allowed web
+/// page's request on `/v1/*` or `/api/v1/*` says that page may read it.
 pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Response<ClientBody> {
+    let edge = app.edge.load_full();
+    if !edge.cors.is_on() || !Cors::covers(req.uri().path()) {
+        return serve(&app, &edge, req).await;
+    }
+    let origin = req.headers().get(ORIGIN).cloned();
+    let mut resp = serve(&app, &edge, req).await;
+    edge.cors.decorate(origin.as_ref(), &mut resp);
+    resp
+}
+
+/// The edge checks (and a CORS preflight), the route, the caller's access, then the route's
+/// handler.
+async fn serve(app: &Arc<App>, edge: &Edge, req: Request<Incoming>) -> Response<ClientBody> {
     let gw = &app.gateway;
     // One request reads one set of reloadable settings, whatever a reload does meanwhile.
     let runtime = gw.runtime.load_full();
@@ -90,8 +105,11 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Response<ClientB
         gw.usage.refused(e.status.as_u16(), Some(e.error_type()));
         error_response(&e)
     };
-    if let Err(e) = app.edge.load().admit(&req, Port::Main) {
+    if let Err(e) = edge.admit(&req, Port::Main) {
         return refused(e);
+    }
+    if edge.cors.is_preflight(req.method(), req.uri().path()) {
+        return edge.cors.preflight(req.headers()).unwrap_or_else(refused);
     }
     let route = Route::of(req.method(), req.uri().path());
     if let Route::Api(_) | Route::LlmQuery = route {
@@ -110,12 +128,10 @@ pub async fn dispatch(app: Arc<App>, req: Request<Incoming>) -> Response<ClientB
         (Route::Models(id), Some(caller)) => ops::list_models(gw, &caller, id.as_deref()),
         (Route::LlmQuery, Some(caller)) => api::query(gw, &runtime, caller, req).await,
         (Route::LlmModels, Some(caller)) => api::list_models(gw, &caller, req.uri().query()).await,
-        (Route::Admin(path), Some(caller)) => control::admin(&app, &caller, &path, req).await,
+        (Route::Admin(path), Some(caller)) => control::admin(app, &caller, &path, req).await,
         (Route::Healthz, _) => ops::healthz(),
         (Route::Readyz, _) => ops::readyz(gw).await,
-        (Route::Metrics, _) if app.edge.load().metrics_on_main_port => {
-            ops::metrics(&app.edge.load(), gw, &req)
-        }
+        (Route::Metrics, _) if edge.metrics_on_main_port => ops::metrics(edge, gw, &req),
         (_, _) => error_response(&GatewayError::not_found(format!(
             "Unknown request URL: {} {}.",
             req.method(),
