@@ -99,6 +99,7 @@ on_both_databases!(
     a_browser_dashboard_may_call_from_an_allowed_origin_only,
     without_the_setting_there_are_no_cors_headers,
     an_open_gateway_still_refuses_foreign_pages,
+    a_reload_applies_the_cors_origins,
 );
 
 async fn a_query_answers_in_the_seeds_shape_with_one_usage_row(backend: Backend) {
@@ -108,13 +109,14 @@ async fn a_query_answers_in_the_seeds_shape_with_one_usage_row(backend: Backend)
     let key = user_key(&store, None, None).await;
     let gw = start_gateway_with(&db, &models(closed_port().await), keys_required).await;
 
-    let r = query(
-        &gw.base,
-        &key,
-        &json!({"model": "priced", "prompt": "hello there"}),
-    )
-    .await;
+    let url = format!("{}/api/v1/llm/query", gw.base);
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str()), ("x-request-id", "dash-1")];
+    let body = json!({"model": "priced", "prompt": "hello there"});
+    let r = post(&url, &body, &headers).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The client's request id comes back, as the limits' headers do on /v1/*.
+    assert_eq!(r.headers["x-request-id"], "dash-1");
     let answer = r.json();
     assert_eq!(answer["model"], "priced");
     assert!(
@@ -232,14 +234,31 @@ async fn queries_are_refused_as_chat_completions_are(backend: Backend) {
 
     let r = query(&gw.base, &key, &ask("broken")).await;
     assert_error(&r, StatusCode::BAD_GATEWAY, None);
+
+    // The key's own limits: one request a minute, and the headers that say so.
+    let (slow, prefix, hash) = tollgate::auth::generate_key();
+    let new = NewApiKey {
+        name: "slow".into(),
+        role: "user".into(),
+        rpm: Some(1),
+        ..Default::default()
+    };
+    store.insert_api_key(&new, &hash, &prefix).await.unwrap();
+    let r = query(&gw.base, &slow, &ask("echo")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers["x-ratelimit-limit-requests"], "1");
+    let r = query(&gw.base, &slow, &ask("echo")).await;
+    let e = assert_error(&r, StatusCode::TOO_MANY_REQUESTS, None);
+    assert_eq!(e["code"], "rate_limit_exceeded", "{e}");
+    assert!(r.headers.contains_key("retry-after"));
     gw.running.stop().await;
 
     // Every query, refused or not, made its one row under the dashboard's endpoint.
     let rows = usage_rows(&store).await;
-    assert_eq!(rows.len(), 4, "one row per query");
+    assert_eq!(rows.len(), 6, "one row per query");
     assert!(rows.iter().all(|r| r.endpoint == "api.llm.query"));
     let statuses: Vec<i64> = rows.iter().map(|r| r.status_code).collect();
-    assert_eq!(statuses, [403, 200, 429, 502]);
+    assert_eq!(statuses, [403, 200, 429, 502, 200, 429]);
 }
 
 async fn the_model_list_shows_active_models_and_inactive_ones_to_admins(backend: Backend) {
@@ -438,5 +457,27 @@ async fn an_open_gateway_still_refuses_foreign_pages(backend: Backend) {
     assert_eq!(r.json()["error"]["code"], "forbidden_origin");
     let r = preflight(&url, "http://localhost:3000").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    gw.running.stop().await;
+}
+
+async fn a_reload_applies_the_cors_origins(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let gw = gateway_with_cors(&db, Some(&format!("[\"{DASH}\"]"))).await;
+    let url = format!("{}/v1/models", gw.base);
+    let other = "https://other.example.com";
+    assert_eq!(preflight(&url, other).await.status, StatusCode::FORBIDDEN);
+
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let text = text.replace(&format!("[\"{DASH}\"]"), &format!("[\"{other}\"]"));
+    std::fs::write(&gw.config_path, text).unwrap();
+    let report = gw.running.app.reload().await.unwrap();
+    assert_eq!(report.applied, ["server.cors_allowed_origins"]);
+    assert!(
+        report.restart_required.is_empty(),
+        "{:?}",
+        report.restart_required
+    );
+    assert_eq!(preflight(&url, other).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(preflight(&url, DASH).await.status, StatusCode::FORBIDDEN);
     gw.running.stop().await;
 }

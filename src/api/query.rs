@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -27,31 +28,44 @@ pub async fn query(
     caller: Arc<Caller>,
     req: Request<Incoming>,
 ) -> Response {
-    match run(gw, runtime, caller, req).await {
-        Ok(answer) => json_response(StatusCode::OK, answer),
+    let request_id = proxy::request_id(req.headers());
+    let mut resp = match run(gw, runtime, caller, req, request_id.clone()).await {
+        Ok((answer, limits)) => {
+            let mut resp = json_response(StatusCode::OK, answer);
+            resp.headers_mut().extend(limits);
+            resp
+        }
         Err(e) => error_response(&e),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
     }
+    resp
 }
 
+/// The query's answer, and the `x-ratelimit-*` headers of the limits that admitted it.
 async fn run(
     gw: &Gateway,
     runtime: &Runtime,
     caller: Arc<Caller>,
     req: Request<Incoming>,
-) -> Result<Value, GatewayError> {
+    request_id: String,
+) -> Result<(Value, HeaderMap), GatewayError> {
     let fields = proxy::read_json(runtime, req).await?;
     let asked = Query::read(&fields)?;
-    let called = proxy::call(gw, runtime, caller, asked.chat_body()?, SURFACE).await?;
-    let bytes = called
-        .response
-        .into_body()
+    let body = asked.chat_body()?;
+    let called = proxy::call(gw, runtime, caller, body, SURFACE, request_id).await?;
+    let (parts, body) = called.response.into_parts();
+    let mut limits = parts.headers;
+    limits.remove(CONTENT_TYPE);
+    let bytes = body
         .collect()
         .await
         .map_err(|_| GatewayError::upstream("The provider's answer could not be read."))?
         .to_bytes();
     let answer: Value = serde_json::from_slice(&bytes)
         .map_err(|_| GatewayError::upstream("The provider's answer was not JSON."))?;
-    Ok(reply(&asked.model, &answer, called.cost))
+    Ok((reply(&asked.model, &answer, called.cost), limits))
 }
 
 /// A query's fields, checked.

@@ -62,7 +62,7 @@ pub async fn handle(
     endpoint: Endpoint,
     req: Request<Incoming>,
 ) -> Response<ClientBody> {
-    let mut meter = RequestMeter::new(request_id(&req), endpoint, gw.usage.clone());
+    let mut meter = RequestMeter::new(request_id(req.headers()), endpoint, gw.usage.clone());
     meter.caller = Some(caller);
     let mut response = match proxy(gw, runtime, req, &mut meter).await {
         Ok(resp) => resp,
@@ -86,7 +86,8 @@ async fn proxy(
 }
 
 /// A chat completion another surface built (the dashboard's query), sent along the same
-/// phases as an API request and metered as one, its usage row's endpoint named `surface`.
+/// phases as an API request and metered as one, its usage row's endpoint named `surface` and
+/// its id `request_id` (`request_id` reads the client's).
 /// The answer is whole: the body must not ask for a stream.
 pub async fn call(
     gw: &Gateway,
@@ -94,12 +95,9 @@ pub async fn call(
     caller: Arc<Caller>,
     body: JsonObject,
     surface: &'static str,
+    request_id: String,
 ) -> Result<Called, GatewayError> {
-    let mut meter = RequestMeter::new(
-        crate::ids::new_id(),
-        Endpoint::ChatCompletions,
-        gw.usage.clone(),
-    );
+    let mut meter = RequestMeter::new(request_id, Endpoint::ChatCompletions, gw.usage.clone());
     meter.caller = Some(caller);
     meter.surface = Some(surface);
     let deadline = tokio::time::Instant::now() + runtime.request_timeout;
@@ -179,8 +177,8 @@ async fn forward(
 }
 
 /// The client's `x-request-id` when it sent a usable one, else a new id.
-fn request_id(req: &Request<Incoming>) -> String {
-    req.headers()
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    headers
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)

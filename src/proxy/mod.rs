@@ -15,7 +15,7 @@ mod respond;
 mod send;
 mod stream;
 
-pub use handler::{call, handle, read_json, Called};
+pub use handler::{call, handle, read_json, request_id, Called};
 pub use respond::{error_response, full, json_response, text_response, ClientBody};
 
 use std::sync::Arc;
