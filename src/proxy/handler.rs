@@ -4,7 +4,9 @@
 //! 1. read and admit (`admit::read`): the edge checks, the route and the caller's
 //!    authentication are the router's (`crate::server`); here the body is read once within
 //!    `max_body_bytes`, parsed once and checked, and what it needs of a model read from it;
-//!    then whether the caller's key may use the model it names (`admit::allowed_model`)
+//!    then whether the caller's key may use the model it names (`admit::allowed_model`); a
+//!    body another surface built (the dashboard's query, `call`) enters here, its context made
+//!    by `admit::context` as a client's is
 //! 2. choose (`choose::plan`): the deployments that fit, in the order the route's strategy
 //!    (or priority) says
 //! 3. admit the key: the most the request can cost reserved in its key's and project's
