@@ -20,7 +20,8 @@ fn keys_required(text: String) -> String {
 }
 
 /// `echo` (free), `priced` (with prices and flags), `retired` (inactive) on the in-process
-/// mock, and `broken`, whose provider listens nowhere.
+/// mock, `broken`, whose provider listens nowhere, and `switched-off`, whose provider is
+/// disabled.
 fn models(closed: std::net::SocketAddr) -> String {
     format!(
         r#"{MOCK_ECHO}
@@ -45,6 +46,16 @@ status = "inactive"
 name = "broken"
 provider = "down"
 model_id = "nothing-v1"
+
+[[providers]]
+name = "off"
+api = "mock"
+enabled = false
+
+[[models]]
+name = "switched-off"
+provider = "off"
+model_id = "echo-off"
 "#,
         down = upstream_provider(closed, "down", "sk-down")
     )
@@ -317,7 +328,7 @@ async fn the_model_list_shows_active_models_and_inactive_ones_to_admins(backend:
     assert_eq!(e["type"], "permission_denied", "{e}");
     assert_eq!(
         names(&list(MASTER, "?all=true").await),
-        ["broken", "echo", "priced", "retired"]
+        ["broken", "echo", "priced", "retired", "switched-off"]
     );
     assert_eq!(names(&list(MASTER, "").await), ["broken", "echo", "priced"]);
     let r = list(&key, "?all=maybe").await;

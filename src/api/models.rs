@@ -1,6 +1,7 @@
 //! `GET /api/v1/llm/models`: the models a dashboard offers, with what it shows of them.
-//! Every caller reads the active ones (seed 000's row-level rule); `?all=true` adds inactive
-//! and deprecated ones, for admins only. A key limited to some models sees only those.
+//! Every caller reads the active ones that are served now (seed 000's row-level rule; a model
+//! of a disabled provider is not offered); `?all=true` adds every other live one (inactive,
+//! deprecated, at a disabled provider), for admins only. A key limited to some models sees only those.
 
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 use crate::auth::{Caller, Role};
 use crate::error::GatewayError;
 use crate::proxy::{error_response, json_response, ClientBody, Gateway};
+use crate::registry::Snapshot;
 use crate::store::{JsonRow, ModelFilter};
 
 type Response = http::Response<ClientBody>;
@@ -29,8 +31,10 @@ pub async fn list_models(gw: &Gateway, caller: &Caller, query: Option<&str>) -> 
     }
     match rows(gw, all).await {
         Ok(rows) => {
+            let snapshot = gw.registry.load();
             let data: Vec<Value> = rows
                 .iter()
+                .filter(|r| all || serving(&snapshot, r))
                 .filter(|r| caller.may_use(r["name"].as_str().unwrap_or_default()))
                 .map(entry)
                 .collect();
@@ -43,6 +47,18 @@ pub async fn list_models(gw: &Gateway, caller: &Caller, query: Option<&str>) -> 
             ))
         }
     }
+}
+
+/// Whether the model is served now: an active model of a disabled provider, or of one whose
+/// key is missing, would only fail when called, so it is not offered.
+fn serving(snapshot: &Snapshot, r: &JsonRow) -> bool {
+    let (provider, model_id) = (r["provider"].as_str(), r["model_id"].as_str());
+    let qualified = format!(
+        "{}/{}",
+        provider.unwrap_or_default(),
+        model_id.unwrap_or_default()
+    );
+    snapshot.resolve(&qualified).is_some()
 }
 
 /// `all=true` or `all=false` (absent is false); anything else is a 400 naming `all`.
