@@ -1,6 +1,6 @@
 //! A registry change reaches every instance on the database. Two gateways run in this process
 //! with two config files on one fresh database: a change made through one (its config file,
-//! or rows written with the `Db` API and `App::registry_changed`) is served by the other
+//! or rows written with the `Db` API and `App::refresh_registry`) is served by the other
 //! within 2 s; on PostgreSQL with its LISTEN connection killed, or with no notification at
 //! all, the periodic version check still brings it there.
 
@@ -104,10 +104,10 @@ async fn two_instances_on_postgres_serve_each_others_changes() {
     let took = served_within(&b, "from-file", StatusCode::OK).await;
     eprintln!("a config change on A served by B after {took:?}");
 
-    // Through rows A writes with the Db API, then `registry_changed` (the admin API's way).
+    // Through rows A writes with the Db API, then `refresh_registry` (the admin API's way).
     let (sql, args) = insert_model("from-api");
     a.running.app.gateway.db.execute(&sql, &args).await.unwrap();
-    a.running.app.registry_changed().await.unwrap();
+    a.running.app.refresh_registry().await.unwrap();
     let took = served_within(&b, "from-api", StatusCode::OK).await;
     eprintln!("an admin change on A served by B after {took:?}");
     assert_eq!(
@@ -119,7 +119,7 @@ async fn two_instances_on_postgres_serve_each_others_changes() {
         .await
         .status,
         StatusCode::OK,
-        "served by A as soon as registry_changed returns"
+        "served by A as soon as refresh_registry returns"
     );
 
     // Both LISTEN connections killed: the change still arrives, and they come back.

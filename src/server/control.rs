@@ -7,9 +7,9 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use super::reload::settings_of;
 use super::App;
 use crate::auth::Caller;
-use crate::config::Config;
 use crate::error::GatewayError;
 use crate::proxy::{error_response, json_response, ClientBody};
 use crate::secrets::Sealer;
@@ -33,7 +33,7 @@ pub async fn admin(app: &App, caller: &Caller, path: &str, req: Request<Incoming
             };
             let answer = crate::admin::handle(&ctx, path, req).await;
             if answer.registry_changed {
-                if let Err(e) = app.registry_changed().await {
+                if let Err(e) = app.refresh_registry().await {
                     tracing::error!("the registry changed but could not be reloaded: {e:#}");
                 }
             }
@@ -83,13 +83,6 @@ async fn config(app: &App) -> Response {
     )
 }
 
-fn settings_of(c: &Config) -> Value {
-    json!({
-        "server": c.server, "database": c.database, "redis": c.redis, "auth": c.auth,
-        "usage": c.usage, "circuit_breaker": c.circuit_breaker,
-    })
-}
-
 /// Fields that hold a secret: shown only as set or not.
 const SECRET_FIELDS: [&str; 4] = ["master_key", "jwt_secret", "metrics_token", "api_key"];
 
@@ -115,6 +108,7 @@ fn redacted(mut value: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn secrets_and_url_passwords_are_redacted() {

@@ -240,8 +240,10 @@ impl App {
         Ok(report)
     }
 
-    /// Rebuilds the snapshot from the database's rows, after they changed (through the admin
-    /// API, or another instance: see `propagate`).
+    /// Rebuilds the snapshot from the database's rows, after they changed: through this
+    /// instance's admin API (before its answer goes out, so the admin's next request sees the
+    /// change), or another instance's (see `propagate`). The rows' triggers bumped the registry
+    /// version in the change's own transaction, which is what tells the other instances.
     pub async fn refresh_registry(&self) -> anyhow::Result<()> {
         let applied = self.reloader.applied.lock().await;
         self.rebuild(&applied).await.map(|_| ())
@@ -256,15 +258,6 @@ impl App {
             return None;
         }
         Some(self.rebuild(&applied).await.map(|_| ()))
-    }
-
-    /// After this instance changed the registry's rows (the admin API): rebuilds this
-    /// instance's snapshot before returning, so the admin's next request sees the change. The
-    /// rows' triggers have bumped the registry version in the change's own transaction, which
-    /// tells the other instances (NOTIFY at once on PostgreSQL, their periodic check
-    /// everywhere).
-    pub async fn registry_changed(&self) -> anyhow::Result<()> {
-        self.refresh_registry().await
     }
 
     /// The registry version this instance's snapshot was built at.
@@ -355,16 +348,19 @@ fn serves_a_model(config: &Config) -> bool {
     })
 }
 
+/// The settings outside the registry, by section, as JSON: what reloads compare and
+/// `GET /admin/config` shows.
+pub(super) fn settings_of(c: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "server": c.server, "database": c.database, "redis": c.redis,
+        "auth": c.auth, "usage": c.usage, "circuit_breaker": c.circuit_breaker,
+    })
+}
+
 /// The settings (`section.key`) whose values differ between two configs. The registry
 /// (`[[providers]]`, `[[models]]`, `[[routes]]`) is not among them: the sync applies it.
 fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
-    let sections = |c: &Config| {
-        serde_json::json!({
-            "server": c.server, "database": c.database, "redis": c.redis,
-            "auth": c.auth, "usage": c.usage, "circuit_breaker": c.circuit_breaker,
-        })
-    };
-    let (old, new) = (sections(old), sections(new));
+    let (old, new) = (settings_of(old), settings_of(new));
     let mut changed = Vec::new();
     for (section, before) in old.as_object().into_iter().flatten() {
         let after = &new[section];
