@@ -208,7 +208,8 @@ async fn slots_come_back_when_clients_hang_up_mid_stream() {
 async fn a_client_hanging_up_before_the_answer_still_leaves_a_usage_row() {
     let db = TestDb::new(Backend::Sqlite).await;
     let (_mock, addr) = mock_upstream().await;
-    let extra = provider(addr, "") + &model("m", "mock-hang", "");
+    // Two slots: the second request must not depend on how fast the first one's hang-up is seen.
+    let extra = provider(addr, "max_parallel_requests = 2") + &model("m", "mock-hang", "");
     let gw = start_gateway(&db, &extra).await;
     let url = format!("{}/v1/chat/completions", gw.base);
     for stream in [false, true] {
@@ -216,7 +217,9 @@ async fn a_client_hanging_up_before_the_answer_still_leaves_a_usage_row() {
             json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "x"}]});
         let gave_up =
             tokio::time::timeout(Duration::from_millis(300), post(&url, &body, &[])).await;
-        assert!(gave_up.is_err(), "the provider never answers");
+        if let Ok(reply) = gave_up {
+            panic!("the provider never answers, yet: {} {}", reply.status, reply.text());
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let rows = loop {
