@@ -115,7 +115,7 @@ def metric(port, name):
     return 0.0
 
 
-def write_config(tmp, name, port, mock_port, limits, api="openai"):
+def write_config(tmp, name, port, mock_port, limits, api="openai", server_extra=""):
     """The config of one benchmarked Tollgate: gateway keys required, metering to SQLite in
     `tmp`, one provider at the mock; `limits` adds provider limits that never bind."""
     config = os.path.join(tmp, f"{name}.toml")
@@ -127,6 +127,7 @@ def write_config(tmp, name, port, mock_port, limits, api="openai"):
 [server]
 listen = "127.0.0.1:{port}"
 workers = 2
+{server_extra}
 [database]
 url = "sqlite://{tmp}/{name}.db?mode=rwc"
 [auth]
@@ -156,6 +157,36 @@ def start_gateway(binary, config, env, stderr=None, budget_usd=None):
     key = subprocess.run([binary, "--config", config, "keys", "create", "--name", "bench", *budget], check=True,
                          capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
     return subprocess.Popen([binary, "--config", config, "serve"], env=env, stderr=stderr), key
+
+
+def start_nginx(tmp, port, mock_port, connections=4096):
+    """nginx with `proxy_pass` to the mock (keep-alive upstream, no buffering): the pass-through
+    every figure is compared with. Its own config, pid file and temp dirs in `tmp`."""
+    conf = os.path.join(tmp, f"nginx-{port}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 2;
+worker_rlimit_nofile {connections * 2 + 64};
+pid {tmp}/nginx-{port}.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections {connections * 2}; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+    return subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
 
 
 def main():
@@ -191,30 +222,7 @@ def main():
         # Translated streams (issue 3): the same gateway settings as "nolimits", other wire formats.
         gw_anthropic, key_anthropic = gateway("anthropic", anthropic_port, False, api="anthropic")
         gw_gemini, key_gemini = gateway("gemini", gemini_port, False, api="gemini")
-        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-            f.write(f"""
-worker_processes 2;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/nginx-body;
-  proxy_temp_path {tmp}/nginx-proxy;
-  upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 128; }}
-  server {{
-    listen 127.0.0.1:{nginx_port};
-    location / {{
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }}
-  }}
-}}
-""")
-        nginx = subprocess.Popen(["nginx", "-c", os.path.join(tmp, "nginx.conf"), "-g", "daemon off;"],
-                                 stderr=subprocess.DEVNULL)
+        nginx = start_nginx(tmp, nginx_port, mock_port)
         procs.append(nginx)
         for p in (mock_port, gw_port, nginx_port, nolimits_port, anthropic_port, gemini_port):
             wait_port(p)
