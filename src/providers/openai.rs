@@ -274,11 +274,11 @@ pub struct PassThrough {
     strip_usage_chunk: bool,
     partial: BytesMut,
     usage: Option<ReportedUsage>,
-    /// The start of what was forwarded while no usage has been seen (shared handles, no
-    /// copies), at most `OUTPUT_SAMPLE_BYTES`: read again only if the stream ends without
-    /// usage, to count its tokens. What came after it is only measured.
-    sample: Vec<Bytes>,
-    sample_bytes: usize,
+    /// The start of what was forwarded while no usage has been seen, at most
+    /// `SAMPLE_BYTES`: read again only if the stream ends without usage, to count its tokens.
+    /// What came after it is only measured. A copy: a slice of the chunk would keep the whole
+    /// read buffer it came from alive for as long as the stream is open.
+    sample: BytesMut,
     more_bytes: u64,
     /// Set when the stream was ended by the gateway (an event over the size limit).
     failed: Option<&'static str>,
@@ -286,6 +286,11 @@ pub struct PassThrough {
     endpoint: Endpoint,
     request: Bytes,
 }
+
+/// How much of a passed-through stream is kept to count its tokens by, should the provider
+/// report none. Raw SSE, a few times the text it carries: enough events for a close count
+/// (scaled to the whole by bytes), little enough that thousands of open streams hold little.
+const SAMPLE_BYTES: usize = 16 * 1024;
 
 // An SSE event ends at a blank line: "\n\n" or "\n\r\n". Found from each '\n' with memchr,
 // because a substring searcher is built per call and that cost more than the scan itself.
@@ -359,8 +364,7 @@ impl PassThrough {
             strip_usage_chunk: !prepared.client_wants_usage,
             partial: BytesMut::new(),
             usage: None,
-            sample: Vec::new(),
-            sample_bytes: 0,
+            sample: BytesMut::new(),
             more_bytes: 0,
             failed: None,
             model_id: dep.model_id.clone(),
@@ -375,21 +379,19 @@ impl PassThrough {
         if let Some(u) = &self.usage {
             return Some(u.clone());
         }
-        if self.sample_bytes == 0 && self.more_bytes == 0 {
+        if self.sample.is_empty() && self.more_bytes == 0 {
             return None;
         }
         let mut parser = sse_parse::SseParser::new();
         let mut output = String::new();
-        for chunk in &self.sample {
-            parser.feed(chunk);
-            while let Some(ev) = parser.next_event() {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
-                    output.push_str(&answer_text(&v["choices"]));
-                }
+        parser.feed(&self.sample);
+        while let Some(ev) = parser.next_event() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
+                output.push_str(&answer_text(&v["choices"]));
             }
         }
         let counted = estimate::count_text(&self.model_id, &output);
-        let output_tokens = estimate::scale_to_whole(counted, self.sample_bytes, self.more_bytes);
+        let output_tokens = estimate::scale_to_whole(counted, self.sample.len(), self.more_bytes);
         Some(estimate::estimate_counted(
             &self.model_id,
             self.endpoint,
@@ -406,7 +408,7 @@ impl PassThrough {
 
     /// Bytes this stream holds: the partial event and the sample kept for counting.
     pub fn retained_bytes(&self) -> usize {
-        self.partial.capacity() + self.sample_bytes
+        self.partial.capacity() + self.sample.capacity()
     }
 
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
@@ -418,20 +420,19 @@ impl PassThrough {
     /// Keeps the start of the answer for counting while no usage has been seen.
     fn keep_for_count(&mut self, out: &Bytes) {
         if self.usage.is_some() {
-            if !self.sample.is_empty() {
-                self.sample = Vec::new();
+            if self.sample.capacity() > 0 {
+                self.sample = BytesMut::new();
             }
             return;
         }
-        let room = estimate::OUTPUT_SAMPLE_BYTES - self.sample_bytes;
+        let room = SAMPLE_BYTES - self.sample.len();
         let kept = if out.len() <= room {
             out.len()
         } else {
             last_event_end(&out[..room])
         };
         if kept > 0 {
-            self.sample.push(out.slice(..kept));
-            self.sample_bytes += kept;
+            self.sample.extend_from_slice(&out[..kept]);
         }
         self.more_bytes += (out.len() - kept) as u64;
     }
@@ -695,6 +696,33 @@ mod tests {
         assert!(t.usage().unwrap().estimated);
     }
 
+    /// What the translator keeps of a chunk is a copy: a slice would keep the read buffer the
+    /// chunk came from (8 KiB or more for a few bytes of event) alive while the stream is open.
+    #[test]
+    fn the_kept_sample_does_not_hold_the_read_buffer() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        struct ReadBuffer(Vec<u8>, Arc<AtomicBool>);
+        impl AsRef<[u8]> for ReadBuffer {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        impl Drop for ReadBuffer {
+            fn drop(&mut self) {
+                self.1.store(true, Ordering::SeqCst);
+            }
+        }
+        let event = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let freed = Arc::new(AtomicBool::new(false));
+        let mut t = pass(true);
+        let out = t.push(Bytes::from_owner(ReadBuffer(event.to_vec(), freed.clone())));
+        assert_eq!(out, &event[..]);
+        drop(out);
+        assert!(freed.load(Ordering::SeqCst), "the read buffer is still held");
+        assert_eq!(t.usage().unwrap().tokens.output, 1, "the copy is still counted");
+    }
+
     /// ~50 MB of answer with no usage: what the translator holds stays bounded, and the
     /// estimate still counts the whole answer.
     #[test]
@@ -716,7 +744,7 @@ mod tests {
         }
         assert!(t.finish().is_empty());
         assert!(
-            most_held <= estimate::OUTPUT_SAMPLE_BYTES + 2 * event.len(),
+            most_held <= SAMPLE_BYTES + 2 * event.len(),
             "held {most_held} bytes"
         );
         let u = t.usage().unwrap();
