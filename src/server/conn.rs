@@ -139,7 +139,9 @@ impl Connection {
         let requests = activity.clone();
         let service = service_fn(move |req| {
             let busy = requests.begin();
-            let answer = handler(app.clone(), req);
+            // Boxed: hyper keeps a slot as large as this future for the connection's whole
+            // life, streams included; the request's own future is freed once it has answered.
+            let answer = Box::pin(handler(app.clone(), req));
             async move {
                 let body = |body| Tracked { body, _busy: busy };
                 Ok::<_, Infallible>(answer.await.map(body))
