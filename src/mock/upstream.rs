@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use super::{respond, MockBody, MockOptions};
 use crate::error::BoxError;
@@ -102,7 +102,15 @@ impl MockUpstream {
 
     /// Binds `addr` (port 0 for any) and serves in the background; returns the bound address.
     pub async fn start(self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind(addr).await?;
+        // A backlog as large as the gateway's: a benchmark opens thousands of streams at once.
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
         let bound = listener.local_addr()?;
         tokio::spawn(self.serve(listener));
         Ok(bound)
