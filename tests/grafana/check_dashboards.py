@@ -1,0 +1,357 @@
+"""Every panel of every dashboard in grafana/dashboards returns data from a real Prometheus.
+
+Starts a Tollgate (the binary, in-process mock provider, SQLite in a temp dir) and a Prometheus
+(its own config and data dir in the same temp dir, on 127.0.0.1, scraping every second), sends
+a short bounded load (plain and streamed chats, embeddings, a failing model, a fallback, requests
+refused by a model limit, a key budget and a missing key), then runs each panel target's query
+and each template variable's query through Prometheus's HTTP API: each must parse and return a
+non-empty result. The alert rules are loaded too and must evaluate without error.
+
+Run by scripts/grafana_check.sh: python3 tests/grafana/check_dashboards.py TOLLGATE_BIN
+"""
+
+import concurrent.futures
+import contextlib
+import glob
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DASHBOARDS = sorted(glob.glob(os.path.join(ROOT, "grafana", "dashboards", "*.json")))
+ALERTS = os.path.join(ROOT, "grafana", "prometheus", "alerts.yml")
+MASTER = "grafana-check-master-key-0123456789"
+SCRAPE = "1s"
+# What Grafana would put in the queries with a 1 s scrape interval over a short range.
+VARIABLES = {"__rate_interval": "4s", "__interval": "1s", "__range": "1m",
+             "__range_s": "60", "__interval_ms": "1000"}
+# Metrics a panel may show before this build exports them: the response cache's. While
+# /metrics lacks them their panels must still parse; once exported they must return data.
+NOT_YET_EXPORTED = {"tollgate_cache_hits_total", "tollgate_cache_misses_total"}
+DEADLINE = time.monotonic() + 60
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def wait_for(what, check, timeout=20):
+    end = min(time.monotonic() + timeout, DEADLINE)
+    while time.monotonic() < end:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"FAIL: {what} within {timeout} s")
+
+
+GATEWAY_CONFIG = """
+[server]
+listen = "127.0.0.1:{port}"
+[database]
+url = "sqlite://{tmp}/tollgate.db?mode=rwc"
+[auth]
+require_api_key = true
+master_key = "{master}"
+[usage]
+spool_path = "{tmp}/usage.spool"
+flush_interval_ms = 50
+{cache}
+[[providers]]
+name = "mock"
+api = "mock"
+requests_per_minute = 0
+max_parallel_requests = 100
+
+[[providers]]
+name = "flaky"
+api = "mock"
+requests_per_minute = 0
+max_parallel_requests = 100
+
+[[models]]
+name = "chat"
+provider = "mock"
+model_id = "mock-chat"
+cost_input_per_million = "1.00"
+cost_output_per_million = "2.00"
+
+[[models]]
+name = "embed"
+provider = "mock"
+model_id = "mock-embed"
+model_type = "embedding"
+cost_input_per_million = "0.02"
+
+[[models]]
+name = "broken"
+provider = "flaky"
+model_id = "mock-status-500"
+
+[[models]]
+name = "resilient"
+provider = "flaky"
+model_id = "mock-status-503"
+priority = 1
+
+[[models]]
+name = "resilient"
+provider = "mock"
+model_id = "mock-resilient"
+priority = 2
+cost_input_per_million = "0.50"
+cost_output_per_million = "1.00"
+
+[[models]]
+name = "limited"
+provider = "mock"
+model_id = "mock-limited"
+rate_limits = {{ requests_per_minute = 5 }}
+"""
+# Added when this build knows the response cache (checked with `tollgate check-config`).
+CACHE = '[cache]\nenabled = true\nttl_secs = 300\nbackend = "memory"\n'
+
+
+def run(binary, config, *args):
+    env = dict(os.environ, RUST_LOG="warn")
+    env.pop("DATABASE_URL", None)
+    return subprocess.run([binary, "--config", config, *args], capture_output=True, text=True,
+                          env=env, timeout=30)
+
+
+def write_config(binary, tmp, port):
+    """The gateway's config, with the response cache on when this build accepts `[cache]`."""
+    config = os.path.join(tmp, "tollgate.toml")
+    for cache in (CACHE, ""):
+        with open(config, "w") as f:
+            f.write(GATEWAY_CONFIG.format(port=port, tmp=tmp, master=MASTER, cache=cache))
+        checked = run(binary, config, "check-config")
+        if checked.returncode == 0:
+            return config, bool(cache)
+    raise SystemExit(f"FAIL: tollgate check-config:\n{checked.stdout}{checked.stderr}")
+
+
+def create_key(binary, config, *args):
+    made = run(binary, config, "keys", "create", *args)
+    if made.returncode != 0:
+        raise SystemExit(f"FAIL: keys create {args}: {made.stderr}")
+    return made.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def process(args, log):
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, RUST_LOG="warn"))
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_prometheus(tmp, gateway_port):
+    port = free_port()
+    shutil.copy(ALERTS, os.path.join(tmp, "alerts.yml"))
+    config = os.path.join(tmp, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write(f"""global:
+  scrape_interval: {SCRAPE}
+  evaluation_interval: {SCRAPE}
+rule_files: [alerts.yml]
+scrape_configs:
+  - job_name: tollgate
+    static_configs:
+      - targets: ["127.0.0.1:{gateway_port}"]
+""")
+    args = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp}/prometheus-data",
+            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"]
+    return args, f"http://127.0.0.1:{port}"
+
+
+def post(url, body, key, stream=False):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "authorization": f"Bearer {key}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code
+
+
+def chat(model, words, **extra):
+    return {"model": model, "messages": [{"role": "user", "content": words}], "max_tokens": 8,
+            **extra}
+
+
+def load(base, key, broke_key):
+    """About 300 requests, 8 at a time; returns the count of each status."""
+    v1 = f"{base}/v1"
+    jobs = []
+    for i in range(60):
+        jobs.append((f"{v1}/chat/completions", chat("chat", f"hello number {i}"), key))
+        jobs.append((f"{v1}/chat/completions", chat("chat", f"stream {i} please", stream=True,
+                                                    stream_options={"include_usage": True}), key))
+        jobs.append((f"{v1}/chat/completions", chat("chat", "same question", temperature=0), key))
+    for i in range(40):
+        jobs.append((f"{v1}/chat/completions", chat("broken", f"fail {i}"), key))
+        jobs.append((f"{v1}/chat/completions", chat("resilient", f"fall back {i}"), key))
+    for i in range(20):
+        jobs.append((f"{v1}/embeddings", {"model": "embed", "input": [f"text {i}"]}, key))
+        jobs.append((f"{v1}/chat/completions", chat("limited", f"limit {i}"), key))
+    for i in range(10):
+        jobs.append((f"{v1}/chat/completions", chat("chat", "over budget"), broke_key))
+        jobs.append((f"{v1}/chat/completions", chat("chat", "no key"), "tg-not-a-key"))
+    counts = {}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for status in pool.map(lambda j: post(*j), jobs):
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def expand(expr):
+    """Replaces Grafana's variables: built-ins by their value, template variables by `.*`
+    (their "All" value)."""
+    def value(m):
+        name = m.group(1) or m.group(2)
+        return VARIABLES.get(name, ".*")
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", value, expr)
+
+
+def query_range(prom, expr, start, end):
+    params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": "1"})
+    try:
+        answer = json.loads(get(f"{prom}/api/v1/query_range?{params}"))
+    except urllib.error.HTTPError as e:
+        answer = json.loads(e.read() or b"{}")
+    if answer.get("status") != "success":
+        return f"error: {answer.get('errorType')}: {answer.get('error')}"
+    if not answer["data"]["result"]:
+        return "no data"
+    return None
+
+
+def variable_values(prom, query):
+    m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query.strip())
+    if not m:
+        return f"unsupported variable query {query!r}"
+    metric, label = m.groups()
+    params = urllib.parse.urlencode({"match[]": metric})
+    values = json.loads(get(f"{prom}/api/v1/label/{label}/values?{params}"))["data"]
+    return None if values else "no values"
+
+
+def targets(dashboard):
+    def walk(panels):
+        for p in panels:
+            yield from walk(p.get("panels", []))
+            for t in p.get("targets", []):
+                yield p["title"], t
+    yield from walk(dashboard["panels"])
+
+
+def check_dashboard(prom, path, exported, start, end):
+    dashboard = json.load(open(path))
+    name = os.path.basename(path)
+    failures, checked = [], 0
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            problem = variable_values(prom, query)
+            checked += 1
+            if problem:
+                failures.append(f"{name}: variable ${var['name']} ({query}): {problem}")
+    for title, target in targets(dashboard):
+        expr = expand(target["expr"])
+        problem = query_range(prom, expr, start, end)
+        checked += 1
+        pending = set(re.findall(r"\w+", expr)) & NOT_YET_EXPORTED - exported
+        if problem == "no data" and pending:
+            print(f"  pending  {title} [{target['refId']}]: {', '.join(sorted(pending))} "
+                  "not exported by this build")
+        elif problem:
+            failures.append(f"{name}: {title} [{target['refId']}]: {problem}\n    {expr}")
+    return failures, checked
+
+
+def check_rules(prom):
+    groups = json.loads(get(f"{prom}/api/v1/rules"))["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    if not rules:
+        return ["no alert rules loaded"]
+    return [f"rule {r['name']}: {r.get('lastError')}" for r in rules if r.get("health") != "ok"]
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/tollgate")
+    tmp = tempfile.mkdtemp(prefix="tollgate-grafana-")
+    try:
+        sys.exit(check(binary, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check(binary, tmp):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config, cache = write_config(binary, tmp, port)
+    made = run(binary, config, "projects", "create", "--name", "team-a")
+    if made.returncode != 0:
+        raise SystemExit(f"FAIL: projects create: {made.stderr}")
+    key = create_key(binary, config, "--name", "load", "--project", "team-a")
+    broke_key = create_key(binary, config, "--name", "broke", "--budget-usd", "0.000001")
+    prom_args, prom = start_prometheus(tmp, port)
+    with process([binary, "--config", config, "serve"], f"{tmp}/tollgate.log"), \
+            process(prom_args, f"{tmp}/prometheus.log"):
+        wait_for("tollgate answers /healthz", lambda: get(f"{base}/healthz"))
+        wait_for("prometheus is ready", lambda: get(f"{prom}/-/ready"))
+        wait_for("prometheus scrapes tollgate", lambda: json.loads(get(
+            f"{prom}/api/v1/query?query=up")).get("data", {}).get("result", [{}])[0]
+            .get("value", [0, "0"])[1] == "1")
+        start = time.time()
+        counts = load(base, key, broke_key)
+        print(f"load: {sum(counts.values())} requests, by status {dict(sorted(counts.items()))}"
+              f"; response cache {'on' if cache else 'not in this build'}")
+        exported = {n for n in NOT_YET_EXPORTED if n in get(f"{base}/metrics")}
+        # Enough scrapes after the load for every rate() window to hold two samples.
+        time.sleep(5)
+        end = time.time()
+        failures, checked = [], 0
+        for path in DASHBOARDS:
+            f, n = check_dashboard(prom, path, exported, start, end)
+            failures += f
+            checked += n
+        failures += check_rules(prom)
+    if not DASHBOARDS:
+        failures.append("no dashboards in grafana/dashboards")
+    for f in failures:
+        print(f"FAIL {f}")
+    print(f"{checked} queries in {len(DASHBOARDS)} dashboard(s): "
+          f"{'ok' if not failures else f'{len(failures)} failed'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    main()
