@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# Tollgate: release build in a Rust image, run as a non-root user on debian:bookworm-slim.
+#   docker build -t tollgate .
+# To package a binary built elsewhere (same glibc: Debian 12 or older), give an image that
+# holds it at /out/tollgate: docker build --build-arg BINARY_FROM=my/tollgate-binary .
+ARG BINARY_FROM=build
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY src src
+COPY migrations migrations
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin tollgate \
+    && mkdir -p /out && cp target/release/tollgate /out/tollgate
+
+FROM ${BINARY_FROM} AS binary
+
+FROM debian:bookworm-slim AS runtime
+# CA certificates for HTTPS providers; bash (already in the image) runs the health check.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 tollgate \
+    && useradd --system --uid 10001 --gid tollgate --no-create-home --home-dir /var/lib/tollgate tollgate \
+    && mkdir -p /etc/tollgate /var/lib/tollgate /var/spool/tollgate \
+    && chown tollgate:tollgate /var/lib/tollgate /var/spool/tollgate
+COPY --from=binary /out/tollgate /usr/local/bin/tollgate
+COPY deploy/tollgate.toml /etc/tollgate/config.toml
+
+# Config (read-only is fine), SQLite database, usage spool (rows wait here while the
+# database is down: keep it across restarts).
+VOLUME ["/etc/tollgate", "/var/lib/tollgate", "/var/spool/tollgate"]
+ENV TOLLGATE_CONFIG=/etc/tollgate/config.toml
+USER tollgate:tollgate
+WORKDIR /var/lib/tollgate
+EXPOSE 8080
+
+# No curl in a slim image: bash's /dev/tcp sends the request and the status line is checked.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tollgate"]
+CMD ["serve"]
