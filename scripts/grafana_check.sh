@@ -21,4 +21,4 @@ fi
 promtool check rules grafana/prometheus/alerts.yml
 promtool test rules grafana/prometheus/alerts_test.yml
 promtool check config grafana/prometheus/prometheus.yml
-timeout 90 python3 tests/grafana/check_dashboards.py "$BIN"
+timeout 100 python3 tests/grafana/check_dashboards.py "$BIN"

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -225,8 +226,11 @@ def load(base, key, broke_key):
         jobs.append((f"{v1}/chat/completions", chat("chat", "over budget"), broke_key))
         jobs.append((f"{v1}/chat/completions", chat("chat", "no key"), "tg-not-a-key"))
     counts = {}
+
+    def send(job):
+        return post(*job) if time.monotonic() < DEADLINE else "skipped: past the deadline"
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        for status in pool.map(lambda j: post(*j), jobs):
+        for status in pool.map(send, jobs):
             counts[status] = counts.get(status, 0) + 1
     return counts
 
@@ -307,6 +311,9 @@ def check_rules(prom):
 def main():
     binary = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/tollgate")
     tmp = tempfile.mkdtemp(prefix="tollgate-grafana-")
+    # A `timeout` around this script stops it with SIGTERM: leave through the context managers
+    # so that Tollgate and Prometheus are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("FAIL: stopped by SIGTERM"))
     try:
         sys.exit(check(binary, tmp))
     finally:
@@ -348,6 +355,10 @@ def check(binary, tmp):
         failures.append("no dashboards in grafana/dashboards")
     for f in failures:
         print(f"FAIL {f}")
+    if failures:
+        for log in ("tollgate.log", "prometheus.log"):
+            with open(os.path.join(tmp, log)) as f:
+                print(f"--- last lines of {log}\n" + "".join(f.readlines()[-15:]))
     print(f"{checked} queries in {len(DASHBOARDS)} dashboard(s): "
           f"{'ok' if not failures else f'{len(failures)} failed'}")
     return 1 if failures else 0
