@@ -38,6 +38,11 @@ VARIABLES = {"__rate_interval": "4s", "__interval": "1s", "__range": "1m",
 # Metrics a panel may show before this build exports them: the response cache's. While
 # /metrics lacks them their panels must still parse; once exported they must return data.
 NOT_YET_EXPORTED = {"tollgate_cache_hits_total", "tollgate_cache_misses_total"}
+# Panels the load must move (a non-zero value at some point), beyond returning data: the
+# refusal and error counters are exported at 0 from the start, so data alone proves little.
+MUST_MOVE = {"Errors by type", "Limit refusals by scope", "Budget refusals by scope",
+             "Fallbacks by model", "Auth failures by reason", "Cost per hour by provider",
+             "Time to first token p50 / p99", "Output tokens per second by model"}
 DEADLINE = time.monotonic() + 60
 
 
@@ -207,31 +212,43 @@ def chat(model, words, **extra):
             **extra}
 
 
-def load(base, key, broke_key):
-    """About 300 requests, 8 at a time; returns the count of each status."""
+def load_jobs(base, key, broke_key):
+    """The load, about 300 requests: (how many, the i-th request) for each kind of traffic."""
     v1 = f"{base}/v1"
-    jobs = []
-    for i in range(60):
-        jobs.append((f"{v1}/chat/completions", chat("chat", f"hello number {i}"), key))
-        jobs.append((f"{v1}/chat/completions", chat("chat", f"stream {i} please", stream=True,
-                                                    stream_options={"include_usage": True}), key))
-        jobs.append((f"{v1}/chat/completions", chat("chat", "same question", temperature=0), key))
-    for i in range(40):
-        jobs.append((f"{v1}/chat/completions", chat("broken", f"fail {i}"), key))
-        jobs.append((f"{v1}/chat/completions", chat("resilient", f"fall back {i}"), key))
-    for i in range(20):
-        jobs.append((f"{v1}/embeddings", {"model": "embed", "input": [f"text {i}"]}, key))
-        jobs.append((f"{v1}/chat/completions", chat("limited", f"limit {i}"), key))
-    for i in range(10):
-        jobs.append((f"{v1}/chat/completions", chat("chat", "over budget"), broke_key))
-        jobs.append((f"{v1}/chat/completions", chat("chat", "no key"), "tg-not-a-key"))
+    chats = f"{v1}/chat/completions"
+    kinds = [
+        (60, lambda i: (chats, chat("chat", f"hello number {i}"), key)),
+        (60, lambda i: (chats, chat("chat", f"stream {i} please", stream=True,
+                                    stream_options={"include_usage": True}), key)),
+        (60, lambda i: (chats, chat("chat", "same question", temperature=0), key)),
+        (40, lambda i: (chats, chat("broken", f"fail {i}"), key)),
+        (40, lambda i: (chats, chat("resilient", f"fall back {i}"), key)),
+        (20, lambda i: (f"{v1}/embeddings", {"model": "embed", "input": [f"text {i}"]}, key)),
+        (20, lambda i: (chats, chat("limited", f"limit {i}"), key)),
+        (10, lambda i: (chats, chat("chat", "over budget"), broke_key)),
+        (10, lambda i: (chats, chat("chat", "no key"), "tg-not-a-key")),
+    ]
+    return kinds
+
+
+def load(base, key, broke_key):
+    """Sends one request of each kind, waits for two scrapes, then sends the rest, 8 at a time;
+    returns the count of each status. A series appears when it first moves, and rate() cannot
+    see an increase that happened before a series' first sample: the first round makes every
+    series exist so the second one shows as a rate."""
+    kinds = load_jobs(base, key, broke_key)
     counts = {}
 
     def send(job):
         return post(*job) if time.monotonic() < DEADLINE else "skipped: past the deadline"
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        for status in pool.map(send, jobs):
-            counts[status] = counts.get(status, 0) + 1
+
+    def run(jobs):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for status in pool.map(send, jobs):
+                counts[status] = counts.get(status, 0) + 1
+    run([make(0) for _, make in kinds])
+    time.sleep(2.5)
+    run([make(i) for n, make in kinds for i in range(1, n)])
     return counts
 
 
@@ -244,7 +261,13 @@ def expand(expr):
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", value, expr)
 
 
-def query_range(prom, expr, start, end):
+def moved(value):
+    """A sample that is neither 0 nor NaN (NaN is the only value unequal to itself)."""
+    x = float(value)
+    return x == x and x != 0
+
+
+def query_range(prom, expr, start, end, must_move=False):
     params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": "1"})
     try:
         answer = json.loads(get(f"{prom}/api/v1/query_range?{params}"))
@@ -252,8 +275,11 @@ def query_range(prom, expr, start, end):
         answer = json.loads(e.read() or b"{}")
     if answer.get("status") != "success":
         return f"error: {answer.get('errorType')}: {answer.get('error')}"
-    if not answer["data"]["result"]:
+    result = answer["data"]["result"]
+    if not result:
         return "no data"
+    if must_move and not any(moved(v) for series in result for _, v in series["values"]):
+        return "only zeros: the load did not move it"
     return None
 
 
@@ -289,7 +315,7 @@ def check_dashboard(prom, path, exported, start, end):
                 failures.append(f"{name}: variable ${var['name']} ({query}): {problem}")
     for title, target in targets(dashboard):
         expr = expand(target["expr"])
-        problem = query_range(prom, expr, start, end)
+        problem = query_range(prom, expr, start, end, title in MUST_MOVE)
         checked += 1
         pending = set(re.findall(r"\w+", expr)) & NOT_YET_EXPORTED - exported
         if problem == "no data" and pending:
