@@ -47,6 +47,8 @@ MUST_MOVE = {"Errors by type", "Limit refusals by scope", "Budget refusals by sc
              "Fallbacks by model", "Auth failures by reason", "Cost per hour by provider",
              "Time to first token p50 / p99", "Output tokens per second by model"}
 DEADLINE = time.monotonic() + 60
+# Everything here is on loopback: never through a proxy the environment may name.
+urllib.request.install_opener(urllib.request.build_opener(urllib.request.ProxyHandler({})))
 
 
 def free_port():
@@ -137,11 +139,17 @@ rate_limits = {{ requests_per_minute = 5 }}
 CACHE = '[cache]\nenabled = true\nttl_secs = 300\nbackend = "memory"\n'
 
 
-def run(binary, config, *args):
+def quiet_env():
+    """The environment for Tollgate: warnings only, and the config's database, not one that
+    DATABASE_URL would put in its place."""
     env = dict(os.environ, RUST_LOG="warn")
     env.pop("DATABASE_URL", None)
+    return env
+
+
+def run(binary, config, *args):
     return subprocess.run([binary, "--config", config, *args], capture_output=True, text=True,
-                          env=env, timeout=30)
+                          env=quiet_env(), timeout=30)
 
 
 def write_config(binary, tmp, port):
@@ -166,8 +174,7 @@ def create_key(binary, config, *args):
 @contextlib.contextmanager
 def process(args, log):
     with open(log, "w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, RUST_LOG="warn"))
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=quiet_env())
     try:
         yield proc
     finally:
