@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN="${1:-${CARGO_TARGET_DIR:-target}/debug/tollgate}"
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"
+  else echo "prometheus and promtool are missing: install Debian's prometheus package" >&2; return 1; fi
+}
 
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   echo "installing Debian's prometheus package"
