@@ -41,7 +41,7 @@ def reset_peak(pids):
 
 async def one_stream(port, request, deadline):
     """Sends one streamed request on its own connection; returns (time to first body byte,
-    whether the stream ended with [DONE]) or None on failure."""
+    whether the stream ended with [DONE]), or what went wrong."""
     start = time.perf_counter()
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), deadline)
@@ -49,7 +49,7 @@ async def one_stream(port, request, deadline):
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), deadline)
         if not head.startswith(b"HTTP/1.1 200"):
             writer.close()
-            return None
+            return head.split(b"\r\n", 1)[0].decode(errors="replace")
         first = await asyncio.wait_for(reader.read(65536), deadline)
         ttfb = time.perf_counter() - start
         tail = first[-64:]
@@ -60,8 +60,8 @@ async def one_stream(port, request, deadline):
             tail = (tail + data)[-64:]
         writer.close()
         return ttfb, b"[DONE]" in tail
-    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
-        return None
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+        return type(e).__name__
 
 
 async def wave(port, request, n, deadline):
@@ -83,7 +83,12 @@ def measure(name, port, request, pids, n, deadline):
     reset_peak(pids)
     results = asyncio.run(wave(port, request, n, deadline))
     peak = rss_kib(pids, "VmHWM")
-    done = [r for r in results if r and r[1]]
+    done = [r for r in results if isinstance(r, tuple) and r[1]]
+    failed = {}
+    for r in results:
+        if not isinstance(r, tuple) or not r[1]:
+            what = r if isinstance(r, str) else "no [DONE]"
+            failed[what] = failed.get(what, 0) + 1
     ttfbs = sorted(r[0] * 1000 for r in done)
     row = {
         "target": name, "streams": n, "completed": len(done),
@@ -91,6 +96,7 @@ def measure(name, port, request, pids, n, deadline):
         "kib_per_stream": round((peak - before) / n, 1),
         "ttfb_p50_ms": round(ttfbs[len(ttfbs) // 2], 1) if ttfbs else None,
         "ttfb_p99_ms": round(ttfbs[int(len(ttfbs) * 0.99)], 1) if ttfbs else None,
+        "failed": failed,
     }
     print(json.dumps(row), flush=True)
     return row
@@ -104,10 +110,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--binary", default=BIN)
     args = ap.parse_args()
+    # A proxy holds two descriptors per stream; the children inherit the limit. Root may
+    # raise the hard limit too.
+    need = args.streams * 2 + 200
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the children inherit it
-    if hard < args.streams * 3 + 100:
-        sys.exit(f"the file-descriptor limit ({hard}) is too low for {args.streams} streams")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, hard), max(need, hard)))
+    except (ValueError, OSError):
+        if hard < need:
+            sys.exit(f"the file-descriptor limit ({hard}) is too low for {args.streams} streams")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     deadline = args.chunks * args.chunk_ms / 1000 * 4 + 30
     tmp = tempfile.mkdtemp(prefix="tollgate-streams-")
     procs = []

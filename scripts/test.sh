@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests (on SQLite and on PostgreSQL) and the
-# end-to-end test through the official OpenAI Python SDK.
+# end-to-end test through the official OpenAI Python SDK, and the Grafana dashboards and alert
+# rules against a real Prometheus.
 # PostgreSQL and Redis are used for real: when they are not running this script starts them,
 # and on a fresh Debian machine (as root) installs them first.
 set -euo pipefail
@@ -70,6 +71,9 @@ ensure_python
 TOLLGATE_BIN="$PWD/target/debug/tollgate" "$PYTHON" -m pytest -q tests/e2e
 log "end to end through the openai SDK: Anthropic and Gemini translation"
 PATH="$(dirname "$PYTHON"):$PATH" tests/sdk/run_providers_e2e.sh "$PWD/target/debug/tollgate"
+
+log "Grafana dashboards and alert rules against a real Prometheus"
+scripts/grafana_check.sh "$PWD/target/debug/tollgate"
 
 log "attacks replayed against a release build: memory, descriptors and rows stay bounded"
 scripts/attacks.sh
