@@ -719,8 +719,15 @@ mod tests {
         let out = t.push(Bytes::from_owner(ReadBuffer(event.to_vec(), freed.clone())));
         assert_eq!(out, &event[..]);
         drop(out);
-        assert!(freed.load(Ordering::SeqCst), "the read buffer is still held");
-        assert_eq!(t.usage().unwrap().tokens.output, 1, "the copy is still counted");
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "the read buffer is still held"
+        );
+        assert_eq!(
+            t.usage().unwrap().tokens.output,
+            1,
+            "the copy is still counted"
+        );
     }
 
     /// ~50 MB of answer with no usage: what the translator holds stays bounded, and the
