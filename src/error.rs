@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The error of a body in flight (the client's, a provider's, the mock's): whatever broke it,
 /// boxed.
@@ -120,14 +121,38 @@ impl GatewayError {
     }
 
     pub fn body(&self) -> Bytes {
-        Bytes::from(
-            json!({"error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }})
-            .to_string(),
-        )
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        };
+        // Strings only: serialising cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
+}
+
+/// An error answer, as OpenAI's API writes it: every SDK raises its usual exception class.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+/// What went wrong: `type` is the class (`invalid_request_error`, `permission_denied`,
+/// `server_error`, ...), `param` the request field or parameter at fault, `code` the case.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail<'a> {
+    /// For a person: what was refused and why, never a secret.
+    pub message: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    #[schema(required = true)]
+    pub param: Option<&'a str>,
+    #[schema(required = true)]
+    pub code: Option<&'a str>,
 }

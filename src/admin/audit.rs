@@ -7,11 +7,25 @@ use serde_json::Value;
 
 use super::input::query;
 use super::page::{Page, SortKey};
+use super::views::{AuditEntry, List};
 use super::{internal, Ctx, Handled, Reply};
+use crate::error::ErrorBody;
 use crate::store::AuditFilter;
 
 const PARAMS: &[&str] = &["limit", "after", "resource", "resource_id", "actor"];
 
+#[utoipa::path(
+    get,
+    path = "/admin/audit",
+    operation_id = "list_audit",
+    tag = "audit",
+    summary = "The changes made through the admin API",
+    params(Page, ("resource" = Option<String>, Query, description = "provider, model, setting, project or key."), ("resource_id" = Option<String>, Query), ("actor" = Option<String>, Query)),
+    responses(
+        (status = 200, description = "A page of changes, newest first.", body = List<AuditEntry>),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+    )
+)]
 pub async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), PARAMS)?;
     let page = Page::from_query(&q, SortKey::Id)?;

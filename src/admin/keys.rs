@@ -8,13 +8,15 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::input::{merge, object, query, read_only, typed};
 use super::page::{Page, SortKey};
 use super::price::Usd;
 use super::refusal::{conflict, not_found, store_error};
+use super::views::{ApiKey, KeyRevoked, List};
 use super::{internal, method_not_allowed, Ctx, Handled, Reply};
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::store::{JsonRow, Tx};
 
 const READ_ONLY: &[&str] = &[
@@ -27,25 +29,30 @@ const READ_ONLY: &[&str] = &[
 ];
 const LIST_PARAMS: &[&str] = &["limit", "after", "project"];
 
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Role {
+#[schema(as = KeyRole)]
+pub enum Role {
     Admin,
     #[default]
     User,
 }
 
-#[derive(Debug, Deserialize)]
+/// A gateway key as POST creates it (PATCH takes any of these fields).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyInput {
+pub struct KeyInput {
     name: String,
+    /// The project's name (it must exist); its budget is shared by its keys.
     project: Option<String>,
     #[serde(default)]
     role: Role,
+    /// Model names this key may use; null: every model.
     allowed_models: Option<Vec<String>>,
     rpm: Option<u32>,
     tpm: Option<u32>,
     budget_usd: Option<Usd>,
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<DateTime<Utc>>,
 }
 
@@ -65,6 +72,18 @@ pub async fn route(ctx: &Ctx<'_>, id: Option<&str>, req: Request<Incoming>) -> H
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/keys",
+    operation_id = "list_keys",
+    tag = "keys",
+    summary = "List gateway keys",
+    params(Page, ("project" = Option<String>, Query, description = "A project's name.")),
+    responses(
+        (status = 200, description = "A page of keys, by id.", body = List<ApiKey>),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+    )
+)]
 async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), LIST_PARAMS)?;
     let page = Page::from_query(&q, SortKey::Id)?;
@@ -79,6 +98,18 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/keys/{id}",
+    operation_id = "get_key",
+    tag = "keys",
+    summary = "Get a gateway key",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The key (never its plaintext).", body = ApiKey),
+        (status = 404, description = "No key of that id.", body = ErrorBody),
+    )
+)]
 async fn get(ctx: &Ctx<'_>, id: &str) -> Handled {
     match ctx.gw.db.key_row(id).await.map_err(internal)? {
         Some(row) => Ok(Reply::read(view(row))),
@@ -87,6 +118,20 @@ async fn get(ctx: &Ctx<'_>, id: &str) -> Handled {
 }
 
 /// Creates a key; the answer is the only place its plaintext is ever shown.
+#[utoipa::path(
+    post,
+    path = "/admin/keys",
+    operation_id = "create_key",
+    tag = "keys",
+    summary = "Create a gateway key",
+    request_body = KeyInput,
+    responses(
+        (status = 201, description = "The key, with its plaintext in `key`: shown this once only.", body = ApiKey),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 404, description = "No project of that name.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     let body = object(ctx.body(req).await?)?;
     let input: KeyInput = typed(body.clone())?;
@@ -106,6 +151,22 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     Ok(Reply::other(StatusCode::CREATED, shown))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/keys/{id}",
+    operation_id = "update_key",
+    tag = "keys",
+    summary = "Change a gateway key",
+    params(("id" = String, Path, format = Uuid)),
+    request_body(content = Object, description = "Any fields of `KeyInput`; the others keep their values."),
+    responses(
+        (status = 200, description = "The key changed; gateways see it within `auth.key_cache_ttl_secs`.", body = ApiKey),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 404, description = "No key of that id.", body = ErrorBody),
+        (status = 409, description = "The key is revoked.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn update(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Handled {
     let patch = object(ctx.body(req).await?)?;
     let mut tx = ctx.begin().await?;
@@ -128,6 +189,19 @@ async fn update(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Handled {
     Ok(Reply::other(StatusCode::OK, after))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/keys/{id}",
+    operation_id = "revoke_key",
+    tag = "keys",
+    summary = "Revoke a gateway key",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "Revoked; gateways refuse it within `auth.key_cache_ttl_secs`.", body = KeyRevoked),
+        (status = 404, description = "No key of that id.", body = ErrorBody),
+        (status = 409, description = "The key is already revoked.", body = ErrorBody),
+    )
+)]
 async fn revoke(ctx: &Ctx<'_>, id: &str) -> Handled {
     let mut tx = ctx.begin().await?;
     let before = view(locked_live_key(&mut tx, id).await?);

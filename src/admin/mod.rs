@@ -12,6 +12,7 @@ mod audit;
 mod input;
 mod keys;
 mod models;
+mod openapi;
 mod page;
 mod price;
 mod projects;
@@ -19,6 +20,7 @@ mod providers;
 mod refusal;
 mod settings;
 mod usage;
+mod views;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -31,6 +33,7 @@ use crate::secrets::Sealer;
 use crate::store::{AuditEntry, Tx};
 
 pub use input::MAX_ADMIN_BODY;
+pub use openapi::AdminApi;
 pub use page::{DEFAULT_LIMIT, MAX_LIMIT};
 
 /// An admin handler's answer, and whether the registry must be rebuilt.

@@ -10,14 +10,16 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use super::input::{flag, merge, object, query, read_only, typed};
 use super::page::{Page, SortKey};
 use super::price::Price;
 use super::refusal::{conflict, immutable, managed_by_config, not_found, store_error};
+use super::views::{List, Model, ModelDeleted};
 use super::{internal, method_not_allowed, Ctx, Handled, Reply};
 use crate::config::{ModelStatus, ModelType};
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::store::{JsonRow, ModelFilter, Tx};
 
 const READ_ONLY: &[&str] = &[
@@ -38,9 +40,11 @@ const LIST_PARAMS: &[&str] = &[
     "include_deleted",
 ];
 
-#[derive(Debug, Deserialize)]
+/// A model as POST creates it (PATCH takes any of these fields; `provider` and `model_id`
+/// are fixed at creation).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ModelInput {
+pub struct ModelInput {
     name: String,
     provider: String,
     model_id: String,
@@ -50,7 +54,9 @@ struct ModelInput {
     family: Option<String>,
     version: Option<String>,
     tier: Option<String>,
+    #[schema(value_type = Option<u32>, minimum = 1)]
     context_window: Option<NonZeroU32>,
+    #[schema(value_type = Option<u32>, minimum = 1)]
     max_output_tokens: Option<NonZeroU32>,
     supports_streaming: Option<bool>,
     supports_json: Option<bool>,
@@ -64,13 +70,18 @@ struct ModelInput {
     cost_output_per_million: Price,
     cost_cache_read_per_million: Option<Price>,
     cost_cache_write_per_million: Option<Price>,
+    /// Default request parameters, merged under the client's.
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Map<String, Value>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     rate_limits: Map<String, Value>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     capabilities: Map<String, Value>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Map<String, Value>,
     #[serde(default)]
     status: ModelStatus,
@@ -80,7 +91,9 @@ struct ModelInput {
     priority: i32,
     #[serde(default = "one")]
     weight: u32,
+    #[schema(value_type = Option<String>, format = Date)]
     release_date: Option<NaiveDate>,
+    #[schema(value_type = Option<String>, format = Date)]
     deprecation_date: Option<NaiveDate>,
     typical_latency_ms: Option<u32>,
 }
@@ -108,6 +121,18 @@ pub async fn route(ctx: &Ctx<'_>, id: Option<&str>, req: Request<Incoming>) -> H
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/models",
+    operation_id = "list_models",
+    tag = "models",
+    summary = "List models",
+    params(Page, ("provider" = Option<String>, Query, description = "A provider's name."), ("status" = Option<ModelStatus>, Query), ("name" = Option<String>, Query, description = "A public name."), ("include_deleted" = Option<bool>, Query, description = "Also list deleted models.")),
+    responses(
+        (status = 200, description = "A page of models, by id.", body = List<Model>),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+    )
+)]
 async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), LIST_PARAMS)?;
     let page = Page::from_query(&q, SortKey::Id)?;
@@ -137,6 +162,18 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/models/{id}",
+    operation_id = "get_model",
+    tag = "models",
+    summary = "Get a model",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The model.", body = Model),
+        (status = 404, description = "No model of that id.", body = ErrorBody),
+    )
+)]
 async fn get(ctx: &Ctx<'_>, id: &str) -> Handled {
     match ctx.gw.db.model(id).await.map_err(internal)? {
         Some(row) => Ok(Reply::read(view(row))),
@@ -144,6 +181,21 @@ async fn get(ctx: &Ctx<'_>, id: &str) -> Handled {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/models",
+    operation_id = "create_model",
+    tag = "models",
+    summary = "Create a model",
+    request_body = ModelInput,
+    responses(
+        (status = 201, description = "The model created; the registry serves it before this answer.", body = Model),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 404, description = "No provider of that name.", body = ErrorBody),
+        (status = 409, description = "The provider has a model with that `model_id`, or a default model already.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     let body = object(ctx.body(req).await?)?;
     let input: ModelInput = typed(body.clone())?;
@@ -165,6 +217,22 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     Ok(Reply::registry(StatusCode::CREATED, after))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/models/{id}",
+    operation_id = "update_model",
+    tag = "models",
+    summary = "Change a model",
+    params(("id" = String, Path, format = Uuid)),
+    request_body(content = Object, description = "Any fields of `ModelInput`; the others keep their values. `provider` and `model_id` cannot change."),
+    responses(
+        (status = 200, description = "The model changed.", body = Model),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 404, description = "No model of that id.", body = ErrorBody),
+        (status = 409, description = "The row is managed by config.toml (`code` `managed_by_config`), or the change breaks a rule (`already_exists`, `default_exists`).", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn update(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Handled {
     let patch = object(ctx.body(req).await?)?;
     let mut tx = ctx.begin().await?;
@@ -190,6 +258,19 @@ async fn update(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Handled {
     Ok(Reply::registry(StatusCode::OK, after))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/models/{id}",
+    operation_id = "delete_model",
+    tag = "models",
+    summary = "Delete a model",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "Deleted (soft: the row stays, inactive).", body = ModelDeleted),
+        (status = 404, description = "No model of that id.", body = ErrorBody),
+        (status = 409, description = "The model is managed by config.toml, or already deleted.", body = ErrorBody),
+    )
+)]
 async fn delete(ctx: &Ctx<'_>, id: &str) -> Handled {
     let mut tx = ctx.begin().await?;
     let before = view(locked_api_model(&mut tx, id).await?);

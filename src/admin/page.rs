@@ -27,9 +27,14 @@ pub enum SortKey {
     Name,
 }
 
-#[derive(Debug, Clone)]
+/// `?limit=` and `?after=`.
+#[derive(Debug, Clone, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Rows per page.
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 500, default = 50)]
     pub limit: usize,
+    /// The `next` cursor of the previous page.
     pub after: Option<String>,
 }
 

@@ -55,6 +55,43 @@ fn amount(v: Value, precision: u32) -> Result<Decimal, String> {
     Ok(d.abs())
 }
 
+/// Both are documented as what they take: a decimal string (exact) or a JSON number.
+fn amount_schema(what: &str, precision: u32) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+    let limit = 10u64.pow(precision - 6);
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"^\d+(\.\d{1,6})?$"));
+    let number = ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .minimum(Some(0.0))
+        .exclusive_maximum(Some(limit as f64));
+    let one_of = OneOfBuilder::new()
+        .item(RefOr::T(Schema::Object(text.build())))
+        .item(RefOr::T(Schema::Object(number.build())))
+        .description(Some(format!(
+            "{what}: an exact decimal >= 0 below {limit} with at most 6 decimals, best sent as a string (\"0.15\"); a JSON number is read from its shortest text."
+        )));
+    RefOr::T(Schema::OneOf(one_of.build()))
+}
+
+impl utoipa::PartialSchema for Price {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        amount_schema("USD per million tokens", 12)
+    }
+}
+
+impl utoipa::ToSchema for Price {}
+
+impl utoipa::PartialSchema for Usd {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        amount_schema("USD", 18)
+    }
+}
+
+impl utoipa::ToSchema for Usd {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

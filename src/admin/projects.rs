@@ -7,22 +7,26 @@ use hyper::body::Incoming;
 use serde::de::{Deserializer, Error};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::input::{merge, object, query, read_only, typed};
 use super::page::{Page, SortKey, PARAMS};
 use super::price::Usd;
 use super::refusal::{not_found, store_error};
+use super::views::{List, Project};
 use super::{internal, method_not_allowed, Ctx, Handled, Reply};
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::limits::budget::Period;
 use crate::store::{JsonRow, Tx};
 
 const READ_ONLY: &[&str] = &["object", "id", "created_at"];
 
-#[derive(Debug, Deserialize)]
+/// A project as POST creates it (PATCH takes any of these fields).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProjectInput {
+pub struct ProjectInput {
     name: String,
+    /// Shared by the project's keys; null: no budget.
     budget_usd: Option<Usd>,
     #[serde(default, deserialize_with = "period")]
     budget_period: Period,
@@ -48,6 +52,18 @@ pub async fn route(ctx: &Ctx<'_>, name: Option<&str>, req: Request<Incoming>) ->
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/projects",
+    operation_id = "list_projects",
+    tag = "projects",
+    summary = "List projects",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of projects, by name.", body = List<Project>),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+    )
+)]
 async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), &PARAMS)?;
     let page = Page::from_query(&q, SortKey::Name)?;
@@ -61,6 +77,18 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/projects/{name}",
+    operation_id = "get_project",
+    tag = "projects",
+    summary = "Get a project",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "The project.", body = Project),
+        (status = 404, description = "No project of that name.", body = ErrorBody),
+    )
+)]
 async fn get(ctx: &Ctx<'_>, name: &str) -> Handled {
     match ctx.gw.db.project_row(name).await.map_err(internal)? {
         Some(row) => Ok(Reply::read(view(row))),
@@ -68,6 +96,20 @@ async fn get(ctx: &Ctx<'_>, name: &str) -> Handled {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/projects",
+    operation_id = "create_project",
+    tag = "projects",
+    summary = "Create a project",
+    request_body = ProjectInput,
+    responses(
+        (status = 201, description = "The project created.", body = Project),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 409, description = "A project of that name exists.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     let body = object(ctx.body(req).await?)?;
     let input: ProjectInput = typed(body.clone())?;
@@ -89,6 +131,22 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     Ok(Reply::other(StatusCode::CREATED, after))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/projects/{name}",
+    operation_id = "update_project",
+    tag = "projects",
+    summary = "Change a project",
+    params(("name" = String, Path)),
+    request_body(content = Object, description = "Any fields of `ProjectInput`; the others keep their values."),
+    responses(
+        (status = 200, description = "The project changed.", body = Project),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 404, description = "No project of that name.", body = ErrorBody),
+        (status = 409, description = "The new name is taken.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn update(ctx: &Ctx<'_>, name: &str, req: Request<Incoming>) -> Handled {
     let patch = object(ctx.body(req).await?)?;
     let mut tx = ctx.begin().await?;

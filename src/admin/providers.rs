@@ -8,13 +8,15 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use super::input::{merge, object, query, read_only, typed};
 use super::page::{Page, SortKey, PARAMS};
 use super::refusal::{managed_by_config, not_found, store_error};
+use super::views::{List, Provider, ProviderDeleted};
 use super::{internal, method_not_allowed, models, Ctx, Handled, Reply};
 use crate::config::{Api, ProviderTimeouts};
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::secrets::{is_sealed, Sealer};
 use crate::store::{JsonRow, Tx, KEY_IN_CONFIG};
 
@@ -31,15 +33,22 @@ const READ_ONLY: &[&str] = &[
     "deleted_at",
 ];
 
-#[derive(Debug, Deserialize)]
+/// A provider as POST creates it (PATCH takes any of these fields).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProviderInput {
+pub struct ProviderInput {
+    /// Letters, digits, '.', '_' or '-': the first part of `provider/model_id`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     name: String,
     display_name: Option<String>,
     api: Api,
+    /// The provider's API base URL (not needed for `mock`).
     #[serde(default)]
     base_url: String,
+    /// The key itself (stored encrypted with the master key), `env:NAME`, or null; never
+    /// shown again.
     #[serde(default)]
+    #[schema(write_only)]
     api_key: Option<String>,
     api_version: Option<String>,
     #[serde(default = "one")]
@@ -79,6 +88,18 @@ pub async fn route(ctx: &Ctx<'_>, name: Option<&str>, req: Request<Incoming>) ->
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/providers",
+    operation_id = "list_providers",
+    tag = "providers",
+    summary = "List providers",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of providers, by name.", body = List<Provider>),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+    )
+)]
 async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), &PARAMS)?;
     let page = Page::from_query(&q, SortKey::Name)?;
@@ -92,6 +113,18 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/providers/{name}",
+    operation_id = "get_provider",
+    tag = "providers",
+    summary = "Get a provider",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "The provider.", body = Provider),
+        (status = 404, description = "No provider of that name.", body = ErrorBody),
+    )
+)]
 async fn get(ctx: &Ctx<'_>, name: &str) -> Handled {
     match ctx.gw.db.provider(name).await.map_err(internal)? {
         Some(row) => Ok(Reply::read(view(row))),
@@ -99,6 +132,20 @@ async fn get(ctx: &Ctx<'_>, name: &str) -> Handled {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/providers",
+    operation_id = "create_provider",
+    tag = "providers",
+    summary = "Create a provider",
+    request_body = ProviderInput,
+    responses(
+        (status = 201, description = "The provider created; the registry serves it before this answer.", body = Provider),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 409, description = "A provider of that name exists (`code` `already_exists`).", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     let body = object(ctx.body(req).await?)?;
     let input: ProviderInput = typed(body.clone())?;
@@ -125,6 +172,22 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Handled {
     Ok(Reply::registry(StatusCode::CREATED, after))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/providers/{name}",
+    operation_id = "update_provider",
+    tag = "providers",
+    summary = "Change a provider",
+    params(("name" = String, Path)),
+    request_body(content = Object, description = "Any fields of `ProviderInput`; the others keep their values. `api_key` `[sealed]` keeps the stored key."),
+    responses(
+        (status = 200, description = "The provider changed.", body = Provider),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 404, description = "No provider of that name.", body = ErrorBody),
+        (status = 409, description = "The row is managed by config.toml (`code` `managed_by_config`), or the change breaks a rule (`already_exists`, `default_exists`).", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn update(ctx: &Ctx<'_>, name: &str, req: Request<Incoming>) -> Handled {
     let patch = object(ctx.body(req).await?)?;
     let mut tx = ctx.begin().await?;
@@ -160,6 +223,19 @@ async fn update(ctx: &Ctx<'_>, name: &str, req: Request<Incoming>) -> Handled {
 }
 
 /// Soft-deletes the provider and its models, with an audit row for each.
+#[utoipa::path(
+    delete,
+    path = "/admin/providers/{name}",
+    operation_id = "delete_provider",
+    tag = "providers",
+    summary = "Delete a provider and its models",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "Deleted (soft: the rows stay for usage history).", body = ProviderDeleted),
+        (status = 404, description = "No provider of that name.", body = ErrorBody),
+        (status = 409, description = "The provider is managed by config.toml.", body = ErrorBody),
+    )
+)]
 async fn delete(ctx: &Ctx<'_>, name: &str) -> Handled {
     let mut tx = ctx.begin().await?;
     let row = locked_api_provider(&mut tx, name).await?;

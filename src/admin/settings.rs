@@ -10,8 +10,9 @@ use serde_json::{json, Map, Value};
 use super::input::query;
 use super::page::{Page, SortKey, PARAMS};
 use super::refusal::{managed_by_config, not_found};
+use super::views::{List, Setting, SettingDeleted};
 use super::{internal, method_not_allowed, Ctx, Handled, Reply};
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::store::{JsonRow, Tx};
 
 pub async fn route(ctx: &Ctx<'_>, key: Option<&str>, req: Request<Incoming>) -> Handled {
@@ -25,6 +26,18 @@ pub async fn route(ctx: &Ctx<'_>, key: Option<&str>, req: Request<Incoming>) -> 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/settings",
+    operation_id = "list_settings",
+    tag = "settings",
+    summary = "List settings",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of settings, by key.", body = List<Setting>),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+    )
+)]
 async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     let q = query(req.uri().query(), &PARAMS)?;
     let page = Page::from_query(&q, SortKey::Name)?;
@@ -35,6 +48,18 @@ async fn list(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Handled {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/settings/{key}",
+    operation_id = "get_setting",
+    tag = "settings",
+    summary = "Get a setting",
+    params(("key" = String, Path)),
+    responses(
+        (status = 200, description = "The setting.", body = Setting),
+        (status = 404, description = "No setting of that key.", body = ErrorBody),
+    )
+)]
 async fn get(ctx: &Ctx<'_>, key: &str) -> Handled {
     match ctx.gw.db.setting(key).await.map_err(internal)? {
         Some(row) => Ok(Reply::read(view(row))),
@@ -43,6 +68,22 @@ async fn get(ctx: &Ctx<'_>, key: &str) -> Handled {
 }
 
 /// Creates or replaces the setting: 201 when it is new, 200 when it replaced one.
+#[utoipa::path(
+    put,
+    path = "/admin/settings/{key}",
+    operation_id = "put_setting",
+    tag = "settings",
+    summary = "Create or replace a setting",
+    params(("key" = String, Path, description = "1 to 128 letters, digits, '.', '_' or '-'.")),
+    request_body(content = Value, description = "The setting's value: any JSON but null. `{\"provider\": P, \"model_id\": M}` makes the key a model name clients can request."),
+    responses(
+        (status = 200, description = "Replaced.", body = Setting),
+        (status = 201, description = "Created.", body = Setting),
+        (status = 400, description = "A field or parameter is wrong; `param` names it.", body = ErrorBody),
+        (status = 409, description = "The setting is managed by config.toml.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+    )
+)]
 async fn put(ctx: &Ctx<'_>, key: &str, req: Request<Incoming>) -> Handled {
     let value = ctx.body(req).await?;
     if value.is_null() {
@@ -75,6 +116,19 @@ async fn put(ctx: &Ctx<'_>, key: &str, req: Request<Incoming>) -> Handled {
     Ok(Reply::registry(status, after.unwrap_or(Value::Null)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/settings/{key}",
+    operation_id = "delete_setting",
+    tag = "settings",
+    summary = "Remove a setting",
+    params(("key" = String, Path)),
+    responses(
+        (status = 200, description = "Removed.", body = SettingDeleted),
+        (status = 404, description = "No setting of that key.", body = ErrorBody),
+        (status = 409, description = "The setting is managed by config.toml.", body = ErrorBody),
+    )
+)]
 async fn delete(ctx: &Ctx<'_>, key: &str) -> Handled {
     let mut tx = ctx.begin().await?;
     let Some(before) = api_setting(&mut tx, key).await? else {

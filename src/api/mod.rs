@@ -5,7 +5,9 @@
 //! does. Errors are the OpenAI shape of the rest of the gateway.
 
 mod models;
+mod openapi;
 mod query;
 
 pub use models::list_models;
+pub use openapi::DashboardApi;
 pub use query::query;

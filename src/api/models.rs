@@ -4,10 +4,12 @@
 //! deprecated, at a disabled provider), for admins only. A key limited to some models sees only those.
 
 use http::StatusCode;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::auth::{Caller, Role};
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::proxy::{error_response, json_response, ClientBody, Gateway};
 use crate::registry::Snapshot;
 use crate::store::{JsonRow, ModelFilter};
@@ -17,6 +19,21 @@ type Response = http::Response<ClientBody>;
 /// Models are read a page at a time, in id order, until a page comes back short.
 const PAGE: usize = 500;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/models",
+    operation_id = "llm_models",
+    tag = "dashboard",
+    summary = "The models a dashboard offers",
+    description = "Active models that are served now; a key limited to some models sees only those. `all=true` (admins only) adds every other live model: inactive, deprecated, or at a disabled provider.",
+    params(("all" = Option<bool>, Query, description = "Also list models that are not served now (admins only).")),
+    responses(
+        (status = 200, description = "The models.", body = DashboardModels),
+        (status = 400, description = "`all` is not `true` or `false`.", body = ErrorBody),
+        (status = 403, description = "`all=true` from a caller who is not an admin.", body = ErrorBody),
+        (status = 503, description = "The database could not be read.", body = ErrorBody),
+    )
+)]
 pub async fn list_models(gw: &Gateway, caller: &Caller, query: Option<&str>) -> Response {
     let all = match wants_all(query) {
         Ok(all) => all,
@@ -32,13 +49,20 @@ pub async fn list_models(gw: &Gateway, caller: &Caller, query: Option<&str>) -> 
     match rows(gw, all).await {
         Ok(rows) => {
             let snapshot = gw.registry.load();
-            let data: Vec<Value> = rows
+            let data: Vec<DashboardModel> = rows
                 .iter()
                 .filter(|r| all || serving(&snapshot, r))
                 .filter(|r| caller.may_use(r["name"].as_str().unwrap_or_default()))
                 .map(entry)
                 .collect();
-            json_response(StatusCode::OK, json!({"object": "list", "data": data}))
+            let list = DashboardModels {
+                object: "list",
+                data,
+            };
+            json_response(
+                StatusCode::OK,
+                serde_json::to_value(&list).unwrap_or_default(),
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "the model list could not be read");
@@ -103,26 +127,89 @@ async fn rows(gw: &Gateway, all: bool) -> anyhow::Result<Vec<JsonRow>> {
 
 /// What a dashboard shows of a model: names, provider, type, context, prices as exact decimal
 /// strings (USD per million tokens) and capability flags (`null`: unknown).
-fn entry(r: &JsonRow) -> Value {
-    json!({
-        "id": r["name"],
-        "display_name": r["display_name"],
-        "provider": r["provider"],
-        "type": r["model_type"],
-        "status": r["status"],
-        "context_window": r["context_window"],
-        "max_output_tokens": r["max_output_tokens"],
-        "prices": {
-            "input_per_million": r["cost_input_per_million"],
-            "output_per_million": r["cost_output_per_million"],
-            "cache_read_per_million": r["cost_cache_read_per_million"],
-            "cache_write_per_million": r["cost_cache_write_per_million"],
+fn entry(r: &JsonRow) -> DashboardModel<'_> {
+    DashboardModel {
+        id: &r["name"],
+        display_name: &r["display_name"],
+        provider: &r["provider"],
+        kind: &r["model_type"],
+        status: &r["status"],
+        context_window: &r["context_window"],
+        max_output_tokens: &r["max_output_tokens"],
+        prices: Prices {
+            input_per_million: &r["cost_input_per_million"],
+            output_per_million: &r["cost_output_per_million"],
+            cache_read_per_million: &r["cost_cache_read_per_million"],
+            cache_write_per_million: &r["cost_cache_write_per_million"],
         },
-        "capabilities": {
-            "streaming": r["supports_streaming"],
-            "json": r["supports_json"],
-            "tools": r["supports_function_calling"],
-            "vision": r["supports_vision"],
+        capabilities: Capabilities {
+            streaming: &r["supports_streaming"],
+            json: &r["supports_json"],
+            tools: &r["supports_function_calling"],
+            vision: &r["supports_vision"],
         },
-    })
+    }
+}
+
+/// `GET /api/v1/llm/models`'s answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardModels<'a> {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<DashboardModel<'a>>,
+}
+
+/// A model as a dashboard shows it; the values are the registry row's.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardModel<'a> {
+    /// The public name clients send as `model`.
+    #[schema(value_type = String)]
+    id: &'a Value,
+    #[schema(value_type = String)]
+    display_name: &'a Value,
+    /// The provider's name.
+    #[schema(value_type = String)]
+    provider: &'a Value,
+    #[serde(rename = "type")]
+    #[schema(value_type = crate::config::ModelType)]
+    kind: &'a Value,
+    #[schema(value_type = crate::config::ModelStatus)]
+    status: &'a Value,
+    #[schema(value_type = Option<u32>, required = true)]
+    context_window: &'a Value,
+    #[schema(value_type = Option<u32>, required = true)]
+    max_output_tokens: &'a Value,
+    prices: Prices<'a>,
+    capabilities: Capabilities<'a>,
+}
+
+/// USD per million tokens, exact decimals written as strings; the cache prices are null when
+/// they are the input price.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prices<'a> {
+    #[schema(value_type = String, pattern = r"^\d+(\.\d+)?$")]
+    input_per_million: &'a Value,
+    #[schema(value_type = String, pattern = r"^\d+(\.\d+)?$")]
+    output_per_million: &'a Value,
+    #[schema(value_type = Option<String>, required = true, pattern = r"^\d+(\.\d+)?$")]
+    cache_read_per_million: &'a Value,
+    #[schema(value_type = Option<String>, required = true, pattern = r"^\d+(\.\d+)?$")]
+    cache_write_per_million: &'a Value,
+}
+
+/// What the model supports; null: unknown (never a reason to refuse a request).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities<'a> {
+    #[schema(value_type = Option<bool>, required = true)]
+    streaming: &'a Value,
+    #[schema(value_type = Option<bool>, required = true)]
+    json: &'a Value,
+    #[schema(value_type = Option<bool>, required = true)]
+    tools: &'a Value,
+    #[schema(value_type = Option<bool>, required = true)]
+    vision: &'a Value,
 }

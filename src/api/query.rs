@@ -7,10 +7,12 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::providers::{JsonObject, Kind};
 use crate::proxy::{self, error_response, json_response, ClientBody, Gateway, Runtime};
 
@@ -22,6 +24,23 @@ pub const SURFACE: &str = "api.llm.query";
 type Response = http::Response<ClientBody>;
 
 /// A query: its fields checked, sent as a chat completion, the answer reduced to the seed's.
+#[utoipa::path(
+    post,
+    path = "/api/v1/llm/query",
+    operation_id = "llm_query",
+    tag = "dashboard",
+    summary = "Run one prompt on one model",
+    description = "Sent as a chat completion with one user message, through the same routing, limits, budgets, fallback and metering as `POST /v1/chat/completions`; one usage row (endpoint `api.llm.query`).",
+    request_body = Query,
+    responses(
+        (status = 200, description = "The answer's text, its token counts and cost.", body = QueryAnswer),
+        (status = 400, description = "A missing or wrong field, named in `param`.", body = ErrorBody),
+        (status = 404, description = "No model of that name (`code` `model_not_found`).", body = ErrorBody),
+        (status = 429, description = "A limit or budget refused it; `retry-after` says when to retry.", body = ErrorBody),
+        (status = 502, description = "Every deployment of the model failed.", body = ErrorBody),
+        (status = 504, description = "The provider did not answer in time.", body = ErrorBody),
+    )
+)]
 pub async fn query(
     gw: &Gateway,
     runtime: &Runtime,
@@ -68,10 +87,16 @@ async fn run(
     Ok((reply(&asked.model, &answer, called.cost), limits))
 }
 
-/// A query's fields, checked.
-struct Query {
+/// A query: seed 003's `{model, prompt, max_tokens}`.
+#[derive(ToSchema)]
+#[schema(as = LlmQuery)]
+pub struct Query {
+    /// A model's public name, `provider/model_id`, or a route.
+    #[schema(min_length = 1)]
     model: String,
+    /// Sent as the one user message.
     prompt: String,
+    #[schema(required = false, default = 100, minimum = 1)]
     max_tokens: u64,
 }
 
@@ -137,14 +162,36 @@ fn reply(model: &str, answer: &Value, cost: rust_decimal::Decimal) -> Value {
         .as_str()
         .unwrap_or_default();
     let count = |k: &str| answer["usage"][k].as_u64().unwrap_or(0);
-    json!({
-        "model": model,
-        "text": text,
-        "usage": {
-            "prompt_tokens": count("prompt_tokens"),
-            "completion_tokens": count("completion_tokens"),
-            "total_tokens": count("total_tokens"),
-            "cost_usd": cost.normalize().to_string(),
+    let reply = QueryAnswer {
+        model,
+        text,
+        usage: QueryUsage {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            total_tokens: count("total_tokens"),
+            cost_usd: cost.normalize().to_string(),
         },
-    })
+    };
+    serde_json::to_value(reply).unwrap_or_default()
+}
+
+/// A query's answer: the model asked for, the first choice's text, and its usage.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryAnswer<'a> {
+    model: &'a str,
+    text: &'a str,
+    usage: QueryUsage,
+}
+
+/// OpenAI's token counts, and the cost the usage row records.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    /// USD, an exact decimal written as a string (e.g. `"0.000123"`).
+    #[schema(pattern = r"^\d+(\.\d+)?$")]
+    cost_usd: String,
 }

@@ -83,7 +83,7 @@ pub enum OnRedisFailure {
 }
 
 /// `[[providers]] api`: the wire format a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Api {
     Openai,
@@ -117,7 +117,7 @@ impl Api {
 }
 
 /// `[[models]] model_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelType {
     /// Also written `llm`, as the seeds do.
@@ -141,7 +141,7 @@ impl ModelType {
 }
 
 /// `[[models]] status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelStatus {
     #[default]

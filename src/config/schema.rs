@@ -208,7 +208,8 @@ pub struct ProviderConfig {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// A provider's own timeouts in milliseconds; null: the gateway's default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderTimeouts {
     pub connect_ms: Option<u64>,

@@ -89,7 +89,8 @@ impl Scope {
 pub const SCOPES: [&str; 2] = ["key", "project"];
 
 /// What a budget covers: everything ever spent, or the current calendar month (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, utoipa::ToSchema)]
+#[schema(as = BudgetPeriod, rename_all = "lowercase")]
 pub enum Period {
     #[default]
     Total,

@@ -5,12 +5,14 @@
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::reload::settings_of;
 use super::App;
 use crate::auth::Caller;
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::proxy::{error_response, json_response, ClientBody};
 use crate::secrets::Sealer;
 
@@ -42,21 +44,55 @@ pub async fn admin(app: &App, caller: &Caller, path: &str, req: Request<Incoming
     }
 }
 
+/// What a reload did.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reloaded<'a> {
+    /// Always true: a refused reload is an error.
+    reloaded: bool,
+    /// Providers and models synced from the file.
+    providers: usize,
+    models: usize,
+    /// Models no longer in the file, now inactive.
+    deactivated_models: u64,
+    /// Deployments the new snapshot serves.
+    deployments: usize,
+    /// The settings that changed and took effect.
+    applied: &'a [String],
+    /// The settings that changed but take effect only at the next start.
+    restart_required: &'a [String],
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/reload",
+    operation_id = "reload",
+    tag = "server",
+    summary = "Reload config.toml",
+    description = "Reads and checks the file, syncs its providers and models into the registry and swaps in the new snapshot, as a SIGHUP or the file watch does.",
+    responses(
+        (status = 200, description = "Reloaded.", body = Reloaded),
+        (status = 422, description = "The file is invalid (`code` `config_invalid`); the running configuration keeps serving.", body = ErrorBody),
+    )
+)]
 async fn reload(app: &App, caller: &Caller) -> Response {
     tracing::info!(by = %caller.principal, "reload asked through the admin API");
     match app.reload().await {
-        Ok(report) => json_response(
-            StatusCode::OK,
-            json!({
-                "reloaded": true,
-                "providers": report.sync.providers,
-                "models": report.sync.models,
-                "deactivated_models": report.sync.deactivated_models,
-                "deployments": report.deployments,
-                "applied": report.applied,
-                "restart_required": report.restart_required,
-            }),
-        ),
+        Ok(report) => {
+            let reloaded = Reloaded {
+                reloaded: true,
+                providers: report.sync.providers,
+                models: report.sync.models,
+                deactivated_models: report.sync.deactivated_models,
+                deployments: report.deployments,
+                applied: &report.applied,
+                restart_required: &report.restart_required,
+            };
+            json_response(
+                StatusCode::OK,
+                serde_json::to_value(reloaded).unwrap_or_default(),
+            )
+        }
         Err(e) => error_response(
             &GatewayError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -68,18 +104,53 @@ async fn reload(app: &App, caller: &Caller) -> Response {
     }
 }
 
+/// The configuration in effect.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EffectiveConfig<'a> {
+    /// The config file's path.
+    file: String,
+    /// The settings of every section, secrets shown as `[redacted]` and URLs without their
+    /// password.
+    #[schema(value_type = Object)]
+    settings: Value,
+    /// The names of the file's `[[providers]]`.
+    providers_in_file: Vec<&'a str>,
+    /// How many `[[models]]` the file has.
+    models_in_file: usize,
+    /// The names of the file's `[[routes]]`.
+    routes_in_file: Vec<&'a str>,
+}
+
 /// The settings in effect (the last config applied), secrets redacted.
+#[utoipa::path(
+    get,
+    path = "/admin/config",
+    operation_id = "get_config",
+    tag = "server",
+    summary = "The configuration in effect, secrets redacted",
+    responses((status = 200, description = "The configuration last applied.", body = EffectiveConfig))
+)]
 async fn config(app: &App) -> Response {
     let applied = app.reloader.applied.lock().await;
+    let effective = EffectiveConfig {
+        file: app.reloader.config_path.display().to_string(),
+        settings: redacted(settings_of(&applied)),
+        providers_in_file: applied
+            .providers
+            .iter()
+            .map(|p| p.get_ref().name.as_str())
+            .collect(),
+        models_in_file: applied.models.len(),
+        routes_in_file: applied
+            .routes
+            .iter()
+            .map(|r| r.get_ref().name.as_str())
+            .collect(),
+    };
     json_response(
         StatusCode::OK,
-        json!({
-            "file": app.reloader.config_path.display().to_string(),
-            "settings": redacted(settings_of(&applied)),
-            "providers_in_file": applied.providers.iter().map(|p| &p.get_ref().name).collect::<Vec<_>>(),
-            "models_in_file": applied.models.len(),
-            "routes_in_file": applied.routes.iter().map(|r| &r.get_ref().name).collect::<Vec<_>>(),
-        }),
+        serde_json::to_value(effective).unwrap_or_default(),
     )
 }
 

@@ -7,12 +7,15 @@ mod control;
 mod cors;
 mod edge;
 mod file_watch;
+mod openapi;
 mod ops;
 mod propagate;
 mod reload;
 mod router;
 
+pub use openapi::openapi;
 pub use reload::ReloadReport;
+pub use router::{Access, API_ROUTES};
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;

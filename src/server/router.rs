@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use super::cors::Cors;
 use super::edge::{self, Edge, Port};
-use super::{control, ops, App};
+use super::{control, openapi, ops, App};
 use crate::api;
 use crate::auth::{Caller, Role};
 use crate::error::GatewayError;
@@ -28,6 +28,8 @@ pub enum Route {
     LlmQuery,
     /// The dashboard API: `GET /api/v1/llm/models`.
     LlmModels,
+    /// `GET /api/v1/openapi.json`: the OpenAPI document of `/api/v1/*` and `/admin/*`.
+    OpenApi,
     Healthz,
     Readyz,
     Metrics,
@@ -35,6 +37,44 @@ pub enum Route {
     Admin(String),
     NotFound,
 }
+
+/// Every operation of the dashboard API and the admin API, as the OpenAPI document names it
+/// (method, path template) with the access the router gives it. tests/openapi.rs checks
+/// that the document describes exactly these and that the live gateway serves each; the unit
+/// test below, that the router gives each the access listed. A new route of either API
+/// belongs here.
+pub const API_ROUTES: &[(&str, &str, Access)] = &[
+    ("POST", "/api/v1/llm/query", Access::Caller),
+    ("GET", "/api/v1/llm/models", Access::Caller),
+    ("GET", "/api/v1/openapi.json", Access::Anyone),
+    ("GET", "/admin/providers", Access::Admin),
+    ("POST", "/admin/providers", Access::Admin),
+    ("GET", "/admin/providers/{name}", Access::Admin),
+    ("PATCH", "/admin/providers/{name}", Access::Admin),
+    ("DELETE", "/admin/providers/{name}", Access::Admin),
+    ("GET", "/admin/models", Access::Admin),
+    ("POST", "/admin/models", Access::Admin),
+    ("GET", "/admin/models/{id}", Access::Admin),
+    ("PATCH", "/admin/models/{id}", Access::Admin),
+    ("DELETE", "/admin/models/{id}", Access::Admin),
+    ("GET", "/admin/settings", Access::Admin),
+    ("GET", "/admin/settings/{key}", Access::Admin),
+    ("PUT", "/admin/settings/{key}", Access::Admin),
+    ("DELETE", "/admin/settings/{key}", Access::Admin),
+    ("GET", "/admin/projects", Access::Admin),
+    ("POST", "/admin/projects", Access::Admin),
+    ("GET", "/admin/projects/{name}", Access::Admin),
+    ("PATCH", "/admin/projects/{name}", Access::Admin),
+    ("GET", "/admin/keys", Access::Admin),
+    ("POST", "/admin/keys", Access::Admin),
+    ("GET", "/admin/keys/{id}", Access::Admin),
+    ("PATCH", "/admin/keys/{id}", Access::Admin),
+    ("DELETE", "/admin/keys/{id}", Access::Admin),
+    ("GET", "/admin/audit", Access::Admin),
+    ("GET", "/admin/usage", Access::Admin),
+    ("POST", "/admin/reload", Access::Admin),
+    ("GET", "/admin/config", Access::Admin),
+];
 
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +103,7 @@ impl Route {
             }
             (&Method::POST, "/api/v1/llm/query") => Route::LlmQuery,
             (&Method::GET, "/api/v1/llm/models") => Route::LlmModels,
+            (&Method::GET, "/api/v1/openapi.json") => Route::OpenApi,
             (&Method::GET, "/healthz") => Route::Healthz,
             (&Method::GET, "/readyz") => Route::Readyz,
             (&Method::GET, "/metrics") => Route::Metrics,
@@ -77,7 +118,10 @@ impl Route {
         match self {
             Route::Api(_) | Route::Models(_) | Route::LlmQuery | Route::LlmModels => Access::Caller,
             Route::Admin(_) => Access::Admin,
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => Access::Anyone,
+            // Like FastAPI's /openapi.json: it describes the API and holds no secret.
+            Route::OpenApi | Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => {
+                Access::Anyone
+            }
         }
     }
 }
@@ -129,6 +173,7 @@ async fn serve(app: &Arc<App>, edge: &Edge, req: Request<Incoming>) -> Response<
         (Route::LlmQuery, Some(caller)) => api::query(gw, &runtime, caller, req).await,
         (Route::LlmModels, Some(caller)) => api::list_models(gw, &caller, req.uri().query()).await,
         (Route::Admin(path), Some(caller)) => control::admin(app, &caller, &path, req).await,
+        (Route::OpenApi, _) => openapi::document(),
         (Route::Healthz, _) => ops::healthz(),
         (Route::Readyz, _) => ops::readyz(gw).await,
         (Route::Metrics, _) if edge.metrics_on_main_port => ops::metrics(edge, gw, &req),
@@ -187,6 +232,13 @@ mod tests {
         ];
         for (method, path, access) in table {
             assert_eq!(Route::of(&method, path).access(), access, "{method} {path}");
+        }
+        for (method, template, access) in API_ROUTES {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let path = template.replace(['{', '}'], "");
+            let route = Route::of(&method, &path);
+            assert_ne!(route, Route::NotFound, "{method} {template}");
+            assert_eq!(route.access(), *access, "{method} {template}");
         }
         // Not an admin route just because it starts with the letters.
         assert_eq!(Route::of(&Method::GET, "/administrator"), Route::NotFound);

@@ -18,11 +18,12 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{timestamp, Arg, Db, DbRow};
 
 /// What the rows are grouped by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     /// The model's public name (deployments sharing a name are summed together).
@@ -78,8 +79,9 @@ impl GroupBy {
 }
 
 /// The length of a row's time bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = UsagePeriod)]
 pub enum Period {
     Hour,
     Day,
@@ -103,7 +105,8 @@ impl Period {
 }
 
 /// Only usage matching every filter given is counted.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UsageFilters {
     /// A project's name.
     pub project: Option<String>,
@@ -116,13 +119,17 @@ pub struct UsageFilters {
 }
 
 /// One report: `since` and `until` are UTC whole hours, `since` included, `until` not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     pub by: GroupBy,
     /// None: one row per group for the whole range.
+    #[schema(required = true)]
     pub period: Option<Period>,
+    #[schema(value_type = String, format = DateTime)]
     pub since: DateTime<Utc>,
     /// None: up to now.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub until: Option<DateTime<Utc>>,
     pub filters: UsageFilters,
     /// The most rows returned; the total still covers the whole range.
@@ -145,7 +152,7 @@ impl UsageQuery {
 
 /// Sums over some roll-up rows. Counts stop at the BIGINT maximum, as the roll-up's do; the
 /// cost is exact (serialised as a decimal string).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UsageTotals {
     pub requests: i64,
     pub errors: i64,
@@ -154,25 +161,29 @@ pub struct UsageTotals {
     pub cache_write_tokens: i64,
     pub output_tokens: i64,
     pub reasoning_tokens: i64,
+    /// USD, an exact decimal written as a string.
+    #[schema(value_type = String, pattern = r"^\d+(\.\d+)?$")]
     pub cost_usd: Decimal,
 }
 
 /// One group (in one time bucket, when a period was asked).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UsageRow {
     /// Human-readable: the model's public name, the provider's or project's name, the key's
     /// name with its prefix; `(none)` for usage without one.
     pub group: String,
     /// The provider's, project's or key's id (None for models: a public name may span
     /// several deployments).
+    #[schema(required = true)]
     pub group_id: Option<String>,
     /// The start of the hour, day or month (UTC); None without a period.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub bucket: Option<DateTime<Utc>>,
     #[serde(flatten)]
     pub totals: UsageTotals,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UsageReport {
     pub query: UsageQuery,
     /// Ordered by bucket, then cost (highest first), then group.
