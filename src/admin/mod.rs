@@ -9,10 +9,10 @@
 //! that names the field.
 
 mod audit;
-mod input;
+pub mod input;
 mod keys;
 mod models;
-mod page;
+pub mod page;
 mod price;
 mod projects;
 mod providers;
