@@ -149,6 +149,8 @@ on_both_databases!(
     callers_see_only_their_own_projects_tasks,
     tasks_are_renamed_cancelled_and_deleted,
     a_cancel_stops_the_calls_in_flight_and_meters_what_was_done,
+    a_stopping_instance_gives_its_running_tasks_back,
+    a_provider_with_one_slot_takes_a_tasks_models_in_turn,
 );
 
 async fn a_task_on_three_models_costs_what_its_usage_rows_cost(backend: Backend) {
@@ -689,5 +691,115 @@ model_id = "mock-hang"
         assert!(metered > rust_decimal::Decimal::ZERO);
         assert_eq!(dec(task["cost_usd"].as_str().unwrap()), metered);
     }
+    gw.running.stop().await;
+}
+
+/// A task still running when its instance stops (after the grace period) goes back to the
+/// queue, its attempt not counted, for any instance to run.
+async fn a_stopping_instance_gives_its_running_tasks_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mock, addr) = start_mock(MockUpstream::default()).await;
+    let extra = format!(
+        "{}\n[[models]]\nname = \"stuck\"\nprovider = \"up\"\nmodel_id = \"mock-hang\"\n\n{}",
+        upstream_provider(addr, "up", "sk-up"),
+        tasks_section(1, 100)
+    );
+    let gw = start_gateway(&db, &extra).await;
+    let body = json!({"name": "long", "prompt": "p", "models": ["stuck"]});
+    let id = create(&gw.base, "any", &body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(&gw.base, "any", &id, &["running"]).await;
+    for _ in 0..100 {
+        if mock
+            .counters
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    gw.running.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop waited the grace period only"
+    );
+    let store = db.connect().await;
+    let rows = store
+        .fetch_all(
+            "SELECT status, attempts::bigint AS attempts, lease_owner FROM tasks",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].text("status").unwrap(), "queued");
+    assert_eq!(rows[0].int("attempts").unwrap(), 0);
+    assert_eq!(rows[0].opt_text("lease_owner").unwrap(), None);
+    assert_eq!(
+        mock.counters
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+/// A provider that takes one request at a time: the task's three parallel calls are refused
+/// for the slot, wait, and are tried again until each one answers; the refused calls leave
+/// their (free) usage rows, and the task still costs what its usage rows cost.
+async fn a_provider_with_one_slot_takes_a_tasks_models_in_turn(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mock, addr) = start_mock(MockUpstream {
+        options: MockOptions {
+            ttft_ms: 150,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut extra = upstream_provider(addr, "single", "sk-single");
+    extra.push_str("max_parallel_requests = 1\nrequests_per_minute = 100000\n");
+    for i in 1..=3 {
+        extra.push_str(&format!(
+            "[[models]]\nname = \"s{i}\"\nprovider = \"single\"\nmodel_id = \"single-{i}\"\ncost_output_per_million = \"1\"\n"
+        ));
+    }
+    extra.push_str(&tasks_section(1, 100));
+    let gw = start_gateway(&db, &extra).await;
+    let body = json!({"name": "one at a time", "prompt": "p", "models": ["s1", "s2", "s3"]});
+    let id = create(&gw.base, "any", &body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task = wait_for(&gw.base, "any", &id, &["succeeded", "failed"]).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    for r in task["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "succeeded", "{task}");
+    }
+    assert_eq!(
+        mock.counters
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let store = db.connect().await;
+    let mut rows = task_usage_rows(&store, 3).await;
+    for _ in 0..100 {
+        if rows.iter().filter(|r| r.status_code == 200).count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rows = task_usage_rows(&store, 3).await;
+    }
+    assert_eq!(rows.iter().filter(|r| r.status_code == 200).count(), 3);
+    assert!(
+        rows.iter().any(|r| r.status_code == 429),
+        "some calls waited for the slot"
+    );
+    let metered: rust_decimal::Decimal = rows.iter().map(|r| dec(&r.cost_usd)).sum();
+    assert_eq!(dec(task["cost_usd"].as_str().unwrap()), metered);
     gw.running.stop().await;
 }

@@ -195,7 +195,8 @@ pub struct TasksConfig {
     /// How long a claimed task stays with its worker without a renewal; a task whose instance
     /// died is taken over by another once its lease has expired.
     pub lease_secs: u64,
-    /// Claims of one task (and calls of one model refused with 429) before it gives up.
+    /// Claims of one task before it fails: a task whose instance stopped without finishing it
+    /// (its lease expired, or its run broke on a database error) is tried again up to this.
     pub max_attempts: u32,
     /// How often an idle worker looks for queued tasks (another instance's, or ones whose
     /// lease expired); a task queued on this instance wakes its workers at once.

@@ -118,7 +118,8 @@ fn metrics(s: &ServerConfig, found: &mut Findings) {
 }
 
 /// `[tasks]`: each bound within what one instance can hold; a lease long enough to be
-/// renewed (every third of it) before it expires.
+/// renewed (every third of it) before it expires; a prompt that fits, JSON-escaped, in the
+/// 1 MiB a task's request body may have.
 fn tasks(t: &TasksConfig, found: &mut Findings) {
     let ranges: [(&str, u64, u64, u64); 7] = [
         ("tasks.workers", t.workers as u64, 0, 1024),
@@ -136,7 +137,7 @@ fn tasks(t: &TasksConfig, found: &mut Findings) {
             "tasks.max_prompt_bytes",
             t.max_prompt_bytes as u64,
             1,
-            16 * 1024 * 1024,
+            512 * 1024,
         ),
     ];
     for (key, value, low, high) in ranges {

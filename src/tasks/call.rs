@@ -1,8 +1,11 @@
 //! One model's call within a task: a chat completion of the task's prompt sent along the data
 //! plane (`proxy::call`), exactly as `POST /api/v1/llm/query` sends one, so it is routed,
 //! limited, budgeted under the task creator's key and project, falls back and writes one
-//! usage row. A call refused for a rate limit is tried again after the `retry-after` it was
-//! given: a background task waits for the provider's room rather than fail.
+//! usage row. A call refused for a rate limit (the provider's parallel slots or its
+//! requests per minute are used up) is tried again, after the `retry-after` it was given and
+//! a backoff that doubles up to `MAX_RETRY_WAIT`, for up to the request timeout: a background
+//! task waits for the provider's room rather than fail. Each refused call has its usage row
+//! (429, no cost), as a client's has.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,15 +23,14 @@ use crate::proxy::{self, Gateway};
 
 /// The usage row's `endpoint` for a task's call, so reports tell them apart.
 pub const SURFACE: &str = "api.tasks";
-/// The longest wait before a rate-limited call is tried again.
+/// The first and the longest wait before a rate-limited call is tried again.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(250);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
 /// What a task asks of each of its models.
 pub struct Ask<'a> {
     pub prompt: &'a str,
     pub max_tokens: u64,
-    /// Calls refused with 429 are tried again up to this many calls in all.
-    pub max_calls: u32,
 }
 
 /// Calls `model` and says how it went. `request_id` names the (last) call's usage row.
@@ -39,17 +41,18 @@ pub async fn call_model(
     ask: &Ask<'_>,
     request_id: &std::sync::Mutex<String>,
 ) -> NewResult {
-    let mut calls = 0;
+    let first = Instant::now();
+    let mut backoff = FIRST_RETRY_WAIT;
     loop {
-        calls += 1;
         let id = crate::ids::new_id();
         *request_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
         let started = Instant::now();
         let outcome = once(gw, caller.clone(), model, ask, id.clone()).await;
         let latency = Some(started.elapsed().as_millis() as i64);
         match outcome {
-            Err(e) if rate_limited(&e) && calls < ask.max_calls => {
-                tokio::time::sleep(retry_after(&e)).await;
+            Err(e) if rate_limited(&e) && first.elapsed() < gw.runtime.load().request_timeout => {
+                tokio::time::sleep(retry_after(&e).max(backoff)).await;
+                backoff = (backoff * 2).min(MAX_RETRY_WAIT);
             }
             Err(e) => return failed(model, &e, latency, id),
             Ok((answer, cost)) => return succeeded(model, &answer, cost, latency, id),
@@ -91,15 +94,21 @@ fn rate_limited(e: &GatewayError) -> bool {
     e.status == StatusCode::TOO_MANY_REQUESTS && e.code == Some("rate_limit_exceeded")
 }
 
-/// The wait a 429 asked for, within 1 s and `MAX_RETRY_WAIT`.
+/// The wait a 429 asked for (`retry-after-ms`, else `retry-after` in seconds), at most
+/// `MAX_RETRY_WAIT`.
 fn retry_after(e: &GatewayError) -> Duration {
-    let secs = e
-        .headers
-        .iter()
-        .find(|(name, _)| name == http::header::RETRY_AFTER)
-        .and_then(|(_, v)| v.to_str().ok()?.trim().parse::<u64>().ok())
-        .unwrap_or(1);
-    Duration::from_secs(secs).clamp(Duration::from_secs(1), MAX_RETRY_WAIT)
+    let header = |name: &str| {
+        e.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str().ok()?.trim().parse::<u64>().ok())
+    };
+    let wait = match (header("retry-after-ms"), header("retry-after")) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (None, Some(secs)) => Duration::from_secs(secs),
+        (None, None) => Duration::ZERO,
+    };
+    wait.min(MAX_RETRY_WAIT)
 }
 
 fn succeeded(

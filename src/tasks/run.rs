@@ -129,7 +129,6 @@ async fn run_models(
     let ask = Ask {
         prompt: &task.prompt,
         max_tokens: task.max_tokens as u64,
-        max_calls: tasks.config.max_attempts,
     };
     let one = |model: String| {
         let (caller, ask) = (caller.clone(), &ask);
