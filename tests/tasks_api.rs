@@ -151,6 +151,7 @@ on_both_databases!(
     a_cancel_stops_the_calls_in_flight_and_meters_what_was_done,
     a_stopping_instance_gives_its_running_tasks_back,
     a_provider_with_one_slot_takes_a_tasks_models_in_turn,
+    a_browser_dashboard_may_change_and_delete_tasks,
 );
 
 async fn a_task_on_three_models_costs_what_its_usage_rows_cost(backend: Backend) {
@@ -801,5 +802,35 @@ async fn a_provider_with_one_slot_takes_a_tasks_models_in_turn(backend: Backend)
     );
     let metered: rust_decimal::Decimal = rows.iter().map(|r| dec(&r.cost_usd)).sum();
     assert_eq!(dec(task["cost_usd"].as_str().unwrap()), metered);
+    gw.running.stop().await;
+}
+
+/// A listed page's browser may send the task API's PUT and DELETE after its preflight.
+async fn a_browser_dashboard_may_change_and_delete_tasks(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let origin = "https://dash.example.com";
+    let gw = start_gateway_with(&db, &format!("{MODELS}\n{}", tasks_section(0, 100)), |t| {
+        keys_required(t).replace(
+            "[server]\n",
+            &format!("[server]\ncors_allowed_origins = [\"{origin}\"]\n"),
+        )
+    })
+    .await;
+    let url = format!("{}/api/v1/tasks/{}", gw.base, uuid::Uuid::now_v7());
+    for method in ["PUT", "DELETE"] {
+        let r = request(
+            Method::OPTIONS,
+            &url,
+            bytes::Bytes::new(),
+            &[
+                ("origin", origin),
+                ("access-control-request-method", method),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+        let allowed = r.headers["access-control-allow-methods"].to_str().unwrap();
+        assert!(allowed.contains(method), "{allowed}");
+    }
     gw.running.stop().await;
 }
