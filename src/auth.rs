@@ -345,6 +345,59 @@ impl Authenticator {
     }
 }
 
+/// Who created something that runs later (a background task), as stored with it.
+#[derive(Debug, Clone)]
+pub struct StoredCaller {
+    pub principal: String,
+    pub key_id: Option<String>,
+    pub project_id: Option<String>,
+    pub role: Role,
+}
+
+impl Caller {
+    /// What is stored of a caller to act as it later.
+    pub fn stored(&self) -> StoredCaller {
+        StoredCaller {
+            principal: self.principal.clone(),
+            key_id: self.key_id.clone(),
+            project_id: self.project_id.clone(),
+            role: self.role,
+        }
+    }
+
+    /// The caller again, as it is now: a key's current limits, allowed models and budgets,
+    /// a project's current budget. Err says why it can no longer act (a key revoked or
+    /// expired since, a project deleted).
+    pub async fn restore(db: &Db, stored: &StoredCaller) -> anyhow::Result<Result<Caller, String>> {
+        if let Some(id) = &stored.key_id {
+            let row = db.get_api_key(id).await?;
+            return Ok(row
+                .as_ref()
+                .and_then(caller_from_row)
+                .ok_or_else(|| "the API key that created it was revoked or has expired".into()));
+        }
+        let mut caller = Caller {
+            principal: stored.principal.clone(),
+            role: stored.role,
+            ..Caller::anonymous()
+        };
+        if let Some(id) = &stored.project_id {
+            let Some(project) = db.get_project(id).await? else {
+                return Ok(Err("its project no longer exists".into()));
+            };
+            caller.budgets.project = project_budget(
+                &project.id,
+                &project.name,
+                project.budget_usd,
+                project.budget_period,
+            );
+            caller.project_id = Some(project.id);
+            caller.project_name = project.name;
+        }
+        Ok(Ok(caller))
+    }
+}
+
 /// The 401 of a credential that was presented but is not good.
 fn refusal(identified: Identified) -> GatewayError {
     match identified {

@@ -6,7 +6,8 @@
 //! `registry` (the snapshot of providers and models) and `auth`; the `providers`' wire-format
 //! translations (one `Adapter` per provider API); `mock`, the fake model behind
 //! `api = "mock"` and `tollgate mock-upstream`; `proxy`, the data plane, whose request path is
-//! `proxy::handler`, phase by phase; `admin`, the admin API's handlers; `api`, the dashboard API's (`/api/v1/*`); and on top `server`,
+//! `proxy::handler`, phase by phase; `admin`, the admin API's handlers, and `tasks`, the
+//! durable background task queue and its workers; `api`, the dashboard API's (`/api/v1/*`); and on top `server`,
 //! the application shell: start-up, listeners, the router and its role checks, reloads.
 
 pub mod admin;
@@ -24,4 +25,5 @@ pub mod registry;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod upstream;

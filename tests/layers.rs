@@ -30,8 +30,9 @@ const LAYERS: &[&[&str]] = &[
     &["mock"],
     // the data plane
     &["proxy"],
-    // the admin API's handlers, on the data plane's state
-    &["admin"],
+    // the admin API's handlers, on the data plane's state; the background task queue and its
+    // workers, whose model calls go along the data plane
+    &["admin", "tasks"],
     // the dashboard API's handlers (`/api/v1/*`), on the data plane
     &["api"],
     // the application shell: start-up, listeners, router and role checks, reloads

@@ -9,11 +9,11 @@
 //! that names the field.
 
 mod audit;
-mod input;
+pub mod input;
 mod keys;
 mod models;
 mod openapi;
-mod page;
+pub mod page;
 mod price;
 mod projects;
 mod providers;

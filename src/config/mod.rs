@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 pub use enums::{Api, Choice, LogFormat, ModelStatus, ModelType, OnRedisFailure, Strategy};
 pub use schema::{
     AuthConfig, BreakerConfig, Config, DatabaseConfig, ModelConfig, ProviderConfig,
-    ProviderTimeouts, RedisConfig, RouteConfig, ServerConfig, UsageConfig, MAX_KEY_BYTES,
+    ProviderTimeouts, RedisConfig, RouteConfig, ServerConfig, TasksConfig, UsageConfig,
+    MAX_KEY_BYTES,
 };
 
 /// A problem found in the file, with where it is.

@@ -26,6 +26,8 @@ pub struct Config {
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
     #[serde(default)]
+    pub tasks: TasksConfig,
+    #[serde(default)]
     pub providers: Vec<Spanned<ProviderConfig>>,
     #[serde(default)]
     pub models: Vec<Spanned<ModelConfig>>,
@@ -177,6 +179,44 @@ impl Default for UsageConfig {
             flush_interval_ms: 200,
             spool_path: PathBuf::from("tollgate-usage.spool"),
             retention_months: 13,
+        }
+    }
+}
+
+/// The background task queue (`/api/v1/tasks`) and this instance's workers. Read at start:
+/// a change needs a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Tasks this instance runs at once (0: it runs none, it only queues them).
+    pub workers: usize,
+    /// A task's models called at once.
+    pub max_parallel: usize,
+    /// How long a claimed task stays with its worker without a renewal; a task whose instance
+    /// died is taken over by another once its lease has expired.
+    pub lease_secs: u64,
+    /// Claims of one task before it fails: a task whose instance stopped without finishing it
+    /// (its lease expired, or its run broke on a database error) is tried again up to this.
+    pub max_attempts: u32,
+    /// How often an idle worker looks for queued tasks (another instance's, or ones whose
+    /// lease expired); a task queued on this instance wakes its workers at once.
+    pub poll_interval_ms: u64,
+    /// Queued tasks a project may have; more are refused with 429.
+    pub max_queued_per_project: u64,
+    /// The largest prompt a task may carry, in bytes.
+    pub max_prompt_bytes: usize,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            workers: 4,
+            max_parallel: 4,
+            lease_secs: 30,
+            max_attempts: 3,
+            poll_interval_ms: 1000,
+            max_queued_per_project: 1000,
+            max_prompt_bytes: 64 * 1024,
         }
     }
 }

@@ -136,6 +136,36 @@ fn connection_limits_must_be_usable() {
 }
 
 #[test]
+fn task_settings_are_bounded() {
+    let err = load("[tasks]\nworkers = 5000\nmax_parallel = 0\nlease_secs = 1\nmax_attempts = 0\npoll_interval_ms = 1\nmax_queued_per_project = 0\nmax_prompt_bytes = 10000000\n").unwrap_err();
+    let places: Vec<&str> = err.issues.iter().map(|i| i.place.as_str()).collect();
+    assert_eq!(
+        places,
+        [
+            "tasks.workers",
+            "tasks.max_parallel",
+            "tasks.lease_secs",
+            "tasks.max_attempts",
+            "tasks.poll_interval_ms",
+            "tasks.max_queued_per_project",
+            "tasks.max_prompt_bytes"
+        ],
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("must be between 2 and 3600, not 1"),
+        "{err}"
+    );
+    let ok = load("[tasks]\nworkers = 0\nlease_secs = 2\n").unwrap();
+    assert_eq!(
+        (ok.config.tasks.workers, ok.config.tasks.lease_secs),
+        (0, 2)
+    );
+    assert_eq!(ok.config.tasks.max_attempts, 3);
+}
+
+#[test]
 fn metrics_access_settings_are_checked() {
     let err = load(
             "[server]\nlisten = '127.0.0.1:8080'\nmetrics_listen = '127.0.0.1:8080'\nmetrics_token = 'short'\n",

@@ -13,13 +13,14 @@ use toml::Spanned;
 use super::env::{is_set, reference};
 use super::{
     line_of, Api, AuthConfig, Config, DatabaseConfig, Findings, ModelConfig, ProviderConfig,
-    RouteConfig, ServerConfig, MAX_KEY_BYTES,
+    RouteConfig, ServerConfig, TasksConfig, MAX_KEY_BYTES,
 };
 
 pub(super) fn validate(config: &Config, text: &str, found: &mut Findings) {
     server(&config.server, found);
     auth(&config.auth, found);
     database(&config.database, found);
+    tasks(&config.tasks, found);
     let providers = providers(&config.providers, text, found);
     let models = models(&config.models, &providers, text, found);
     routes(&config.routes, &models, text, found);
@@ -112,6 +113,40 @@ fn metrics(s: &ServerConfig, found: &mut Findings) {
         if !unresolved(t) && !(16..=MAX_KEY_BYTES).contains(&t.len()) {
             let message = format!("must be 16 to {MAX_KEY_BYTES} bytes long");
             found.issue(None, "server.metrics_token", message);
+        }
+    }
+}
+
+/// `[tasks]`: each bound within what one instance can hold; a lease long enough to be
+/// renewed (every third of it) before it expires; a prompt that fits, JSON-escaped, in the
+/// 1 MiB a task's request body may have.
+fn tasks(t: &TasksConfig, found: &mut Findings) {
+    let ranges: [(&str, u64, u64, u64); 7] = [
+        ("tasks.workers", t.workers as u64, 0, 1024),
+        ("tasks.max_parallel", t.max_parallel as u64, 1, 64),
+        ("tasks.lease_secs", t.lease_secs, 2, 3600),
+        ("tasks.max_attempts", u64::from(t.max_attempts), 1, 100),
+        ("tasks.poll_interval_ms", t.poll_interval_ms, 50, 60_000),
+        (
+            "tasks.max_queued_per_project",
+            t.max_queued_per_project,
+            1,
+            1_000_000,
+        ),
+        (
+            "tasks.max_prompt_bytes",
+            t.max_prompt_bytes as u64,
+            1,
+            512 * 1024,
+        ),
+    ];
+    for (key, value, low, high) in ranges {
+        if !(low..=high).contains(&value) {
+            found.issue(
+                None,
+                key,
+                format!("must be between {low} and {high}, not {value}"),
+            );
         }
     }
 }

@@ -59,6 +59,9 @@ pub struct Metrics {
     pub usage_log_written_total: IntCounter,
     pub usage_log_rejected_total: IntCounter,
     pub auth_failures_total: IntCounterVec,
+    pub tasks_queue_depth: IntGauge,
+    pub tasks_running: IntGauge,
+    pub task_duration_seconds: HistogramVec,
     /// The warning lines that go with `auth_failures_total`.
     refusals: super::refusals::RefusalLog,
     pub genai_token_usage: HistogramVec,
@@ -182,6 +185,25 @@ const USAGE_LOG_QUEUE_DEPTH: Def = Def {
     help: "Usage records waiting for the batch writer.",
     labels: &[],
 };
+const TASKS_QUEUE_DEPTH: Def = Def {
+    name: "tasks_queue_depth",
+    help: "Background tasks queued in the database, waiting for a worker (all instances).",
+    labels: &[],
+};
+const TASKS_RUNNING: Def = Def {
+    name: "tasks_running",
+    help: "Background tasks this instance's workers are running.",
+    labels: &[],
+};
+const TASK_DURATION: Def = Def {
+    name: "task_duration_seconds",
+    help: "Time from a background task's claim to its end, by final status.",
+    labels: &["status"],
+};
+/// Background tasks run several model calls, one after another when limits say so.
+const TASK_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
 const USAGE_LOG_DROPPED_TOTAL: Def = Def {
     name: "usage_log_dropped_total",
     help: "Usage records lost (must stay 0).",
@@ -359,6 +381,9 @@ impl Metrics {
             usage_log_written_total: r.int_counter(&USAGE_LOG_WRITTEN_TOTAL),
             usage_log_rejected_total: r.int_counter(&USAGE_LOG_REJECTED_TOTAL),
             auth_failures_total: r.int_counter_vec(&AUTH_FAILURES_TOTAL),
+            tasks_queue_depth: r.int_gauge(&TASKS_QUEUE_DEPTH),
+            tasks_running: r.int_gauge(&TASKS_RUNNING),
+            task_duration_seconds: r.histogram_vec(&TASK_DURATION, TASK_BUCKETS),
             refusals: Default::default(),
             genai_token_usage: r.genai_histogram_vec(&GENAI_TOKEN_USAGE, GENAI_TOKEN_BUCKETS),
             genai_operation_duration: r

@@ -81,9 +81,10 @@ impl Cors {
             .unwrap_or(HeaderValue::from_static(ALLOW_HEADERS));
         let h = resp.headers_mut();
         h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        // PUT and DELETE: a dashboard renames, cancels and deletes its tasks.
         h.insert(
             ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
+            HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
         );
         h.insert(ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
         h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE));

@@ -34,12 +34,15 @@ use crate::metering::Metrics;
 use crate::proxy::Gateway;
 use crate::registry::Snapshot;
 use crate::store::{run_usage_retention, usage_pipeline, Db, UsageSink};
+use crate::tasks::Tasks;
 use edge::Edge;
 use reload::{check_open_gateway, provider_keys, sealer, warn_keys_kept_in_memory, Reloader};
 
 /// The running application: the data plane's state, and what the shell around it keeps.
 pub struct App {
     pub gateway: Arc<Gateway>,
+    /// The background task queue, and this instance's workers' state.
+    pub tasks: Arc<Tasks>,
     /// The header checks made before routing; they follow `auth.require_api_key`, so a reload
     /// swaps them.
     edge: ArcSwap<Edge>,
@@ -59,6 +62,8 @@ pub struct Running {
     server: JoinHandle<()>,
     /// The config file's watcher and the registry's propagation.
     background: Vec<JoinHandle<()>>,
+    /// The task workers: they stop before the usage writer, whose rows they still write.
+    workers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     writer_stop: oneshot::Sender<()>,
 }
@@ -73,6 +78,9 @@ impl Running {
             // its transaction rolls back.
             task.abort();
             let _ = task.await;
+        }
+        for worker in self.workers {
+            let _ = worker.await;
         }
         let _ = self.server.await;
         let _ = self.writer_stop.send(());
@@ -127,10 +135,18 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let shared = connect_shared(&config, &metrics).await?;
     let (snapshot, version) = load_snapshot(&db, &config, shared.as_ref()).await?;
     let (usage, writer, writer_stop) = start_usage_writer(&db, &metrics, &config);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let tasks = Arc::new(Tasks::new(
+        db.clone(),
+        config.tasks.clone(),
+        grace,
+        metrics.clone(),
+    ));
     let gateway = Arc::new(Gateway::new(db, &config, usage, metrics, shared));
     gateway.install(snapshot);
     gateway.metrics.registry_version.set(version);
     let app = Arc::new(App {
+        tasks,
         edge: ArcSwap::from_pointee(Edge::new(&config, &config)),
         reloader: Reloader::new(&config, loaded.path),
         gateway,
@@ -144,7 +160,8 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let (addr, metrics_addr) = listeners.addrs()?;
     log_listening(&config, addr, metrics_addr);
     let (stop, stop_rx) = watch::channel(false);
-    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let workers =
+        crate::tasks::spawn_workers(app.tasks.clone(), app.gateway.clone(), stop_rx.clone());
     let mut background = vec![file_watch::spawn(app.clone(), stop_rx.clone()).await];
     background.extend(propagate::spawn(app.clone(), stop_rx.clone()));
     let server = tokio::spawn(listeners.serve(&config, app.clone(), stop_rx, grace));
@@ -155,6 +172,7 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         stop,
         server,
         background,
+        workers,
         writer,
         writer_stop,
     })

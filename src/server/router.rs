@@ -30,6 +30,16 @@ pub enum Route {
     LlmModels,
     /// `GET /api/v1/openapi.json`: the OpenAPI document of `/api/v1/*` and `/admin/*`.
     OpenApi,
+    /// `POST /api/v1/tasks`.
+    TaskCreate,
+    /// `GET /api/v1/tasks`.
+    TaskList,
+    /// `GET /api/v1/tasks/{id}`.
+    TaskGet(String),
+    /// `PUT /api/v1/tasks/{id}`.
+    TaskUpdate(String),
+    /// `DELETE /api/v1/tasks/{id}`.
+    TaskDelete(String),
     Healthz,
     Readyz,
     Metrics,
@@ -75,6 +85,8 @@ pub const API_ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/admin/reload", Access::Admin),
     ("GET", "/admin/config", Access::Admin),
 ];
+/// Where one task's URL starts; the rest is its id.
+const TASKS_PREFIX: &str = "/api/v1/tasks/";
 
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +116,17 @@ impl Route {
             (&Method::POST, "/api/v1/llm/query") => Route::LlmQuery,
             (&Method::GET, "/api/v1/llm/models") => Route::LlmModels,
             (&Method::GET, "/api/v1/openapi.json") => Route::OpenApi,
+            (&Method::POST, "/api/v1/tasks") => Route::TaskCreate,
+            (&Method::GET, "/api/v1/tasks") => Route::TaskList,
+            (m, p) if p.starts_with(TASKS_PREFIX) && !p[TASKS_PREFIX.len()..].contains('/') => {
+                let id = p[TASKS_PREFIX.len()..].to_owned();
+                match *m {
+                    Method::GET => Route::TaskGet(id),
+                    Method::PUT => Route::TaskUpdate(id),
+                    Method::DELETE => Route::TaskDelete(id),
+                    _ => Route::NotFound,
+                }
+            }
             (&Method::GET, "/healthz") => Route::Healthz,
             (&Method::GET, "/readyz") => Route::Readyz,
             (&Method::GET, "/metrics") => Route::Metrics,
@@ -116,7 +139,15 @@ impl Route {
 
     pub fn access(&self) -> Access {
         match self {
-            Route::Api(_) | Route::Models(_) | Route::LlmQuery | Route::LlmModels => Access::Caller,
+            Route::Api(_)
+            | Route::Models(_)
+            | Route::LlmQuery
+            | Route::LlmModels
+            | Route::TaskCreate
+            | Route::TaskList
+            | Route::TaskGet(_)
+            | Route::TaskUpdate(_)
+            | Route::TaskDelete(_) => Access::Caller,
             Route::Admin(_) => Access::Admin,
             // Like FastAPI's /openapi.json: it describes the API and holds no secret.
             Route::OpenApi | Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => {
@@ -156,7 +187,7 @@ async fn serve(app: &Arc<App>, edge: &Edge, req: Request<Incoming>) -> Response<
         return edge.cors.preflight(req.headers()).unwrap_or_else(refused);
     }
     let route = Route::of(req.method(), req.uri().path());
-    if let Route::Api(_) | Route::LlmQuery = route {
+    if let Route::Api(_) | Route::LlmQuery | Route::TaskCreate | Route::TaskUpdate(_) = route {
         if let Err(e) = edge::json_content_type(req.headers()) {
             return refused(e);
         }
@@ -174,6 +205,14 @@ async fn serve(app: &Arc<App>, edge: &Edge, req: Request<Incoming>) -> Response<
         (Route::LlmModels, Some(caller)) => api::list_models(gw, &caller, req.uri().query()).await,
         (Route::Admin(path), Some(caller)) => control::admin(app, &caller, &path, req).await,
         (Route::OpenApi, _) => openapi::document(),
+        (
+            route @ (Route::TaskCreate
+            | Route::TaskList
+            | Route::TaskGet(_)
+            | Route::TaskUpdate(_)
+            | Route::TaskDelete(_)),
+            Some(caller),
+        ) => tasks(app, &caller, route, req).await,
         (Route::Healthz, _) => ops::healthz(),
         (Route::Readyz, _) => ops::readyz(gw).await,
         (Route::Metrics, _) if edge.metrics_on_main_port => ops::metrics(edge, gw, &req),
@@ -182,6 +221,28 @@ async fn serve(app: &Arc<App>, edge: &Edge, req: Request<Incoming>) -> Response<
             req.method(),
             req.uri().path()
         ))),
+    }
+}
+
+/// The task routes, for a caller the router let through.
+async fn tasks(
+    app: &App,
+    caller: &Caller,
+    route: Route,
+    req: Request<Incoming>,
+) -> Response<ClientBody> {
+    let ctx = api::tasks::TaskCtx {
+        gw: &app.gateway,
+        tasks: &app.tasks,
+        caller,
+    };
+    match route {
+        Route::TaskCreate => api::tasks::create(&ctx, req).await,
+        Route::TaskList => api::tasks::list(&ctx, req.uri().query()).await,
+        Route::TaskGet(id) => api::tasks::get(&ctx, &id).await,
+        Route::TaskUpdate(id) => api::tasks::update(&ctx, &id, req).await,
+        Route::TaskDelete(id) => api::tasks::delete(&ctx, &id).await,
+        _ => error_response(&GatewayError::internal("not a task route")),
     }
 }
 
@@ -222,6 +283,11 @@ mod tests {
             (Method::GET, "/v1/models/gpt-4o", Access::Caller),
             (Method::POST, "/api/v1/llm/query", Access::Caller),
             (Method::GET, "/api/v1/llm/models", Access::Caller),
+            (Method::POST, "/api/v1/tasks", Access::Caller),
+            (Method::GET, "/api/v1/tasks", Access::Caller),
+            (Method::GET, "/api/v1/tasks/t1", Access::Caller),
+            (Method::PUT, "/api/v1/tasks/t1", Access::Caller),
+            (Method::DELETE, "/api/v1/tasks/t1", Access::Caller),
             (Method::GET, "/admin/providers", Access::Admin),
             (Method::POST, "/admin/reload", Access::Admin),
             (Method::DELETE, "/admin/models/x", Access::Admin),
@@ -250,5 +316,10 @@ mod tests {
             Route::of(&Method::GET, "/v1/chat/completions"),
             Route::NotFound
         );
+        assert_eq!(
+            Route::of(&Method::DELETE, "/api/v1/tasks/a/b"),
+            Route::NotFound
+        );
+        assert_eq!(Route::of(&Method::POST, "/api/v1/tasks/a"), Route::NotFound);
     }
 }
