@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod ids;

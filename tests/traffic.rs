@@ -218,7 +218,11 @@ async fn a_client_hanging_up_before_the_answer_still_leaves_a_usage_row() {
         let gave_up =
             tokio::time::timeout(Duration::from_millis(300), post(&url, &body, &[])).await;
         if let Ok(reply) = gave_up {
-            panic!("the provider never answers, yet: {} {}", reply.status, reply.text());
+            panic!(
+                "the provider never answers, yet: {} {}",
+                reply.status,
+                reply.text()
+            );
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
