@@ -39,7 +39,8 @@ pub struct ResponseCache {
 
 enum Backend {
     Memory(memory::Memory),
-    Redis(redis::RedisCache),
+    // Boxed: the Redis state is large and lives once per cache.
+    Redis(Box<redis::RedisCache>),
 }
 
 /// What a lookup found.
@@ -63,11 +64,13 @@ impl ResponseCache {
         let ttl = Duration::from_secs(config.ttl_secs);
         let kind = config.backend.get();
         let backend = match (kind, redis.and_then(|r| Some((r.url.as_deref()?, r)))) {
-            (CacheBackend::Redis, Some((url, r))) => Backend::Redis(redis::RedisCache::new(
-                url,
-                &r.key_prefix,
-                Duration::from_millis(config.redis_timeout_ms),
-            )),
+            (CacheBackend::Redis, Some((url, r))) => {
+                Backend::Redis(Box::new(redis::RedisCache::new(
+                    url,
+                    &r.key_prefix,
+                    Duration::from_millis(config.redis_timeout_ms),
+                )))
+            }
             // Validation refuses a Redis backend without a URL: memory is what remains.
             _ => {
                 let bound = match (config.max_entries, config.max_bytes) {
