@@ -1,8 +1,8 @@
 //! Respond: the answer to the client, a whole body or a stream that relays the rest as it
 //! comes, with the `x-ratelimit-*` headers of the limits that admitted it; or an error,
 //! OpenAI-shaped. A looked-up miss's answer is stored in the cache once it is complete (a
-//! stream's when it ended well). Logging once is the meter's (`RequestMeter::record`): a whole answer's or an
-//! error's row is recorded here, a stream's when the stream ends.
+//! stream's when it ended well). Logging once is the meter's (`RequestMeter::record`): a
+//! whole answer's or an error's row is recorded here, a stream's when the stream ends.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
