@@ -28,6 +28,8 @@ const LAYERS: &[&[&str]] = &[
     &["providers"],
     // the in-process mock provider and `tollgate mock-upstream`, in the providers' formats
     &["mock"],
+    // the response cache: keys, entries and their replay, in the providers' formats
+    &["cache"],
     // the data plane
     &["proxy"],
     // the admin API's handlers, on the data plane's state; the background task queue and its

@@ -82,6 +82,27 @@ pub enum OnRedisFailure {
     Local,
 }
 
+/// `[cache] backend`: where cached answers are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackend {
+    /// This instance's memory (moka), bounded by `max_bytes` or `max_entries`.
+    #[default]
+    Memory,
+    /// The Redis of `[redis] url`, shared by every instance.
+    Redis,
+}
+
+impl CacheBackend {
+    /// The `backend` label of `tollgate_cache_errors_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheBackend::Memory => "memory",
+            CacheBackend::Redis => "redis",
+        }
+    }
+}
+
 /// `[[providers]] api`: the wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -20,10 +20,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use enums::{Api, Choice, LogFormat, ModelStatus, ModelType, OnRedisFailure, Strategy};
+pub use enums::{
+    Api, CacheBackend, Choice, LogFormat, ModelStatus, ModelType, OnRedisFailure, Strategy,
+};
 pub use schema::{
-    AuthConfig, BreakerConfig, Config, DatabaseConfig, ModelConfig, ProviderConfig,
+    AuthConfig, BreakerConfig, CacheConfig, Config, DatabaseConfig, ModelConfig, ProviderConfig,
     ProviderTimeouts, RedisConfig, RouteConfig, ServerConfig, TasksConfig, UsageConfig,
+    DEFAULT_CACHE_BYTES,
     MAX_KEY_BYTES,
 };
 

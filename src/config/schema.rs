@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::enums::{Api, Choice, LogFormat, ModelStatus, ModelType, OnRedisFailure, Strategy};
+use super::enums::{
+    Api, CacheBackend, Choice, LogFormat, ModelStatus, ModelType, OnRedisFailure, Strategy,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +25,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub usage: UsageConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
     #[serde(default)]
@@ -217,6 +221,46 @@ impl Default for TasksConfig {
             poll_interval_ms: 1000,
             max_queued_per_project: 1000,
             max_prompt_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[cache]`: the response cache. Off unless `enabled`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// How long an answer is served from the cache after it was stored.
+    pub ttl_secs: u64,
+    /// `memory` (this instance) or `redis` (`[redis] url`, shared by every instance).
+    pub backend: Choice<CacheBackend>,
+    /// The memory backend's bound by weight: the bytes of the answers it holds.
+    pub max_bytes: Option<u64>,
+    /// The memory backend's bound by count, instead of `max_bytes`.
+    pub max_entries: Option<u64>,
+    /// An answer larger than this is not stored.
+    pub max_entry_bytes: usize,
+    /// Whether every project may read the answers another one stored (off: each project, or
+    /// each key without a project, has its own entries).
+    pub share_across_projects: bool,
+    /// The longest a Redis call may take before the cache is skipped for the request.
+    pub redis_timeout_ms: u64,
+}
+
+/// The memory backend's bound when neither `max_bytes` nor `max_entries` is set.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            ttl_secs: 3600,
+            backend: Choice::default(),
+            max_bytes: None,
+            max_entries: None,
+            max_entry_bytes: 1024 * 1024,
+            share_across_projects: false,
+            redis_timeout_ms: 100,
         }
     }
 }

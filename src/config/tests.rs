@@ -538,3 +538,29 @@ fn cors_origins_must_be_exact_origins_or_a_wildcard() {
         );
     }
 }
+
+#[test]
+fn the_cache_section_loads_and_its_mistakes_are_named() {
+    let on = load("[cache]\nenabled = true\nttl_secs = 60\nmax_bytes = 1000\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(on.config.cache.enabled);
+    assert_eq!(on.config.cache.backend.get(), CacheBackend::Memory);
+    let err = load(
+        "[cache]\nenabled = true\nbackend = \"disk\"\nttl_secs = 0\nmax_bytes = 1\nmax_entries = 1\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cache.backend: must be \"memory\" or \"redis\""),
+        "{err}"
+    );
+    assert!(err.contains("cache.ttl_secs: must be between 1"), "{err}");
+    assert!(err.contains("not both"), "{err}");
+    let err = load("[cache]\nenabled = true\nbackend = \"redis\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs [redis] url"), "{err}");
+    let redis =
+        "[redis]\nurl = \"redis://127.0.0.1:6379\"\n[cache]\nenabled = true\nbackend = \"redis\"\n";
+    assert!(load(redis).is_ok());
+}

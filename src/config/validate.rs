@@ -12,8 +12,8 @@ use toml::Spanned;
 
 use super::env::{is_set, reference};
 use super::{
-    line_of, Api, AuthConfig, Config, DatabaseConfig, Findings, ModelConfig, ProviderConfig,
-    RouteConfig, ServerConfig, TasksConfig, MAX_KEY_BYTES,
+    line_of, Api, AuthConfig, CacheBackend, Config, DatabaseConfig, Findings, ModelConfig,
+    ProviderConfig, RouteConfig, ServerConfig, TasksConfig, MAX_KEY_BYTES,
 };
 
 pub(super) fn validate(config: &Config, text: &str, found: &mut Findings) {
@@ -21,6 +21,7 @@ pub(super) fn validate(config: &Config, text: &str, found: &mut Findings) {
     auth(&config.auth, found);
     database(&config.database, found);
     tasks(&config.tasks, found);
+    cache(config, found);
     let providers = providers(&config.providers, text, found);
     let models = models(&config.models, &providers, text, found);
     routes(&config.routes, &models, text, found);
@@ -169,6 +170,48 @@ fn database(d: &DatabaseConfig, found: &mut Findings) {
     if !unresolved(&d.url) && !known_scheme {
         let message = "must start with sqlite:, postgres:// or postgresql://";
         found.issue(None, "database.url", message);
+    }
+}
+
+/// `[cache]`: a backend it knows, with what that backend needs, and bounds that bound.
+fn cache(config: &Config, found: &mut Findings) {
+    let c = &config.cache;
+    if !c.backend.is_valid() {
+        found.issue(None, "cache.backend", "must be \"memory\" or \"redis\"");
+    }
+    let redis_url = config.redis.as_ref().and_then(|r| r.url.as_ref());
+    if c.enabled && c.backend.get() == CacheBackend::Redis && redis_url.is_none() {
+        let message = "backend = \"redis\" needs [redis] url (the Redis the cache is kept in)";
+        found.issue(None, "cache.backend", message);
+    }
+    if !(1..=30 * 86_400).contains(&c.ttl_secs) {
+        found.issue(
+            None,
+            "cache.ttl_secs",
+            "must be between 1 and 2592000 (30 days)",
+        );
+    }
+    if c.max_bytes.is_some() && c.max_entries.is_some() {
+        let message = "set max_bytes (bound by weight) or max_entries (bound by count), not both";
+        found.issue(None, "cache.max_entries", message);
+    }
+    if c.max_bytes == Some(0) || c.max_entries == Some(0) {
+        found.issue(
+            None,
+            "cache",
+            "max_bytes and max_entries must be greater than 0",
+        );
+    }
+    if !(1..=64 * 1024 * 1024).contains(&c.max_entry_bytes) {
+        let message = "must be between 1 and 67108864 (64 MiB)";
+        found.issue(None, "cache.max_entry_bytes", message);
+    }
+    if !(1..=10_000).contains(&c.redis_timeout_ms) {
+        found.issue(
+            None,
+            "cache.redis_timeout_ms",
+            "must be between 1 and 10000",
+        );
     }
 }
 

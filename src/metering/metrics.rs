@@ -48,6 +48,9 @@ pub struct Metrics {
     pub budget_exceeded_total: IntCounterVec,
     pub shared_limiter_errors_total: IntCounter,
     pub fallbacks_total: IntCounterVec,
+    pub cache_hits_total: IntCounterVec,
+    pub cache_misses_total: IntCounterVec,
+    pub cache_errors_total: IntCounterVec,
     pub in_flight: IntGaugeVec,
     pub provider_up: GaugeVec,
     pub config_reloads_total: IntCounterVec,
@@ -154,6 +157,21 @@ const FALLBACKS_TOTAL: Def = Def {
     name: "fallbacks_total",
     help: "Attempts moved on to the next deployment.",
     labels: &["model"],
+};
+const CACHE_HITS_TOTAL: Def = Def {
+    name: "cache_hits_total",
+    help: "Requests answered from the response cache, by model.",
+    labels: &["model"],
+};
+const CACHE_MISSES_TOTAL: Def = Def {
+    name: "cache_misses_total",
+    help: "Cacheable requests the response cache had no answer for, by model.",
+    labels: &["model"],
+};
+const CACHE_ERRORS_TOTAL: Def = Def {
+    name: "cache_errors_total",
+    help: "Response cache calls that failed (the request went on without the cache), by backend.",
+    labels: &["backend"],
 };
 const IN_FLIGHT: Def = Def {
     name: "in_flight",
@@ -370,6 +388,9 @@ impl Metrics {
             budget_exceeded_total: r.int_counter_vec(&BUDGET_EXCEEDED_TOTAL),
             shared_limiter_errors_total: r.int_counter(&SHARED_LIMITER_ERRORS_TOTAL),
             fallbacks_total: r.int_counter_vec(&FALLBACKS_TOTAL),
+            cache_hits_total: r.int_counter_vec(&CACHE_HITS_TOTAL),
+            cache_misses_total: r.int_counter_vec(&CACHE_MISSES_TOTAL),
+            cache_errors_total: r.int_counter_vec(&CACHE_ERRORS_TOTAL),
             in_flight: r.add(IntGaugeVec::new(opts(&IN_FLIGHT), IN_FLIGHT.labels)),
             provider_up: r.add(GaugeVec::new(opts(&PROVIDER_UP), PROVIDER_UP.labels)),
             config_reloads_total: r.int_counter_vec(&CONFIG_RELOADS_TOTAL),
@@ -409,6 +430,9 @@ impl Metrics {
         }
         for scope in crate::limits::budget::SCOPES {
             self.budget_exceeded_total.with_label_values(&[scope]);
+        }
+        for backend in ["memory", "redis"] {
+            self.cache_errors_total.with_label_values(&[backend]);
         }
         for reason in super::refusals::REASONS {
             self.auth_failures_total.with_label_values(&[reason]);
@@ -517,6 +541,11 @@ impl Metrics {
     /// Tokens by kind and the cost; a kind never used is never exported.
     #[inline]
     fn count_tokens(&self, s: &Series, l: Labels, rec: &UsageRecord) {
+        // `tokens_total` counts what providers processed; an answer from the cache took none
+        // (its row keeps the stored counts).
+        if rec.cache_hit {
+            return;
+        }
         let t = &rec.tokens;
         let kinds = [
             ("input", t.input),

@@ -14,6 +14,7 @@ use super::context::RequestCtx;
 use super::meter::RequestMeter;
 use super::outcome::PassedOver;
 use super::{Gateway, Runtime};
+use crate::cache;
 use crate::error::GatewayError;
 use crate::limits::budget::{self, Budgets, Nanos, Refusal};
 use crate::limits::{self, Admission, LimitSet, Refused};
@@ -28,8 +29,14 @@ pub async fn read<'m>(
     meter: &'m mut RequestMeter,
 ) -> Result<RequestCtx<'m>, GatewayError> {
     let deadline = tokio::time::Instant::now() + runtime.request_timeout;
+    let cache_mode = match runtime.cache {
+        Some(_) => cache::Mode::of(req.headers()),
+        None => cache::Mode::Default,
+    };
     let body = read_body(req, runtime.max_body_bytes, deadline).await?;
-    context(runtime, body, meter, deadline)
+    let mut ctx = context(runtime, body, meter, deadline)?;
+    ctx.cache_mode = cache_mode;
+    Ok(ctx)
 }
 
 /// The context of a request whose body is read (from the client, or built by another surface
@@ -54,6 +61,9 @@ pub fn context<'m>(
         key_limits: None,
         key_admission: Admission::default(),
         passed_over: PassedOver::default(),
+        cache: runtime.cache.clone(),
+        cache_mode: cache::Mode::Default,
+        cache_store: None,
     })
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::meter::RequestMeter;
 use super::outcome::{PassedOver, Reason};
+use crate::cache::{self, ResponseCache};
 use crate::error::GatewayError;
 use crate::limits::{Admission, LimitSet};
 use crate::providers::JsonObject;
@@ -29,6 +30,12 @@ pub struct RequestCtx<'m> {
     pub key_admission: Admission,
     /// Why the deployments tried so far did not answer.
     pub passed_over: PassedOver,
+    /// The response cache, when `[cache]` is on (None: the lookup is one branch).
+    pub cache: Option<Arc<ResponseCache>>,
+    /// What the client's `x-tollgate-cache` asked for (read only with a cache).
+    pub cache_mode: cache::Mode,
+    /// A looked-up miss: where its answer is stored once it is complete.
+    pub cache_store: Option<cache::Pending>,
 }
 
 impl RequestCtx<'_> {

@@ -7,35 +7,39 @@
 //!    then whether the caller's key may use the model it names (`admit::allowed_model`); a
 //!    body another surface built (the dashboard's query, `call`) enters here, its context made
 //!    by `admit::context` as a client's is
-//! 2. choose (`choose::plan`): the deployments that fit, in the order the route's strategy
+//! 2. look up the cache (`lookup::lookup`, only when `[cache]` is on): a cacheable request
+//!    of a model the registry knows is answered from the cache when it holds the answer,
+//!    before any limit or budget is charged; a miss is marked to be stored once answered
+//! 3. choose (`choose::plan`): the deployments that fit, in the order the route's strategy
 //!    (or priority) says
-//! 3. admit the key: the most the request can cost reserved in its key's and project's
+//! 4. admit the key: the most the request can cost reserved in its key's and project's
 //!    budgets (`admit::budgets`; the meter settles it to the actual cost when it records the
 //!    request), then the caller's key's own limits, without waiting (`admit::key_limits`)
 //!
 //! then for each deployment in that order, until one answers (`forward`):
 //!
-//! 4. admit the attempt (`attempt::admit`): its circuit lets it through, its limits have room
+//! 5. admit the attempt (`attempt::admit`): its circuit lets it through, its limits have room
 //!    (waiting up to the provider's queue timeout); a refusal moves on
-//! 5. build the upstream request (`providers::prepare`, the deployment's adapter)
-//! 6. send (`send::send`): the pooled client, or the in-process mock, within the timeouts
-//! 7. classify the outcome (`outcome::classify`): answered (a whole answer read, a stream's
+//! 6. build the upstream request (`providers::prepare`, the deployment's adapter)
+//! 7. send (`send::send`): the pooled client, or the in-process mock, within the timeouts
+//! 8. classify the outcome (`outcome::classify`): answered (a whole answer read, a stream's
 //!    first content arrived: `answer::read`), the next deployment and why (no answer in
 //!    time, a connect error, a 5xx or 429, a broken answer), or stop (the provider refused the
 //!    request itself)
-//! 8. conclude (`Attempt::conclude`): the verdict to the deployment's circuit and the
+//! 9. conclude (`Attempt::conclude`): the verdict to the deployment's circuit and the
 //!    attempt's time to the meter, whatever the outcome
 //!
 //! and last:
 //!
-//! 9. respond (`respond::answer`, `respond::error`): the answer to the client (a stream from
-//!    its first content on), limit reservations settled
-//! 10. log once (`RequestMeter::record`, in `meter.rs`): one usage row whichever way the request
+//! 10. respond (`respond::answer`, `respond::error`): the answer to the client (a stream from
+//!     its first content on), limit reservations settled, a looked-up miss's answer stored
+//!     once complete
+//! 11. log once (`RequestMeter::record`, in `meter.rs`): one usage row whichever way the request
 //!     ends (a stream's when it ends, a client's that went away when its request is dropped)
 //!
 //! Whatever an attempt holds is released by guards when they are dropped (`meter::Guards`,
-//! the circuit's pass). A new phase (a cache lookup, a budget) is one function taking the
-//! context and one call in `proxy` or `forward`.
+//! the circuit's pass). A new phase is one function taking the context and one call in
+//! `phases` or `forward`.
 
 use std::sync::Arc;
 
@@ -44,6 +48,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::context::RequestCtx;
+use super::lookup::{self, Looked};
 use super::meter::RequestMeter;
 use super::outcome::Outcome;
 use super::respond::{self, ClientBody};
@@ -141,10 +146,24 @@ async fn phases(
     mut ctx: RequestCtx<'_>,
 ) -> Result<Response<ClientBody>, GatewayError> {
     admit::allowed_model(&ctx)?;
+    // Boxed, and only with a cache: without one the lookup is this branch and nothing more.
+    let looked = match ctx.cache {
+        Some(_) => Box::pin(lookup::lookup(gw, &mut ctx)).await,
+        None => Looked::Skipped,
+    };
+    if let Looked::Hit(response) = looked {
+        return Ok(response);
+    }
     let plan = choose::plan(gw, &mut ctx)?;
     admit::budgets(gw, &mut ctx, &plan).await?;
     admit::key_limits(gw, &mut ctx).await?;
-    forward(gw, &mut ctx, &plan).await
+    let mut response = forward(gw, &mut ctx, &plan).await?;
+    if let Looked::Missed = looked {
+        response
+            .headers_mut()
+            .insert(lookup::X_TOLLGATE_CACHE, lookup::MISS);
+    }
+    Ok(response)
 }
 
 /// Tries the deployments in order until one answers.

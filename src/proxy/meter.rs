@@ -39,6 +39,8 @@ pub struct RequestMeter {
     pub budget: Option<Hold>,
     /// The cost the usage row recorded, for a caller that reports it in its answer.
     pub cost: Option<rust_decimal::Decimal>,
+    /// Answered from the response cache: no provider, cost 0, the stored usage.
+    pub cache_hit: bool,
 }
 
 impl RequestMeter {
@@ -61,6 +63,7 @@ impl RequestMeter {
             recorded: false,
             budget: None,
             cost: None,
+            cache_hit: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl RequestMeter {
             recorded: true,
             budget: None,
             cost: None,
+            cache_hit: false,
         };
         std::mem::replace(self, stays)
     }
@@ -168,7 +172,7 @@ impl RequestMeter {
             tokens,
             raw_usage: usage.map(|u| u.raw.clone()),
             usage_source: source,
-            cache_hit: false,
+            cache_hit: self.cache_hit,
             cost_usd: cost,
             latency_ms: ms(self.started.elapsed()),
             ttft_ms: ttft.map(ms),

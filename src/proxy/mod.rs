@@ -8,6 +8,7 @@ mod attempt;
 mod choose;
 mod context;
 mod handler;
+mod lookup;
 mod meter;
 mod opening;
 mod outcome;
@@ -59,21 +60,36 @@ pub struct Runtime {
     pub max_body_bytes: usize,
     /// The largest whole answer read from a provider.
     pub max_response_bytes: usize,
+    /// The response cache; None when `[cache]` is off.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl Runtime {
     /// The running authenticator (and its cache of looked-up keys) is kept while the auth
-    /// settings are the same as in the config it was made from.
-    pub fn new(db: &Db, config: &Config, running: Option<(&Runtime, &Config)>) -> Runtime {
+    /// settings are the same as in the config it was made from; so is the response cache
+    /// (and what it holds) while `[cache]` is.
+    pub fn new(
+        db: &Db,
+        config: &Config,
+        running: Option<(&Runtime, &Config)>,
+        metrics: &Metrics,
+    ) -> Runtime {
         let auth = match running {
             Some((runtime, old)) if old.auth == config.auth => runtime.auth.clone(),
             _ => Arc::new(Authenticator::new(db.clone(), &config.auth)),
+        };
+        let cache = match running {
+            Some((runtime, old)) if old.cache == config.cache && old.redis == config.redis => {
+                runtime.cache.clone()
+            }
+            _ => crate::cache::ResponseCache::new(&config.cache, config.redis.as_ref(), metrics),
         };
         Runtime {
             auth,
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             max_body_bytes: config.server.max_body_bytes,
             max_response_bytes: config.server.max_response_bytes,
+            cache,
         }
     }
 }
@@ -89,7 +105,7 @@ impl Gateway {
     ) -> Gateway {
         let budgets = crate::limits::budget::Ledger::new(Arc::new(db.clone()), shared.clone());
         Gateway {
-            runtime: ArcSwap::from_pointee(Runtime::new(&db, config, None)),
+            runtime: ArcSwap::from_pointee(Runtime::new(&db, config, None, &metrics)),
             db,
             registry: Registry::new(Snapshot::default()),
             client: UpstreamClient::new(),

@@ -1,7 +1,8 @@
 //! Respond: the answer to the client, a whole body or a stream that relays the rest as it
 //! comes, with the `x-ratelimit-*` headers of the limits that admitted it; or an error,
-//! OpenAI-shaped. Logging once is the meter's (`RequestMeter::record`): a whole answer's or an
-//! error's row is recorded here, a stream's when the stream ends.
+//! OpenAI-shaped. A looked-up miss's answer is stored in the cache once it is complete (a
+//! stream's when it ended well). Logging once is the meter's (`RequestMeter::record`): a
+//! whole answer's or an error's row is recorded here, a stream's when the stream ends.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -40,6 +41,10 @@ pub fn answer(
             content_type,
         } => {
             guards.settle(usage.as_ref());
+            if let Some(store) = ctx.cache_store.take() {
+                let stream = content_type == "text/event-stream";
+                store.store_whole(&body, stream, usage.as_ref());
+            }
             let meter = &mut *ctx.meter;
             meter.record(200, None, usage.as_ref(), Some(meter.started.elapsed()));
             let mut resp = Response::new(full(body));
@@ -56,7 +61,10 @@ pub fn answer(
             until,
         } => {
             let meter = ctx.meter.hand_over();
-            let body = MeteredStream::new(upstream, translator, meter, guards, held, ended, until);
+            let recorder = ctx.cache_store.take().map(|s| Box::new(s.recorder()));
+            let body = MeteredStream::new(
+                upstream, translator, meter, guards, held, ended, until, recorder,
+            );
             let mut resp = Response::new(ClientBody::new(body));
             let h = resp.headers_mut();
             h.reserve(ANSWER_HEADERS);

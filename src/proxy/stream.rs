@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::time::Sleep;
 
 use super::meter::{Guards, RequestMeter};
+use crate::cache::Recorder;
 use crate::error::BoxError;
 use crate::providers::StreamTranslator;
 use crate::upstream::UpstreamBody;
@@ -38,6 +39,9 @@ pub struct MeteredStream {
     done: bool,
     /// The client's stream ended at `data: [DONE]` before the provider's body did.
     drain_upstream: bool,
+    /// A cache miss's stream, kept to be stored when it ends well (boxed: most streams have
+    /// none).
+    recorder: Option<Box<Recorder>>,
 }
 
 /// How long the rest of a provider's body, after `data: [DONE]`, is waited for.
@@ -59,7 +63,8 @@ fn error_event(message: &str, code: &str) -> Bytes {
 impl MeteredStream {
     /// `held` is what the provider sent before the response was committed; `ended` says the
     /// provider's stream was already complete then. The meter's attempt runs until the stream
-    /// ends.
+    /// ends. `recorder` sees every byte the client gets, before the stream is finished.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: UpstreamBody,
         translator: Box<dyn StreamTranslator>,
@@ -68,7 +73,11 @@ impl MeteredStream {
         held: Bytes,
         ended: bool,
         deadline: tokio::time::Instant,
+        mut recorder: Option<Box<Recorder>>,
     ) -> MeteredStream {
+        if let Some(r) = &mut recorder {
+            r.push(&held);
+        }
         // Held bytes go out as the response starts: that is the first byte's time.
         let first_byte = (!held.is_empty()).then(|| meter.started.elapsed());
         let mut stream = MeteredStream {
@@ -81,6 +90,7 @@ impl MeteredStream {
             first_byte,
             done: false,
             drain_upstream: false,
+            recorder,
         };
         if ended {
             stream.finish(None);
@@ -104,8 +114,18 @@ impl MeteredStream {
         }
         // An error the provider reported inside the stream counts as this stream's error.
         let error_type = error_type.or(self.translator.error_type());
+        if let (Some(recorder), None) = (self.recorder.take(), error_type) {
+            recorder.complete(usage.as_ref());
+        }
         self.meter
             .record(200, error_type, usage.as_ref(), self.first_byte);
+    }
+
+    /// What goes to the client, for a cache miss's recorder.
+    fn record(&mut self, out: &[u8]) {
+        if let Some(r) = &mut self.recorder {
+            r.push(out);
+        }
     }
 
     fn data(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -138,6 +158,7 @@ impl Body for MeteredStream {
                         continue; // trailers carry nothing a client of this API reads
                     };
                     let out = this.translator.push(chunk);
+                    this.record(&out);
                     if !out.is_empty() {
                         let last = ends_with_done(&out);
                         // An error event (the provider's, or a broken limit) ends the stream.
@@ -163,6 +184,7 @@ impl Body for MeteredStream {
                 }
                 Poll::Ready(None) => {
                     let rest = this.translator.finish();
+                    this.record(&rest);
                     this.finish(None);
                     return if rest.is_empty() {
                         Poll::Ready(None)

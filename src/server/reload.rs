@@ -25,7 +25,7 @@ use crate::store::SyncReport;
 /// The settings a reload applies to the running gateway. Every other setting outside the
 /// registry (`[[providers]]`, `[[models]]`, `[[routes]]`, which the sync applies) keeps its
 /// start-up value until a restart, and a reload that changes one says so.
-const RUNTIME_SETTINGS: [&str; 9] = [
+const RUNTIME_SETTINGS: [&str; 17] = [
     "server.request_timeout_secs",
     "server.cors_allowed_origins",
     "server.max_body_bytes",
@@ -35,6 +35,15 @@ const RUNTIME_SETTINGS: [&str; 9] = [
     "auth.require_api_key",
     "auth.master_key",
     "auth.key_cache_ttl_secs",
+    // A changed `[cache]` starts a new, empty cache.
+    "cache.enabled",
+    "cache.ttl_secs",
+    "cache.backend",
+    "cache.max_bytes",
+    "cache.max_entries",
+    "cache.max_entry_bytes",
+    "cache.share_across_projects",
+    "cache.redis_timeout_ms",
 ];
 
 /// The config files a gateway has seen: the one it started with and the last one applied.
@@ -232,7 +241,7 @@ impl App {
             // A request may meet the new runtime with the old edge checks for an instant:
             // each is whole and consistent on its own.
             let running = gw.runtime.load();
-            let runtime = Runtime::new(&gw.db, new, Some((&running, &applied)));
+            let runtime = Runtime::new(&gw.db, new, Some((&running, &applied)), &gw.metrics);
             gw.runtime.store(Arc::new(runtime));
             self.edge.store(Arc::new(Edge::new(new, &reloader.started)));
         }
@@ -353,7 +362,7 @@ fn serves_a_model(config: &Config) -> bool {
 pub(super) fn settings_of(c: &Config) -> serde_json::Value {
     serde_json::json!({
         "server": c.server, "database": c.database, "redis": c.redis,
-        "auth": c.auth, "usage": c.usage, "circuit_breaker": c.circuit_breaker,
+        "auth": c.auth, "usage": c.usage, "circuit_breaker": c.circuit_breaker, "cache": c.cache,
         "tasks": c.tasks,
     })
 }
