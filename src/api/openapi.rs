@@ -3,8 +3,16 @@
 
 use utoipa::OpenApi;
 
-use super::{models, query};
+use super::{models, query, tasks};
 
 #[derive(OpenApi)]
-#[openapi(paths(query::query, models::list_models))]
+#[openapi(paths(
+    query::query,
+    models::list_models,
+    tasks::create,
+    tasks::list,
+    tasks::get,
+    tasks::update,
+    tasks::delete,
+))]
 pub struct DashboardApi;

@@ -10,9 +10,9 @@ use super::task_input::{check_create, check_update};
 use crate::admin::input::{object, query, read_json, typed};
 use crate::admin::page::{Page, SortKey, PARAMS};
 use crate::auth::Caller;
-use crate::error::GatewayError;
+use crate::error::{ErrorBody, GatewayError};
 use crate::proxy::{error_response, json_response, ClientBody, Gateway};
-use crate::tasks::model::{CreateTask, Deleted, Status, UpdateTask};
+use crate::tasks::model::{CreateTask, Deleted, Status, TaskList, TaskView, UpdateTask};
 use crate::tasks::store::{self, NewTask, Scope};
 use crate::tasks::{TaskRow, Tasks};
 
@@ -43,6 +43,24 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, GatewayError> {
 }
 
 /// `POST /api/v1/tasks`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    operation_id = "create_task",
+    tag = "tasks",
+    summary = "Queue a task: one prompt for one or more models",
+    description = "The task is queued for the workers, which send the prompt to each model as a chat completion (routed, limited, budgeted and metered as any request; usage rows' endpoint `api.tasks`). Poll `GET /api/v1/tasks/{id}` for its results.",
+    request_body = CreateTask,
+    responses(
+        (status = 201, description = "The task, queued.", body = TaskView),
+        (status = 400, description = "A missing or wrong field, named in `param`.", body = ErrorBody),
+        (status = 403, description = "The key may not use one of the models (`code` `model_not_allowed`).", body = ErrorBody),
+        (status = 404, description = "No model of that name (`code` `model_not_found`, `param` `models`).", body = ErrorBody),
+        (status = 413, description = "The body or the prompt is over its limit (`[tasks] max_prompt_bytes`).", body = ErrorBody),
+        (status = 429, description = "The project has `[tasks] max_queued_per_project` tasks queued (`code` `too_many_queued_tasks`); `retry-after` says when to retry.", body = ErrorBody),
+        (status = 503, description = "The task queue could not be reached.", body = ErrorBody),
+    )
+)]
 pub async fn create(ctx: &TaskCtx<'_>, req: Request<Incoming>) -> Response {
     answer(StatusCode::CREATED, create_task(ctx, req).await)
 }
@@ -80,6 +98,20 @@ fn too_many_queued(max: u64) -> GatewayError {
 }
 
 /// `GET /api/v1/tasks?status=&limit=&after=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    operation_id = "list_tasks",
+    tag = "tasks",
+    summary = "List tasks",
+    description = "The caller's project's tasks (an admin's: all), newest first.",
+    params(Page, ("status" = Option<Status>, Query, description = "Only tasks in this state.")),
+    responses(
+        (status = 200, description = "A page of tasks.", body = TaskList),
+        (status = 400, description = "A wrong parameter, named in `param`.", body = ErrorBody),
+        (status = 503, description = "The task queue could not be reached.", body = ErrorBody),
+    )
+)]
 pub async fn list(ctx: &TaskCtx<'_>, query_string: Option<&str>) -> Response {
     answer(StatusCode::OK, list_tasks(ctx, query_string).await)
 }
@@ -142,12 +174,42 @@ async fn view(ctx: &TaskCtx<'_>, row: TaskRow) -> Result<Value, GatewayError> {
 }
 
 /// `GET /api/v1/tasks/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "get_task",
+    tag = "tasks",
+    summary = "Get a task and its results",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The task, with one result per model that finished.", body = TaskView),
+        (status = 404, description = "No task of that id that the caller may see.", body = ErrorBody),
+        (status = 503, description = "The task queue could not be reached.", body = ErrorBody),
+    )
+)]
 pub async fn get(ctx: &TaskCtx<'_>, id: &str) -> Response {
     let found = async { view(ctx, find(ctx, id).await?).await };
     answer(StatusCode::OK, found.await)
 }
 
 /// `PUT /api/v1/tasks/{id}`: `name`, `description`, and `status: "cancelled"`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "update_task",
+    tag = "tasks",
+    summary = "Rename a task, or cancel it",
+    params(("id" = String, Path, format = Uuid)),
+    request_body = UpdateTask,
+    responses(
+        (status = 200, description = "The task as changed.", body = TaskView),
+        (status = 400, description = "A wrong field, named in `param`.", body = ErrorBody),
+        (status = 404, description = "No task of that id that the caller may see.", body = ErrorBody),
+        (status = 409, description = "Cancelling a task that finished otherwise (`code` `task_finished`).", body = ErrorBody),
+        (status = 413, description = "The body is over its limit.", body = ErrorBody),
+        (status = 503, description = "The task queue could not be reached.", body = ErrorBody),
+    )
+)]
 pub async fn update(ctx: &TaskCtx<'_>, id: &str, req: Request<Incoming>) -> Response {
     answer(StatusCode::OK, update_task(ctx, id, req).await)
 }
@@ -197,6 +259,20 @@ async fn cancel(ctx: &TaskCtx<'_>, row: &TaskRow) -> Result<(), GatewayError> {
 
 /// `DELETE /api/v1/tasks/{id}`: a running task is cancelled first (its calls stop), then
 /// the task and its results are deleted.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "delete_task",
+    tag = "tasks",
+    summary = "Delete a task and its results",
+    description = "A queued or running task is cancelled first, so its calls stop.",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The task is deleted.", body = Deleted),
+        (status = 404, description = "No task of that id that the caller may see.", body = ErrorBody),
+        (status = 503, description = "The task queue could not be reached.", body = ErrorBody),
+    )
+)]
 pub async fn delete(ctx: &TaskCtx<'_>, id: &str) -> Response {
     let deleted = async {
         let row = find(ctx, id).await?;

@@ -39,6 +39,7 @@ const ADMIN: &str = "admin_key";
     components(schemas(ErrorBody)),
     tags(
         (name = "dashboard", description = "Seed 003's dashboard API: a simple query and the model list."),
+        (name = "tasks", description = "Tasks: one prompt queued for one or more models, run by the gateway's workers."),
         (name = "providers", description = "LLM providers (admin)."),
         (name = "models", description = "Models, each a deployment of one provider's model under a public name (admin)."),
         (name = "settings", description = "System settings, any JSON under a key (admin)."),
