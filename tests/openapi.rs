@@ -150,6 +150,7 @@ async fn every_route_and_every_live_answer(backend: Backend) {
         auth: Some(format!("Bearer {user_key}")),
     };
     dashboard(&mut spec, &admin, &user).await;
+    tasks(&mut spec, &user).await;
     reports_and_server(&mut spec, &admin).await;
     deletions(&mut spec, &admin, &model_id).await;
 
@@ -519,6 +520,172 @@ async fn dashboard(spec: &mut Spec, admin: &Client, user: &Client) {
     let reply = user.call("GET", "/admin/projects", None).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     spec.check("GET", "/admin/projects", &reply);
+}
+
+/// A refusal checked against the document, naming the field it says is wrong.
+fn refused(
+    spec: &mut Spec,
+    method: &str,
+    template: &str,
+    reply: &Reply,
+    status: StatusCode,
+    param: &str,
+) {
+    assert_eq!(
+        reply.status,
+        status,
+        "{method} {template}: {}",
+        reply.text()
+    );
+    let body = spec.check(method, template, reply);
+    assert_eq!(body["error"]["param"], param, "{body}");
+}
+
+/// A task queued, finished, listed, renamed, refused and deleted; its results are checked
+/// once the worker has written them.
+async fn tasks(spec: &mut Spec, user: &Client) {
+    let body = json!({"name": "t1", "prompt": "hello", "models": ["echo", "echo-priced"]});
+    let reply = user.call("POST", "/api/v1/tasks", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let id = spec.check("POST", "/api/v1/tasks", &reply)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/tasks/{id}");
+    let no_name = json!({"prompt": "hello", "models": "echo"});
+    let reply = user.call("POST", "/api/v1/tasks", Some(no_name)).await;
+    refused(
+        spec,
+        "POST",
+        "/api/v1/tasks",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "name",
+    );
+    let wrong_type = json!({"name": "t", "prompt": "hello", "models": "echo", "max_tokens": "ten"});
+    let reply = user.call("POST", "/api/v1/tasks", Some(wrong_type)).await;
+    refused(
+        spec,
+        "POST",
+        "/api/v1/tasks",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "max_tokens",
+    );
+    let unknown = json!({"name": "t", "prompt": "hello", "models": "nothing"});
+    let reply = user.call("POST", "/api/v1/tasks", Some(unknown)).await;
+    refused(
+        spec,
+        "POST",
+        "/api/v1/tasks",
+        &reply,
+        StatusCode::NOT_FOUND,
+        "models",
+    );
+    let long = json!({"name": "t", "prompt": "x".repeat(70_000), "models": "echo"});
+    let reply = user.call("POST", "/api/v1/tasks", Some(long)).await;
+    refused(
+        spec,
+        "POST",
+        "/api/v1/tasks",
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "prompt",
+    );
+
+    let task = finished(spec, user, &path).await;
+    assert_eq!(task["results"].as_array().unwrap().len(), 2, "{task}");
+    let reply = user
+        .call("GET", "/api/v1/tasks?status=succeeded&limit=1", None)
+        .await;
+    let page = spec.check("GET", "/api/v1/tasks", &reply);
+    assert_eq!(page["data"][0]["id"], id.as_str(), "{page}");
+    let reply = user.call("GET", "/api/v1/tasks?status=done", None).await;
+    refused(
+        spec,
+        "GET",
+        "/api/v1/tasks",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "status",
+    );
+    let reply = user.call("GET", "/api/v1/tasks?after=nope", None).await;
+    refused(
+        spec,
+        "GET",
+        "/api/v1/tasks",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "after",
+    );
+    let missing = fill("/api/v1/tasks/{id}");
+    let reply = user.call("GET", &missing, None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    spec.check("GET", "/api/v1/tasks/{id}", &reply);
+
+    let rename = json!({"name": "renamed", "description": "the test's"});
+    let reply = user.call("PUT", &path, Some(rename)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        spec.check("PUT", "/api/v1/tasks/{id}", &reply)["name"],
+        "renamed"
+    );
+    let reply = user
+        .call("PUT", &path, Some(json!({"status": "running"})))
+        .await;
+    refused(
+        spec,
+        "PUT",
+        "/api/v1/tasks/{id}",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "status",
+    );
+    let reply = user.call("PUT", &path, Some(json!({"name": " "}))).await;
+    refused(
+        spec,
+        "PUT",
+        "/api/v1/tasks/{id}",
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "name",
+    );
+    let reply = user
+        .call("PUT", &path, Some(json!({"status": "cancelled"})))
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
+    spec.check("PUT", "/api/v1/tasks/{id}", &reply);
+    let reply = user.call("PUT", &missing, Some(json!({"name": "x"}))).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    spec.check("PUT", "/api/v1/tasks/{id}", &reply);
+
+    let reply = user.call("DELETE", &path, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        spec.check("DELETE", "/api/v1/tasks/{id}", &reply)["deleted"],
+        true
+    );
+    let reply = user.call("DELETE", &path, None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    spec.check("DELETE", "/api/v1/tasks/{id}", &reply);
+}
+
+/// The task once its status is final (within 15 s), each read checked against the document.
+async fn finished(spec: &mut Spec, user: &Client, path: &str) -> Value {
+    for _ in 0..300 {
+        let reply = user.call("GET", path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let task = spec.check("GET", "/api/v1/tasks/{id}", &reply);
+        if task["status"] == "succeeded" {
+            return task;
+        }
+        assert!(
+            ["queued", "running"].contains(&task["status"].as_str().unwrap()),
+            "{task}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("task {path} never finished");
 }
 
 async fn reports_and_server(spec: &mut Spec, admin: &Client) {
