@@ -26,8 +26,7 @@ pub use enums::{
 pub use schema::{
     AuthConfig, BreakerConfig, CacheConfig, Config, DatabaseConfig, ModelConfig, ProviderConfig,
     ProviderTimeouts, RedisConfig, RouteConfig, ServerConfig, TasksConfig, UsageConfig,
-    DEFAULT_CACHE_BYTES,
-    MAX_KEY_BYTES,
+    DEFAULT_CACHE_BYTES, MAX_KEY_BYTES,
 };
 
 /// A problem found in the file, with where it is.
