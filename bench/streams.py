@@ -76,10 +76,12 @@ def request_bytes(model, key):
             f"Content-Type: application/json\r\n{auth}Content-Length: {len(body)}\r\n\r\n{body}").encode()
 
 
-def measure(name, port, request, pids, n, deadline):
+def measure(name, port, request, pids, n, deadline, baselines):
+    """One wave. The per-stream figure is taken over the RSS of the proxy's first round:
+    an allocator keeps what a wave used, so a later round starts from that."""
     asyncio.run(wave(port, request, min(n, 50), deadline))  # warm-up: pools, page faults
     time.sleep(0.5)
-    before = rss_kib(pids, "VmRSS")
+    before = baselines.setdefault(name, rss_kib(pids, "VmRSS"))
     reset_peak(pids)
     results = asyncio.run(wave(port, request, n, deadline))
     peak = rss_kib(pids, "VmHWM")
@@ -142,10 +144,11 @@ def main():
             "nginx": (nginx_port, request_bytes("mock-chat", None), [nginx.pid] + children(nginx.pid)),
             "tollgate": (gw_port, request_bytes("bench-model", key), [gw.pid]),
         }
+        baselines = {}
         for rnd in range(args.rounds):
             for name in (["nginx", "tollgate"] if rnd % 2 == 0 else ["tollgate", "nginx"]):
                 port, request, pids = targets[name]
-                measure(name, port, request, pids, args.streams, deadline)
+                measure(name, port, request, pids, args.streams, deadline, baselines)
     finally:
         for p in procs:
             p.terminate()
