@@ -238,10 +238,7 @@ async fn update_task(
 /// Cancels a queued or running task; one that is cancelled already stays so, and one that
 /// finished otherwise cannot be.
 async fn cancel(ctx: &TaskCtx<'_>, row: &TaskRow) -> Result<(), GatewayError> {
-    let flagged = store::request_cancel(&ctx.tasks.db, &row.id)
-        .await
-        .map_err(unavailable)?;
-    ctx.tasks.cancel_here(&row.id);
+    let flagged = stop(ctx, &row.id).await?;
     if flagged || row.status == Status::Cancelled {
         return Ok(());
     }
@@ -255,6 +252,16 @@ async fn cancel(ctx: &TaskCtx<'_>, row: &TaskRow) -> Result<(), GatewayError> {
     )
     .code("task_finished")
     .param("status"))
+}
+
+/// Asks for the task to be cancelled (`store::request_cancel`) and stops its calls at once
+/// when they run on this instance. False when the task had already finished.
+async fn stop(ctx: &TaskCtx<'_>, id: &str) -> Result<bool, GatewayError> {
+    let flagged = store::request_cancel(&ctx.tasks.db, id)
+        .await
+        .map_err(unavailable)?;
+    ctx.tasks.cancel_here(id);
+    Ok(flagged)
 }
 
 /// `DELETE /api/v1/tasks/{id}`: a running task is cancelled first (its calls stop), then
@@ -277,10 +284,7 @@ pub async fn delete(ctx: &TaskCtx<'_>, id: &str) -> Response {
     let deleted = async {
         let row = find(ctx, id).await?;
         if !row.status.is_final() {
-            store::request_cancel(&ctx.tasks.db, id)
-                .await
-                .map_err(unavailable)?;
-            ctx.tasks.cancel_here(id);
+            stop(ctx, id).await?;
         }
         store::delete(&ctx.tasks.db, id)
             .await
