@@ -2,19 +2,19 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ErrorBody, GatewayError};
 use crate::providers::{JsonObject, Kind};
-use crate::proxy::{self, error_response, json_response, ClientBody, Gateway, Runtime};
+use crate::proxy::{
+    self, error_response, json_response, Answered, ClientBody, Gateway, Prompt, Runtime,
+};
 
 /// The seed's default when a query sets no `max_tokens`.
 const DEFAULT_MAX_TOKENS: u64 = 100;
@@ -72,19 +72,15 @@ async fn run(
 ) -> Result<(Value, HeaderMap), GatewayError> {
     let fields = proxy::read_json(runtime, req).await?;
     let asked = Query::read(&fields)?;
-    let body = asked.chat_body()?;
-    let called = proxy::call(gw, runtime, caller, body, SURFACE, request_id).await?;
-    let (parts, body) = called.response.into_parts();
-    let mut limits = parts.headers;
-    limits.remove(CONTENT_TYPE);
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|_| GatewayError::upstream("The provider's answer could not be read."))?
-        .to_bytes();
-    let answer: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| GatewayError::upstream("The provider's answer was not JSON."))?;
-    Ok((reply(&asked.model, &answer, called.cost), limits))
+    let prompt = Prompt {
+        model: &asked.model,
+        text: &asked.prompt,
+        max_tokens: asked.max_tokens,
+    };
+    let mut answered = proxy::ask(gw, runtime, caller, &prompt, SURFACE, request_id).await?;
+    answered.headers.remove(CONTENT_TYPE);
+    let reply = reply(&asked.model, &answered);
+    Ok((reply, answered.headers))
 }
 
 /// A query: seed 003's `{model, prompt, max_tokens}`.
@@ -142,34 +138,19 @@ impl Query {
             max_tokens,
         })
     }
-
-    /// The chat completion the query stands for: one user message, never streamed.
-    fn chat_body(&self) -> Result<JsonObject, GatewayError> {
-        let body = json!({
-            "model": self.model,
-            "messages": [{"role": "user", "content": self.prompt}],
-            "max_tokens": self.max_tokens,
-        });
-        JsonObject::parse(Bytes::from(body.to_string()))
-            .map_err(|_| GatewayError::internal("A query's chat body could not be built."))
-    }
 }
 
 /// The seed's `{model, text, usage}`: the first choice's text, OpenAI's token counts and the
 /// cost the usage row records, as an exact decimal string.
-fn reply(model: &str, answer: &Value, cost: rust_decimal::Decimal) -> Value {
-    let text = answer["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_default();
-    let count = |k: &str| answer["usage"][k].as_u64().unwrap_or(0);
+fn reply(model: &str, answered: &Answered) -> Value {
     let reply = QueryAnswer {
         model,
-        text,
+        text: answered.text(),
         usage: QueryUsage {
-            prompt_tokens: count("prompt_tokens"),
-            completion_tokens: count("completion_tokens"),
-            total_tokens: count("total_tokens"),
-            cost_usd: cost.normalize().to_string(),
+            prompt_tokens: answered.tokens("prompt_tokens"),
+            completion_tokens: answered.tokens("completion_tokens"),
+            total_tokens: answered.tokens("total_tokens"),
+            cost_usd: answered.cost.normalize().to_string(),
         },
     };
     serde_json::to_value(reply).unwrap_or_default()

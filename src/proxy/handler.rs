@@ -92,7 +92,7 @@ async fn proxy(
     phases(gw, ctx).await
 }
 
-/// A chat completion another surface built (the dashboard's query), sent along the same
+/// A chat completion another surface built (a prompt, `prompt::ask`), sent along the same
 /// phases as an API request and metered as one, its usage row's endpoint named `surface` and
 /// its id `request_id` (`request_id` reads the client's).
 /// The answer is whole: the body must not ask for a stream.

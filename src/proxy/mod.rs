@@ -12,11 +12,13 @@ mod lookup;
 mod meter;
 mod opening;
 mod outcome;
+mod prompt;
 mod respond;
 mod send;
 mod stream;
 
-pub use handler::{call, handle, read_json, request_id, Called};
+pub use handler::{handle, read_json, request_id};
+pub use prompt::{ask, Answered, Prompt};
 pub use respond::{error_response, full, json_response, text_response, ClientBody};
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! One model's call within a task: a chat completion of the task's prompt sent along the data
-//! plane (`proxy::call`), exactly as `POST /api/v1/llm/query` sends one, so it is routed,
+//! One model's call within a task: the task's prompt sent along the data plane
+//! (`proxy::ask`), exactly as `POST /api/v1/llm/query` sends one, so it is routed,
 //! limited, budgeted under the task creator's key and project, falls back and writes one
 //! usage row. A call refused for a rate limit (the provider's parallel slots or its
 //! requests per minute are used up) is tried again, after the `retry-after` it was given and
@@ -10,16 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
 
 use super::queue::NewResult;
 use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::providers::JsonObject;
-use crate::proxy::{self, Gateway};
+use crate::proxy::{self, Answered, Gateway, Prompt};
 
 /// The usage row's `endpoint` for a task's call, so reports tell them apart.
 pub const SURFACE: &str = "api.tasks";
@@ -27,18 +23,11 @@ pub const SURFACE: &str = "api.tasks";
 const FIRST_RETRY_WAIT: Duration = Duration::from_millis(250);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
-/// What a task asks of each of its models.
-pub struct Ask<'a> {
-    pub prompt: &'a str,
-    pub max_tokens: u64,
-}
-
-/// Calls `model` and says how it went. `request_id` names the (last) call's usage row.
+/// Sends `prompt` and says how it went. `request_id` names the (last) call's usage row.
 pub async fn call_model(
     gw: &Gateway,
     caller: Arc<Caller>,
-    model: &str,
-    ask: &Ask<'_>,
+    prompt: &Prompt<'_>,
     request_id: &std::sync::Mutex<String>,
 ) -> NewResult {
     let first = Instant::now();
@@ -47,46 +36,18 @@ pub async fn call_model(
         let id = crate::ids::new_id();
         *request_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
         let started = Instant::now();
-        let outcome = once(gw, caller.clone(), model, ask, id.clone()).await;
+        let runtime = gw.runtime.load_full();
+        let outcome = proxy::ask(gw, &runtime, caller.clone(), prompt, SURFACE, id.clone()).await;
         let latency = Some(started.elapsed().as_millis() as i64);
         match outcome {
-            Err(e) if rate_limited(&e) && first.elapsed() < gw.runtime.load().request_timeout => {
+            Err(e) if rate_limited(&e) && first.elapsed() < runtime.request_timeout => {
                 tokio::time::sleep(retry_after(&e).max(backoff)).await;
                 backoff = (backoff * 2).min(MAX_RETRY_WAIT);
             }
-            Err(e) => return failed(model, &e, latency, id),
-            Ok((answer, cost)) => return succeeded(model, &answer, cost, latency, id),
+            Err(e) => return failed(prompt.model, &e, latency, id),
+            Ok(answered) => return succeeded(prompt.model, &answered, latency, id),
         }
     }
-}
-
-/// One call: the answer's JSON and the cost its usage row records.
-async fn once(
-    gw: &Gateway,
-    caller: Arc<Caller>,
-    model: &str,
-    ask: &Ask<'_>,
-    request_id: String,
-) -> Result<(Value, rust_decimal::Decimal), GatewayError> {
-    let runtime = gw.runtime.load_full();
-    let body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": ask.prompt}],
-        "max_tokens": ask.max_tokens,
-    });
-    let body = JsonObject::parse(Bytes::from(body.to_string()))
-        .map_err(|_| GatewayError::internal("A task's chat body could not be built."))?;
-    let called = proxy::call(gw, &runtime, caller, body, SURFACE, request_id).await?;
-    let bytes = called
-        .response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| GatewayError::upstream("The provider's answer could not be read."))?
-        .to_bytes();
-    let answer = serde_json::from_slice(&bytes)
-        .map_err(|_| GatewayError::upstream("The provider's answer was not JSON."))?;
-    Ok((answer, called.cost))
 }
 
 /// A limit that frees up with time refused the call (not a budget, which does not).
@@ -113,24 +74,18 @@ fn retry_after(e: &GatewayError) -> Duration {
 
 fn succeeded(
     model: &str,
-    answer: &Value,
-    cost: rust_decimal::Decimal,
+    answered: &Answered,
     latency_ms: Option<i64>,
     request_id: String,
 ) -> NewResult {
-    let count = |k: &str| answer["usage"][k].as_i64().unwrap_or(0);
+    let count = |k: &str| i64::try_from(answered.tokens(k)).unwrap_or(i64::MAX);
     NewResult {
         model: model.to_owned(),
         status: "succeeded",
-        text: Some(
-            answer["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        ),
+        text: Some(answered.text().to_owned()),
         prompt_tokens: count("prompt_tokens"),
         completion_tokens: count("completion_tokens"),
-        cost,
+        cost: answered.cost,
         latency_ms,
         error_type: None,
         error: None,

@@ -10,14 +10,14 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use super::call::{self, Ask};
+use super::call;
 use super::lease::{Holder, Stop};
 use super::model::Status;
 use super::queue;
 use super::row::TaskRow;
 use super::Tasks;
 use crate::auth::Caller;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Prompt};
 
 /// A worker's view of what it runs with.
 pub struct RunCtx<'a> {
@@ -126,16 +126,17 @@ async fn run_models(
     in_flight: &InFlight,
 ) -> anyhow::Result<bool> {
     let tasks = ctx.tasks;
-    let ask = Ask {
-        prompt: &task.prompt,
-        max_tokens: task.max_tokens as u64,
-    };
     let one = |model: String| {
-        let (caller, ask) = (caller.clone(), &ask);
+        let caller = caller.clone();
         async move {
             let request_id = Arc::new(Mutex::new(String::new()));
             lock(in_flight).insert(model.clone(), request_id.clone());
-            let result = call::call_model(ctx.gw, caller, &model, ask, &request_id).await;
+            let prompt = Prompt {
+                model: &model,
+                text: &task.prompt,
+                max_tokens: task.max_tokens as u64,
+            };
+            let result = call::call_model(ctx.gw, caller, &prompt, &request_id).await;
             let written = queue::insert_result(&tasks.db, &task.id, &tasks.instance, &result).await;
             lock(in_flight).remove(&model);
             written
