@@ -5,8 +5,12 @@
 
 use super::{Config, Findings, ProviderConfig};
 
-/// Secrets that may be left unset: the feature they enable is then off.
-const OPTIONAL_SECRETS: &[&str] = &["auth.master_key", "auth.jwt_secret"];
+/// Settings that may be left unset: the feature they enable is then off.
+const OPTIONAL_SECRETS: &[&str] = &[
+    "auth.master_key",
+    "auth.jwt_secret",
+    "telemetry.otlp_endpoint",
+];
 
 /// The variable a value refers to, if it is an `env:NAME` reference.
 pub(super) fn reference(value: &str) -> Option<&str> {
@@ -41,6 +45,7 @@ pub(super) fn resolve(config: &mut Config, found: &mut Findings) {
     resolve_option("server.metrics_listen", &mut server.metrics_listen, found);
     // Not optional like the auth secrets: an unset variable must not leave /metrics open.
     resolve_option("server.metrics_token", &mut server.metrics_token, found);
+    resolve_telemetry(config, found);
     for p in &mut config.providers {
         let p = p.get_mut();
         let place = format!("providers.{}.base_url", p.name);
@@ -50,6 +55,20 @@ pub(super) fn resolve(config: &mut Config, found: &mut Findings) {
         if !url.is_empty() {
             config.database.url = url;
         }
+    }
+}
+
+/// `telemetry.otlp_endpoint` as `env:NAME`: an unset variable turns traces off, so one
+/// image can run with and without a collector.
+fn resolve_telemetry(config: &mut Config, found: &mut Findings) {
+    let Some(endpoint) = &mut config.telemetry.otlp_endpoint else {
+        return;
+    };
+    let mut value = Some(std::mem::take(endpoint.get_mut()));
+    resolve_option("telemetry.otlp_endpoint", &mut value, found);
+    match value {
+        Some(v) => *endpoint.get_mut() = v,
+        None => config.telemetry.otlp_endpoint = None,
     }
 }
 

@@ -25,8 +25,8 @@ pub use enums::{
 };
 pub use schema::{
     AuthConfig, BreakerConfig, CacheConfig, Config, DatabaseConfig, ModelConfig, ProviderConfig,
-    ProviderTimeouts, RedisConfig, RouteConfig, ServerConfig, TasksConfig, UsageConfig,
-    DEFAULT_CACHE_BYTES, MAX_KEY_BYTES,
+    ProviderTimeouts, RedisConfig, RouteConfig, ServerConfig, TasksConfig, TelemetryConfig,
+    UsageConfig, DEFAULT_CACHE_BYTES, MAX_KEY_BYTES,
 };
 
 /// A problem found in the file, with where it is.

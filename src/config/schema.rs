@@ -32,6 +32,8 @@ pub struct Config {
     #[serde(default)]
     pub tasks: TasksConfig,
     #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
     pub providers: Vec<Spanned<ProviderConfig>>,
     #[serde(default)]
     pub models: Vec<Spanned<ModelConfig>>,
@@ -262,6 +264,62 @@ impl Default for CacheConfig {
             share_across_projects: false,
             redis_timeout_ms: 100,
         }
+    }
+}
+
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP. Off unless `otlp_endpoint`
+/// is set. Read at start: a change needs a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); `/v1/traces` is added
+    /// unless the path already ends with it. Spanned: a mistake in it is told with its line.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// The `service.name` the spans are exported under.
+    pub service_name: String,
+    /// The share of new traces kept (0.0 to 1.0); a trace the client started follows the
+    /// client's own sampling decision.
+    pub sample_ratio: f64,
+    /// How long spans wait to be sent together: the most a span waits before it is exported.
+    pub batch_delay_ms: u64,
+    /// Spans waiting to be sent at most; past this, new spans are dropped (a collector that
+    /// is down or slow never makes the gateway hold more).
+    pub max_queue_spans: usize,
+    /// How long one export (with its retries) may take before it is given up.
+    pub export_timeout_ms: u64,
+    /// Send `traceparent` to the providers, so a self-hosted model server that traces too
+    /// joins the trace.
+    pub propagate_upstream: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: "tollgate".into(),
+            sample_ratio: 1.0,
+            batch_delay_ms: 5000,
+            max_queue_spans: 2048,
+            export_timeout_ms: 10_000,
+            propagate_upstream: true,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The endpoint, when traces are on.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_ref().map(|e| e.get_ref().as_str())
+    }
+
+    /// Where spans are posted: the endpoint with `/v1/traces`, as OTLP/HTTP exporters treat
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, unless its path already ends with it.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.endpoint()?.trim_end_matches('/');
+        if base.ends_with("/v1/traces") {
+            return Some(base.to_owned());
+        }
+        Some(format!("{base}/v1/traces"))
     }
 }
 

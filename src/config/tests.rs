@@ -564,3 +564,66 @@ fn the_cache_section_loads_and_its_mistakes_are_named() {
         "[redis]\nurl = \"redis://127.0.0.1:6379\"\n[cache]\nenabled = true\nbackend = \"redis\"\n";
     assert!(load(redis).is_ok());
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_its_endpoint_gets_the_traces_path() {
+    let off = load("").unwrap();
+    assert_eq!(off.config.telemetry.traces_url(), None);
+    for (endpoint, url) in [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        ("http://otel:4318/", "http://otel:4318/v1/traces"),
+        ("https://otel.example.com/otlp", "https://otel.example.com/otlp/v1/traces"),
+        ("http://tempo:4318/v1/traces", "http://tempo:4318/v1/traces"),
+        ("http://tempo:4318/v1/traces/", "http://tempo:4318/v1/traces"),
+    ] {
+        let text = format!("[telemetry]\notlp_endpoint = '{endpoint}'\nsample_ratio = 1\n");
+        let on = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(on.config.telemetry.traces_url().as_deref(), Some(url));
+        assert_eq!(on.config.telemetry.service_name, "tollgate");
+    }
+}
+
+#[test]
+fn telemetry_mistakes_are_named_and_the_endpoint_with_its_line() {
+    let text = "[server]\nlisten = '127.0.0.1:8080'\n\n[telemetry]\nservice_name = ''\n\
+                otlp_endpoint = 'localhost:4318'\nsample_ratio = 1.5\nbatch_delay_ms = 0\n\
+                max_queue_spans = 0\nexport_timeout_ms = 999999\n";
+    let err = load(text).unwrap_err();
+    let all = err.to_string();
+    assert!(
+        all.contains("line 6: telemetry.otlp_endpoint: \"localhost:4318\" is not an http(s) URL"),
+        "{all}"
+    );
+    assert!(
+        all.contains("telemetry.sample_ratio: must be between 0.0 and 1.0, not 1.5"),
+        "{all}"
+    );
+    assert!(all.contains("telemetry.service_name: must be 1 to 255 bytes"), "{all}");
+    for key in ["batch_delay_ms", "max_queue_spans", "export_timeout_ms"] {
+        assert!(all.contains(&format!("telemetry.{key}: must be between")), "{all}");
+    }
+    assert_eq!(err.issues.len(), 6, "{all}");
+    for (endpoint, why) in [
+        ("ftp://otel:21", "is not an http(s) URL"),
+        ("http://user:pw@otel:4318", "must not carry credentials"),
+        ("http://otel:4318/?k=v", "must not have a query"),
+        ("not a url", "is not a URL"),
+    ] {
+        let err = load(&format!("[telemetry]\notlp_endpoint = '{endpoint}'\n")).unwrap_err();
+        assert!(err.to_string().contains(why), "{endpoint}: {err}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+    let err = load("[telemetry]\nsample_ratio = nan\n").unwrap_err();
+    assert_eq!(err.issues[0].place, "telemetry.sample_ratio", "{err}");
+}
+
+#[test]
+fn an_unset_telemetry_endpoint_variable_turns_traces_off_with_a_warning() {
+    let unset = load("[telemetry]\notlp_endpoint = 'env:TOLLGATE_TEST_SURELY_UNSET'\n").unwrap();
+    assert_eq!(unset.config.telemetry.endpoint(), None);
+    assert!(
+        unset.warnings.iter().any(|w| w.contains("telemetry.otlp_endpoint")),
+        "{:?}",
+        unset.warnings
+    );
+}

@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::env::{is_set, reference};
 use super::{
     line_of, Api, AuthConfig, CacheBackend, Config, DatabaseConfig, Findings, ModelConfig,
-    ProviderConfig, RouteConfig, ServerConfig, TasksConfig, MAX_KEY_BYTES,
+    ProviderConfig, RouteConfig, ServerConfig, TasksConfig, TelemetryConfig, MAX_KEY_BYTES,
 };
 
 pub(super) fn validate(config: &Config, text: &str, found: &mut Findings) {
@@ -22,6 +22,7 @@ pub(super) fn validate(config: &Config, text: &str, found: &mut Findings) {
     database(&config.database, found);
     tasks(&config.tasks, found);
     cache(config, found);
+    telemetry(&config.telemetry, text, found);
     let providers = providers(&config.providers, text, found);
     let models = models(&config.models, &providers, text, found);
     routes(&config.routes, &models, text, found);
@@ -213,6 +214,70 @@ fn cache(config: &Config, found: &mut Findings) {
             "must be between 1 and 10000",
         );
     }
+}
+
+/// `[telemetry]`: an endpoint the exporter can post to, a ratio that is one, and bounds that
+/// keep the span queue and each export within bounds.
+fn telemetry(t: &TelemetryConfig, text: &str, found: &mut Findings) {
+    if let Some(endpoint) = &t.otlp_endpoint {
+        let url = endpoint.get_ref();
+        if let (false, Err(why)) = (unresolved(url), check_otlp_endpoint(url)) {
+            let line = Some(line_of(text, endpoint.span().start));
+            // A URL with a password in it is not repeated.
+            let shown = match url.contains('@') {
+                true => "the URL".to_owned(),
+                false => format!("{url:?}"),
+            };
+            found.issue(line, "telemetry.otlp_endpoint", format!("{shown} {why}"));
+        }
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        let message = format!("must be between 0.0 and 1.0, not {}", t.sample_ratio);
+        found.issue(None, "telemetry.sample_ratio", message);
+    }
+    if t.service_name.trim().is_empty() || t.service_name.len() > 255 {
+        let message = "must be 1 to 255 bytes long";
+        found.issue(None, "telemetry.service_name", message);
+    }
+    let ranges: [(&str, u64, u64, u64); 3] = [
+        ("telemetry.batch_delay_ms", t.batch_delay_ms, 10, 60_000),
+        (
+            "telemetry.max_queue_spans",
+            t.max_queue_spans as u64,
+            1,
+            1_000_000,
+        ),
+        (
+            "telemetry.export_timeout_ms",
+            t.export_timeout_ms,
+            100,
+            60_000,
+        ),
+    ];
+    for (key, value, low, high) in ranges {
+        if !(low..=high).contains(&value) {
+            let message = format!("must be between {low} and {high}, not {value}");
+            found.issue(None, key, message);
+        }
+    }
+}
+
+/// What is wrong with an OTLP/HTTP endpoint, if anything. Credentials in the URL are refused:
+/// they would show wherever the URL does; a collector's key goes in a header instead.
+fn check_otlp_endpoint(url: &str) -> Result<(), &'static str> {
+    let uri = url
+        .parse::<http::Uri>()
+        .map_err(|_| "is not a URL like http://127.0.0.1:4318")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err("is not an http(s) URL like http://127.0.0.1:4318");
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("must not carry credentials: set them in OTEL_EXPORTER_OTLP_HEADERS");
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query");
+    }
+    Ok(())
 }
 
 /// One entry of an array of tables, as issues name it: `line 12: models[3] (gpt-4o)`.
