@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -13,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use super::{error_chain, SendError, Target, UpstreamBody, UpstreamRequest};
 use crate::error::BoxError;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct UpstreamClient {
     /// One pooled client per connect timeout in use (almost always just the default).
@@ -40,6 +41,15 @@ impl UpstreamClient {
 }
 
 fn https_client(connect_ms: u64) -> HttpsClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(512)
+        .build(https_connector(connect_ms))
+}
+
+/// A connector for http and https URLs: rustls with ring and the system's CA certificates,
+/// HTTP/1.1 or HTTP/2 by ALPN. The providers' client and the trace exporter share it.
+pub fn https_connector(connect_ms: u64) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -62,15 +72,11 @@ fn https_client(connect_ms: u64) -> HttpsClient {
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         }
     };
-    let connector = builder
+    builder
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(512)
-        .build(connector)
+        .wrap_connector(http)
 }
 
 impl UpstreamClient {

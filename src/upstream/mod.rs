@@ -12,7 +12,7 @@ mod client;
 mod http1_pool;
 
 pub use body::{read_limited, ReadError};
-pub use client::UpstreamClient;
+pub use client::{https_connector, UpstreamClient};
 
 use std::sync::Arc;
 
