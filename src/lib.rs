@@ -2,13 +2,14 @@
 //!
 //! The modules are layers, each importing only the ones below it (`tests/layers.rs` keeps it
 //! so), from the bottom: `error`, `ids` and `config`; `limits` and the `upstream` HTTP client;
-//! `metering` (usage records, costs, metrics); `store` (the database and the usage writer);
-//! `registry` (the snapshot of providers and models) and `auth`; the `providers`' wire-format
-//! translations (one `Adapter` per provider API); `mock`, the fake model behind
-//! `api = "mock"` and `tollgate mock-upstream`; `proxy`, the data plane, whose request path is
-//! `proxy::handler`, phase by phase; `admin`, the admin API's handlers, and `tasks`, the
-//! durable background task queue and its workers; `api`, the dashboard API's (`/api/v1/*`); and on top `server`,
-//! the application shell: start-up, listeners, the router and its role checks, reloads.
+//! `metering` (usage records, costs, metrics) and `telemetry` (OpenTelemetry traces); `store`
+//! (the database and the usage writer); `registry` (the snapshot of providers and models) and
+//! `auth`; the `providers`' wire-format translations (one `Adapter` per provider API); `mock`,
+//! the fake model behind `api = "mock"` and `tollgate mock-upstream`; `proxy`, the data plane,
+//! whose request path is `proxy::handler`, phase by phase; `admin`, the admin API's handlers,
+//! and `tasks`, the durable background task queue and its workers; `api`, the dashboard API's
+//! (`/api/v1/*`); and on top `server`, the application shell: start-up, listeners, the router
+//! and its role checks, reloads.
 
 pub mod admin;
 pub mod api;
@@ -27,4 +28,5 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 pub mod upstream;

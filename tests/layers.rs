@@ -18,8 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // limits and the upstream HTTP client, which know nothing of what they serve
     &["limits", "upstream"],
-    // usage records, costs and metrics
-    &["metering"],
+    // usage records, costs and metrics; OpenTelemetry traces, told plain names and counts
+    &["metering", "telemetry"],
     // the database and the usage writer
     &["store"],
     // the registry snapshot, built from the store's rows, and gateway keys
