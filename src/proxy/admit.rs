@@ -52,6 +52,7 @@ pub fn context<'m>(
     meter.model_name = body.str("model").unwrap_or_default().into_owned();
     meter.stream = meter.endpoint.can_stream() && body.bool("stream") == Some(true);
     let needs = needs_of(meter.endpoint, &body);
+    super::trace::requested(meter, &needs, &body);
     Ok(RequestCtx {
         meter,
         body,

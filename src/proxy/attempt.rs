@@ -1,7 +1,8 @@
 //! One attempt at one deployment, from its admission to its verdict. `admit` lets it start
 //! (the deployment's circuit lets it through, its limits have room, waiting up to the
 //! provider's queue timeout); `conclude` is where every attempt ends, whatever its outcome:
-//! the verdict goes to the circuit and its time upstream to the meter.
+//! the verdict goes to the circuit, its time upstream to the meter, and (traces on) its
+//! outcome to its span.
 //!
 //! What an attempt holds is released by guards when dropped, on every path (an error, a
 //! client gone mid-attempt): a circuit pass without a verdict gives a half-open probe back,
@@ -16,7 +17,7 @@ use super::answer::Answer;
 use super::context::RequestCtx;
 use super::meter::{Guards, InFlight, RequestMeter};
 use super::outcome::{Outcome, Reason};
-use super::Gateway;
+use super::{trace, Gateway};
 use crate::config::ProviderTimeouts;
 use crate::limits::{self, LimitSet};
 use crate::registry::{CircuitPass, CircuitState, Deployment};
@@ -50,7 +51,10 @@ pub async fn admit<'p>(
 ) -> Option<Attempt<'p>> {
     // None when the circuit lets nothing through now: another request's half-open probe is
     // out, and its verdict is awaited.
-    let pass = dep.health.try_begin()?;
+    let Some(pass) = dep.health.try_begin() else {
+        trace::skipped(ctx.meter, dep, "circuit_open");
+        return None;
+    };
     let provider = &dep.provider;
     let mut sets: Vec<&Arc<LimitSet>> = vec![&provider.limits];
     sets.extend(dep.limits.as_ref());
@@ -63,6 +67,7 @@ pub async fn admit<'p>(
                 .rate_limited_total
                 .with_label_values(&[refused.scope])
                 .inc();
+            trace::skipped(ctx.meter, dep, trace::limit_reason(refused.scope));
             ctx.passed_over.limits_refused(refused, &sets);
             return None;
         }
@@ -111,6 +116,7 @@ impl<'p> Attempt<'p> {
         outcome: &Outcome,
     ) -> Admitted<'p> {
         let latency = meter.attempt_time();
+        trace::concluded(meter, outcome);
         let changed = match outcome {
             Outcome::Answered(_) => self.pass.succeeded(latency),
             Outcome::Next(Reason::Failed(_)) => self.pass.failed(latency),

@@ -37,6 +37,10 @@
 //! 11. log once (`RequestMeter::record`, in `meter.rs`): one usage row whichever way the request
 //!     ends (a stream's when it ends, a client's that went away when its request is dropped)
 //!
+//! With traces on (`[telemetry]`), the request's span starts with its meter and ends when the
+//! row is recorded; each attempt sent has a span of its own, from `send` to its end. The
+//! phases tell it what they learn through `trace`, one branch each when traces are off.
+//!
 //! Whatever an attempt holds is released by guards when they are dropped (`meter::Guards`,
 //! the circuit's pass). A new phase is one function taking the context and one call in
 //! `phases` or `forward`.
@@ -52,7 +56,7 @@ use super::lookup::{self, Looked};
 use super::meter::RequestMeter;
 use super::outcome::Outcome;
 use super::respond::{self, ClientBody};
-use super::{admit, attempt, choose, outcome, send, Gateway, Runtime};
+use super::{admit, attempt, choose, outcome, send, trace, Gateway, Runtime};
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::providers::{self, Endpoint, JsonObject};
@@ -71,6 +75,7 @@ pub async fn handle(
 ) -> Response<ClientBody> {
     let mut meter = RequestMeter::new(request_id(req.headers()), endpoint, gw.usage.clone());
     meter.caller = Some(caller);
+    trace::start(gw, &mut meter, Some(req.headers()), None);
     let mut response = match proxy(gw, runtime, req, &mut meter).await {
         Ok(resp) => resp,
         Err(e) => respond::error(&mut meter, &e),
@@ -107,6 +112,7 @@ pub async fn call(
     let mut meter = RequestMeter::new(request_id, Endpoint::ChatCompletions, gw.usage.clone());
     meter.caller = Some(caller);
     meter.surface = Some(surface);
+    trace::start(gw, &mut meter, None, Some(surface));
     let deadline = tokio::time::Instant::now() + runtime.request_timeout;
     let answered = match admit::context(runtime, body, &mut meter, deadline) {
         Ok(ctx) => phases(gw, ctx).await,
@@ -182,9 +188,9 @@ async fn forward(
         let Some(attempt) = attempt::admit(gw, ctx, dep).await else {
             continue;
         };
-        let prepared =
+        let mut prepared =
             providers::adapter(dep.provider.api).prepare(dep, ctx.meter.endpoint, &ctx.body)?;
-        let sent = send::send(gw, ctx, &attempt, &prepared.request).await;
+        let sent = send::send(gw, ctx, &attempt, &mut prepared.request).await;
         let outcome = outcome::classify(ctx, &attempt, &prepared, sent).await;
         let admitted = attempt.conclude(gw, ctx.meter, &outcome);
         match outcome {

@@ -1,7 +1,8 @@
 //! One request's metering: it collects what the request path learns (caller, model,
 //! deployment, attempts, timings) and turns it into exactly one `UsageRecord`, whichever way
 //! the request ends. Its upstream time is added up here only (`end_attempt`), and what an
-//! attempt holds is released by the guards below when they are dropped.
+//! attempt holds is released by the guards below when they are dropped. With traces on, the
+//! request's span travels with the meter and ends when the row is recorded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use crate::metering::{ModelLabel, UsageRecord, UsageSource};
 use crate::providers::{Endpoint, ReportedUsage};
 use crate::registry::Deployment;
 use crate::store::UsageSink;
+use crate::telemetry::{Finished, RequestSpan, Tokens};
 
 pub struct RequestMeter {
     pub request_id: String,
@@ -41,6 +43,8 @@ pub struct RequestMeter {
     pub cost: Option<rust_decimal::Decimal>,
     /// Answered from the response cache: no provider, cost 0, the stored usage.
     pub cache_hit: bool,
+    /// The request's span, when traces are on (`proxy::trace`).
+    pub trace: Option<Box<RequestSpan>>,
 }
 
 impl RequestMeter {
@@ -64,6 +68,7 @@ impl RequestMeter {
             budget: None,
             cost: None,
             cache_hit: false,
+            trace: None,
         }
     }
 
@@ -89,6 +94,7 @@ impl RequestMeter {
             budget: None,
             cost: None,
             cache_hit: false,
+            trace: None,
         };
         std::mem::replace(self, stays)
     }
@@ -113,6 +119,9 @@ impl RequestMeter {
         if let Some(sent) = self.attempt_sent.take() {
             self.upstream += sent.elapsed();
         }
+        if let Some(trace) = self.trace.as_deref_mut() {
+            trace.end_attempt();
+        }
     }
 
     /// Records the request's one usage row. Later calls do nothing.
@@ -131,6 +140,7 @@ impl RequestMeter {
         let Some(caller) = self.caller.as_deref() else {
             // Refused before authentication: nobody to bill, so no row (see `refusals`).
             self.sink.refused(status, error_type);
+            self.finish_trace(status, error_type, usage, ttft);
             return;
         };
         let dep = self.deployment.as_deref();
@@ -178,6 +188,39 @@ impl RequestMeter {
             ttft_ms: ttft.map(ms),
             upstream_ms: (self.attempts > 0).then(|| ms(self.upstream)),
             attempts: self.attempts,
+        });
+        self.finish_trace(status, error_type, usage, ttft);
+    }
+}
+
+impl RequestMeter {
+    /// Ends the request's span, when it has one, with what its usage row records.
+    fn finish_trace(
+        &mut self,
+        status: u16,
+        error_type: Option<&str>,
+        usage: Option<&ReportedUsage>,
+        ttft: Option<Duration>,
+    ) {
+        let Some(trace) = self.trace.take() else {
+            return;
+        };
+        let tokens = usage.map(|u| u.tokens);
+        trace.finish(&Finished {
+            status,
+            error_type,
+            tokens: tokens.map(|t| Tokens {
+                input: t.input,
+                cache_read: t.cache_read,
+                cache_write: t.cache_write,
+                output: t.output,
+                reasoning: t.reasoning,
+            }),
+            cost_usd: self.cost,
+            cache_hit: self.cache_hit,
+            attempts: self.attempts,
+            upstream: self.deployment.as_deref().map(super::trace::upstream),
+            first_chunk: ttft.filter(|_| self.stream),
         });
     }
 }

@@ -16,6 +16,7 @@ mod prompt;
 mod respond;
 mod send;
 mod stream;
+mod trace;
 
 pub use handler::{handle, read_json, request_id};
 pub use prompt::{ask, Answered, Prompt};
@@ -32,6 +33,7 @@ use crate::limits::{LimitSet, LimitSpec, Shared};
 use crate::metering::Metrics;
 use crate::registry::{Registry, Snapshot};
 use crate::store::{Db, UsageSink};
+use crate::telemetry::Telemetry;
 use crate::upstream::UpstreamClient;
 
 // A deployment keeps one upstream URL per endpoint, by the endpoint's index.
@@ -52,6 +54,8 @@ pub struct Gateway {
     shared: Option<Shared>,
     /// Keys' and projects' budgets: what is spent and reserved.
     budgets: crate::limits::budget::Ledger,
+    /// OpenTelemetry traces, when `[telemetry]` is on (read at start: a restart changes it).
+    pub telemetry: Option<Telemetry>,
 }
 
 /// The settings a request reads, in one piece: one atomic load a request, and a reload
@@ -104,6 +108,7 @@ impl Gateway {
         usage: UsageSink,
         metrics: Arc<Metrics>,
         shared: Option<Shared>,
+        telemetry: Option<Telemetry>,
     ) -> Gateway {
         let budgets = crate::limits::budget::Ledger::new(Arc::new(db.clone()), shared.clone());
         Gateway {
@@ -119,6 +124,7 @@ impl Gateway {
                 .build(),
             budgets,
             shared,
+            telemetry,
         }
     }
 

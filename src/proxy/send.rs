@@ -6,25 +6,30 @@ use http::Response;
 
 use super::attempt::Attempt;
 use super::context::RequestCtx;
-use super::Gateway;
+use super::{trace, Gateway};
 use crate::config::Api;
 use crate::error::GatewayError;
 use crate::mock::{self, MockOptions};
 use crate::registry::Provider;
 use crate::upstream::{SendError, UpstreamBody, UpstreamRequest};
 
-/// Sends the attempt, which from now on counts in the meter (`start_attempt`).
+/// Sends the attempt, which from now on counts in the meter (`start_attempt`) and, with
+/// traces on, has its span (whose `traceparent` the request may carry).
 pub async fn send(
     gw: &Gateway,
     ctx: &mut RequestCtx<'_>,
     attempt: &Attempt<'_>,
-    req: &UpstreamRequest,
+    req: &mut UpstreamRequest,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     ctx.meter.start_attempt(attempt.dep);
+    trace::attempt_sent(ctx.meter, attempt.dep, req);
     let provider = &attempt.dep.provider;
     let sent = tokio::time::timeout_at(attempt.first_until, transport(gw, provider, req)).await;
     match sent {
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => {
+            trace::attempt_status(ctx.meter, resp.status());
+            Ok(resp)
+        }
         Err(_) => Err(GatewayError::timeout(format!(
             "Provider {} did not answer in time.",
             provider.name

@@ -35,6 +35,7 @@ use crate::proxy::Gateway;
 use crate::registry::Snapshot;
 use crate::store::{run_usage_retention, usage_pipeline, Db, UsageSink};
 use crate::tasks::Tasks;
+use crate::telemetry::Telemetry;
 use edge::Edge;
 use reload::{check_open_gateway, provider_keys, sealer, warn_keys_kept_in_memory, Reloader};
 
@@ -70,7 +71,8 @@ pub struct Running {
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish (up to the grace period), then writes
-    /// the usage records still queued.
+    /// the usage records still queued and sends the spans still queued (up to
+    /// `TELEMETRY_FLUSH_LIMIT`).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.background {
@@ -85,6 +87,9 @@ impl Running {
         let _ = self.server.await;
         let _ = self.writer_stop.send(());
         let _ = self.writer.await;
+        if let Some(telemetry) = &self.app.gateway.telemetry {
+            telemetry.shutdown(TELEMETRY_FLUSH_LIMIT).await;
+        }
     }
 
     /// Runs until SIGINT or SIGTERM; SIGHUP reloads config.toml (as a change to the file on
@@ -115,8 +120,12 @@ impl Running {
     }
 }
 
+/// The longest a stopping gateway waits for its last spans to reach the collector.
+const TELEMETRY_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
 /// Connects the database, migrates, syncs the config, loads the registry, starts the usage
-/// writer, the listener, the config file's watcher and the registry's propagation.
+/// writer, the trace exporter, the listener, the config file's watcher and the registry's
+/// propagation.
 pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let config = loaded.config;
     check_open_gateway(&config, config.listen_addr())?;
@@ -142,7 +151,8 @@ pub async fn start(loaded: LoadedConfig) -> anyhow::Result<Running> {
         grace,
         metrics.clone(),
     ));
-    let gateway = Arc::new(Gateway::new(db, &config, usage, metrics, shared));
+    let telemetry = start_telemetry(&config)?;
+    let gateway = Arc::new(Gateway::new(db, &config, usage, metrics, shared, telemetry));
     gateway.install(snapshot);
     gateway.metrics.registry_version.set(version);
     let app = Arc::new(App {
@@ -243,6 +253,17 @@ fn start_usage_writer(
         retention.abort();
     });
     (usage, writer, writer_stop)
+}
+
+/// The trace exporter, when `[telemetry]` has an endpoint.
+fn start_telemetry(config: &Config) -> anyhow::Result<Option<Telemetry>> {
+    let telemetry =
+        Telemetry::start(&config.telemetry).context("cannot start the trace exporter")?;
+    if let Some(t) = &telemetry {
+        let c = &config.telemetry;
+        tracing::info!(endpoint = %t.url, service = %c.service_name, sample_ratio = c.sample_ratio, "exporting traces over OTLP/HTTP");
+    }
+    Ok(telemetry)
 }
 
 fn log_listening(config: &Config, addr: SocketAddr, metrics_addr: Option<SocketAddr>) {

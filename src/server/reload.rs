@@ -363,7 +363,7 @@ pub(super) fn settings_of(c: &Config) -> serde_json::Value {
     serde_json::json!({
         "server": c.server, "database": c.database, "redis": c.redis,
         "auth": c.auth, "usage": c.usage, "circuit_breaker": c.circuit_breaker, "cache": c.cache,
-        "tasks": c.tasks,
+        "tasks": c.tasks, "telemetry": c.telemetry,
     })
 }
 
