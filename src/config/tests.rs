@@ -572,9 +572,15 @@ fn telemetry_is_off_by_default_and_its_endpoint_gets_the_traces_path() {
     for (endpoint, url) in [
         ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
         ("http://otel:4318/", "http://otel:4318/v1/traces"),
-        ("https://otel.example.com/otlp", "https://otel.example.com/otlp/v1/traces"),
+        (
+            "https://otel.example.com/otlp",
+            "https://otel.example.com/otlp/v1/traces",
+        ),
         ("http://tempo:4318/v1/traces", "http://tempo:4318/v1/traces"),
-        ("http://tempo:4318/v1/traces/", "http://tempo:4318/v1/traces"),
+        (
+            "http://tempo:4318/v1/traces/",
+            "http://tempo:4318/v1/traces",
+        ),
     ] {
         let text = format!("[telemetry]\notlp_endpoint = '{endpoint}'\nsample_ratio = 1\n");
         let on = load(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -598,9 +604,15 @@ fn telemetry_mistakes_are_named_and_the_endpoint_with_its_line() {
         all.contains("telemetry.sample_ratio: must be between 0.0 and 1.0, not 1.5"),
         "{all}"
     );
-    assert!(all.contains("telemetry.service_name: must be 1 to 255 bytes"), "{all}");
+    assert!(
+        all.contains("telemetry.service_name: must be 1 to 255 bytes"),
+        "{all}"
+    );
     for key in ["batch_delay_ms", "max_queue_spans", "export_timeout_ms"] {
-        assert!(all.contains(&format!("telemetry.{key}: must be between")), "{all}");
+        assert!(
+            all.contains(&format!("telemetry.{key}: must be between")),
+            "{all}"
+        );
     }
     assert_eq!(err.issues.len(), 6, "{all}");
     for (endpoint, why) in [
@@ -622,7 +634,10 @@ fn an_unset_telemetry_endpoint_variable_turns_traces_off_with_a_warning() {
     let unset = load("[telemetry]\notlp_endpoint = 'env:TOLLGATE_TEST_SURELY_UNSET'\n").unwrap();
     assert_eq!(unset.config.telemetry.endpoint(), None);
     assert!(
-        unset.warnings.iter().any(|w| w.contains("telemetry.otlp_endpoint")),
+        unset
+            .warnings
+            .iter()
+            .any(|w| w.contains("telemetry.otlp_endpoint")),
         "{:?}",
         unset.warnings
     );
