@@ -58,6 +58,7 @@ fn shipped_config_checks_out() {
         text.contains("OK") && text.contains("mock") && text.contains("anthropic"),
         "{text}"
     );
+    assert!(text.contains("traces      off"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -655,3 +655,22 @@ async fn a_collector_that_is_down_or_hangs_slows_no_request_nor_the_shutdown() {
         stopping.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_traces_on_in_a_reload_waits_for_a_restart() {
+    let receiver = Receiver::start().await;
+    let s = setup("").await;
+    let text = std::fs::read_to_string(&s.gw.config_path).unwrap();
+    let on = format!("{text}\n{}", telemetry(&receiver.endpoint(), ""));
+    std::fs::write(&s.gw.config_path, on).unwrap();
+    let report = s.gw.running.app.reload().await.unwrap();
+    assert_eq!(
+        report.restart_required,
+        ["telemetry.batch_delay_ms", "telemetry.otlp_endpoint"]
+    );
+    completions(&s, &chat("chat"), &[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received(), 0);
+    assert_eq!(upstream_traceparents(&s.mock), [None]);
+    s.gw.running.stop().await;
+}

@@ -27,11 +27,24 @@ pub async fn check_config(path: &std::path::Path) -> ExitCode {
     print_providers(c);
     println!("  models      {}", c.models.len());
     println!("  routes      {}", c.routes.len());
+    println!("  traces      {}", traces(&c.telemetry));
     for w in &loaded.warnings {
         println!("  warning: {w}");
     }
     print_registry_changes(c).await;
     ExitCode::SUCCESS
+}
+
+/// Where spans go, if anywhere.
+fn traces(t: &tollgate::config::TelemetryConfig) -> String {
+    match t.traces_url() {
+        Some(url) => format!(
+            "OTLP/HTTP to {url} as service {:?}, {}% of new traces",
+            t.service_name,
+            t.sample_ratio * 100.0
+        ),
+        None => "off ([telemetry] otlp_endpoint is not set)".to_owned(),
+    }
 }
 
 /// Who can reach `/admin/*` with these settings (the router lets only admins in).
