@@ -240,6 +240,33 @@ priority = 2
     )
 }
 
+/// `limited`: first at the provider `tight`, which takes one request a minute, then at
+/// `backup`.
+fn limited(addr: SocketAddr) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "tight"
+api = "openai"
+base_url = "http://{addr}/v1"
+api_key = "k"
+requests_per_minute = 1
+
+[[models]]
+name = "limited"
+provider = "tight"
+model_id = "mock-tight"
+priority = 1
+
+[[models]]
+name = "limited"
+provider = "backup"
+model_id = "mock-chat-3"
+priority = 2
+"#
+    )
+}
+
 /// `[telemetry]` sending to `endpoint` quickly, with `extra` lines.
 fn telemetry(endpoint: &str, extra: &str) -> String {
     format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\nbatch_delay_ms = 50\n{extra}\n")
@@ -255,7 +282,8 @@ struct Setup {
 async fn setup(extra: &str) -> Setup {
     let db = TestDb::new(Backend::Sqlite).await;
     let (mock, mock_addr) = mock_upstream().await;
-    let gw = start_gateway(&db, &format!("{extra}\n{}", models(mock_addr))).await;
+    let registry = format!("{}{}", models(mock_addr), limited(mock_addr));
+    let gw = start_gateway(&db, &format!("{extra}\n{registry}")).await;
     Setup {
         db,
         gw,
@@ -672,5 +700,42 @@ async fn turning_traces_on_in_a_reload_waits_for_a_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received(), 0);
     assert_eq!(upstream_traceparents(&s.mock), [None]);
+    s.gw.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_its_limits_pass_over_is_an_event_on_the_request_span() {
+    let receiver = Receiver::start().await;
+    let s = setup(&telemetry(&receiver.endpoint(), "")).await;
+    completions(&s, &chat("limited"), &[]).await;
+    receiver.wait_for(2).await;
+    receiver.spans.lock().unwrap().clear();
+    completions(&s, &chat("limited"), &[]).await;
+    let spans = receiver.wait_for(2).await;
+    let server = one(&spans, SpanKind::Server);
+    assert_eq!(server.str("tollgate.provider"), "backup");
+    assert_eq!(server.int("tollgate.attempts"), 1);
+    let events: Vec<_> = server.span.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(events, ["tollgate.deployment_skipped"]);
+    let event = &server.span.events[0];
+    let attr = |key: &str| {
+        event
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone()?.value)
+    };
+    assert_eq!(
+        attr("tollgate.provider"),
+        Some(Any::StringValue("tight".into()))
+    );
+    assert_eq!(
+        attr("tollgate.reason"),
+        Some(Any::StringValue("provider_limit".into()))
+    );
+    assert_eq!(
+        one(&spans, SpanKind::Client).str("tollgate.provider"),
+        "backup"
+    );
     s.gw.running.stop().await;
 }

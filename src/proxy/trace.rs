@@ -1,6 +1,6 @@
 //! What the request path tells the request's trace (`crate::telemetry`) when traces are on:
 //! one function per moment of the request, each a single branch when the request has no
-//! span (traces off, `RequestMeter::trace` is `None`). The request span itself ends in the
+//! span (traces off, `RequestMeter::trace` is `None`), inlined where it is called. The request span itself ends in the
 //! meter (`RequestMeter::record`), where the usage row's final counts are known.
 
 use http::HeaderMap;
@@ -24,6 +24,7 @@ pub fn operation(endpoint: Endpoint) -> &'static str {
 
 /// Starts the request's span when traces are on: an API request's continues the trace in
 /// `client_headers`; a prompt from another surface (`surface`) starts its own.
+#[inline]
 pub fn start(
     gw: &Gateway,
     meter: &mut RequestMeter,
@@ -38,6 +39,7 @@ pub fn start(
 }
 
 /// The body is read: the model asked for and the parameters the conventions name.
+#[inline]
 pub fn requested(meter: &RequestMeter, needs: &Needs, body: &JsonObject) {
     let Some(trace) = meter.trace.as_deref() else {
         return;
@@ -63,6 +65,7 @@ pub fn upstream(dep: &Deployment) -> Upstream<'_> {
 }
 
 /// A deployment passed over before an attempt was sent, and why.
+#[inline]
 pub fn skipped(meter: &RequestMeter, dep: &Deployment, why: &'static str) {
     if let Some(trace) = meter.trace.as_deref() {
         trace.skipped(&dep.provider.name, why);
@@ -79,6 +82,7 @@ pub fn limit_reason(scope: &'static str) -> &'static str {
 }
 
 /// An attempt is sent: its span starts, and its request may carry `traceparent`.
+#[inline]
 pub fn attempt_sent(meter: &mut RequestMeter, dep: &Deployment, req: &mut UpstreamRequest) {
     if let Some(trace) = meter.trace.as_deref_mut() {
         trace.attempt_sent(&upstream(dep), &req.uri, &mut req.headers);
@@ -86,6 +90,7 @@ pub fn attempt_sent(meter: &mut RequestMeter, dep: &Deployment, req: &mut Upstre
 }
 
 /// The provider's response headers arrived.
+#[inline]
 pub fn attempt_status(meter: &mut RequestMeter, status: http::StatusCode) {
     if let Some(trace) = meter.trace.as_deref_mut() {
         trace.attempt_status(status.as_u16());
@@ -93,6 +98,7 @@ pub fn attempt_status(meter: &mut RequestMeter, status: http::StatusCode) {
 }
 
 /// How the attempt came out.
+#[inline]
 pub fn concluded(meter: &mut RequestMeter, outcome: &Outcome) {
     let Some(trace) = meter.trace.as_deref_mut() else {
         return;
