@@ -191,9 +191,7 @@ impl RequestMeter {
         });
         self.finish_trace(status, error_type, usage, ttft);
     }
-}
 
-impl RequestMeter {
     /// Ends the request's span, when it has one, with what its usage row records.
     fn finish_trace(
         &mut self,

@@ -1,7 +1,8 @@
 //! What the request path tells the request's trace (`crate::telemetry`) when traces are on:
 //! one function per moment of the request, each a single branch when the request has no
-//! span (traces off, `RequestMeter::trace` is `None`), inlined where it is called. The request span itself ends in the
-//! meter (`RequestMeter::record`), where the usage row's final counts are known.
+//! span (traces off, `RequestMeter::trace` is `None`), inlined where it is called. The
+//! request span itself ends in the meter (`RequestMeter::record`), where the usage row's
+//! final counts are known.
 
 use http::HeaderMap;
 
