@@ -200,6 +200,7 @@ def main():
     ap.add_argument("--low-rate-seconds", type=int, default=20,
                     help="how long p50/p99 is measured at a fixed 20 req/s (0: skip)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
+    ap.add_argument("--binary", default=BIN, help="the tollgate binary (mock and gateways)")
     args = ap.parse_args()
     for tool in ("oha", "nginx"):
         if not shutil.which(tool):
@@ -209,7 +210,7 @@ def main():
     procs = []
     try:
         mock_port, gw_port, nginx_port = free_port(), free_port(), free_port()
-        mock_cmd = [BIN, "mock-upstream", "--port", str(mock_port), "--chunk-ms", str(args.chunk_ms)]
+        mock_cmd = [args.binary, "mock-upstream", "--port", str(mock_port), "--chunk-ms", str(args.chunk_ms)]
         if args.split_writes:
             mock_cmd.append("--split-writes")
         mock = subprocess.Popen(mock_cmd, stderr=subprocess.DEVNULL)
@@ -218,7 +219,7 @@ def main():
 
         def gateway(name, port, limits, api="openai"):
             """Starts a Tollgate on its own config (see `write_config`); returns it and its key."""
-            proc, key = start_gateway(BIN, write_config(tmp, name, port, mock_port, limits, api), env)
+            proc, key = start_gateway(args.binary, write_config(tmp, name, port, mock_port, limits, api), env)
             procs.append(proc)
             return proc, key
 
