@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=25, help="per binary")
     ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--split-writes", action="store_true",
+                    help="the mock writes each stream event and each slice of a whole answer on its own")
     ap.add_argument("--budget-usd", help="give both gateway keys this budget (one that never runs out "
                     "measures what reserving and settling cost)")
     args = ap.parse_args()
@@ -66,7 +68,8 @@ def main():
     env = dict(os.environ, RUST_LOG="warn")
     tmp = tempfile.mkdtemp(prefix="tollgate-pair-")
     mock_port = free_port()
-    mock = subprocess.Popen([args.a, "mock-upstream", "--port", str(mock_port)], stderr=subprocess.DEVNULL)
+    mock = subprocess.Popen([args.a, "mock-upstream", "--port", str(mock_port)]
+                            + (["--split-writes"] if args.split_writes else []), stderr=subprocess.DEVNULL)
     ratios = []
     try:
         wait_port(mock_port)

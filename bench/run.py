@@ -4,7 +4,7 @@
 Starts `tollgate mock-upstream`, Tollgate (auth on, metering on) and nginx (`proxy_pass` to the
 same mock, its own config and pid file), then drives each with oha on loopback, rotating the
 order every round, and prints requests/s, p50/p99, CPU per request and peak RSS. Also p99 at a
-fixed 200 requests/s, and whether every request a Tollgate answered has its usage row. Every run
+fixed 200 and 20 requests/s, and whether every request a Tollgate answered has its usage row. Every run
 is bounded in time. Never run it while something compiles.
 """
 
@@ -195,7 +195,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--chunk-ms", type=int, default=0, help="mock delay between stream chunks")
+    ap.add_argument("--split-writes", action="store_true",
+                    help="the mock writes each stream event and each slice of a whole answer on its own")
+    ap.add_argument("--low-rate-seconds", type=int, default=20,
+                    help="how long p50/p99 is measured at a fixed 20 req/s (0: skip)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/latest.json"))
+    ap.add_argument("--binary", default=BIN, help="the tollgate binary (mock and gateways)")
     args = ap.parse_args()
     for tool in ("oha", "nginx"):
         if not shutil.which(tool):
@@ -205,14 +210,16 @@ def main():
     procs = []
     try:
         mock_port, gw_port, nginx_port = free_port(), free_port(), free_port()
-        mock = subprocess.Popen([BIN, "mock-upstream", "--port", str(mock_port), "--chunk-ms", str(args.chunk_ms)],
-                                stderr=subprocess.DEVNULL)
+        mock_cmd = [args.binary, "mock-upstream", "--port", str(mock_port), "--chunk-ms", str(args.chunk_ms)]
+        if args.split_writes:
+            mock_cmd.append("--split-writes")
+        mock = subprocess.Popen(mock_cmd, stderr=subprocess.DEVNULL)
         procs.append(mock)
         env = dict(os.environ, RUST_LOG="warn")
 
         def gateway(name, port, limits, api="openai"):
             """Starts a Tollgate on its own config (see `write_config`); returns it and its key."""
-            proc, key = start_gateway(BIN, write_config(tmp, name, port, mock_port, limits, api), env)
+            proc, key = start_gateway(args.binary, write_config(tmp, name, port, mock_port, limits, api), env)
             procs.append(proc)
             return proc, key
 
@@ -280,9 +287,11 @@ def main():
                     print(f"{mode:9} round {rnd} {name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
                           f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
         fixed = {}
-        for name in ["direct", "nginx", "tollgate"]:
-            fixed[name] = load(name, bodies["nonstream"], args.seconds, 50, rate=200)
-            print(f"fixed 200/s {name:8} p50 {fixed[name]['p50_ms']:.2f} ms  p99 {fixed[name]['p99_ms']:.2f} ms", flush=True)
+        rates = [(200, args.seconds)] + ([(20, args.low_rate_seconds)] if args.low_rate_seconds else [])
+        for rate, seconds in rates:
+            for name in ["direct", "nginx", "tollgate"]:
+                r = fixed.setdefault(rate, {})[name] = load(name, bodies["nonstream"], seconds, 50, rate=rate)
+                print(f"fixed {rate}/s {name:8} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms", flush=True)
         rss = peak_rss_mib([gw.pid])
         nginx_rss = peak_rss_mib([nginx.pid] + children(nginx.pid))
         # Exact accounting under load: every request a gateway saw has its usage row once the
@@ -308,8 +317,9 @@ def main():
             return xs[len(xs) // 2]
 
         summary = {"rounds": args.rounds, "seconds": args.seconds, "concurrency": args.concurrency,
-                   "chunk_ms": args.chunk_ms, "tollgate_peak_rss_mib": round(rss, 1),
-                   "nginx_peak_rss_mib": round(nginx_rss, 1), "modes": {}, "fixed_200rps": fixed,
+                   "chunk_ms": args.chunk_ms, "split_writes": args.split_writes,
+                   "tollgate_peak_rss_mib": round(rss, 1),
+                   "nginx_peak_rss_mib": round(nginx_rss, 1), "modes": {}, "fixed_rate": fixed,
                    "usage_accounting": accounting}
         lines = ["| mode | target | req/s | p50 ms | p99 ms | CPU µs/req | errors |", "|---|---|---|---|---|---|---|"]
         for mode in bodies:
@@ -327,6 +337,10 @@ def main():
             paired = [t["rps"] / n["rps"] for t, n in zip(results[(mode, "tollgate")], results[(mode, "nginx")])]
             m["tollgate_vs_nginx_paired"] = [round(r, 3) for r in paired]
             m["tollgate_vs_nginx_paired_median"] = round(median(paired), 3)
+            cpu_paired = [t["cpu_us_per_req"] / n["cpu_us_per_req"]
+                          for t, n in zip(results[(mode, "tollgate")], results[(mode, "nginx")])]
+            m["tollgate_vs_nginx_cpu_paired"] = [round(r, 3) for r in cpu_paired]
+            m["tollgate_vs_nginx_cpu_paired_median"] = round(median(cpu_paired), 3)
             m["tollgate_vs_direct_throughput"] = round(m["tollgate"]["rps"] / m["direct"]["rps"], 3)
             m["limits_on_vs_off_throughput"] = round(m["tollgate"]["rps"] / m["tollgate_nolimits"]["rps"], 3)
             for api in ("anthropic", "gemini"):
@@ -339,14 +353,19 @@ def main():
             lines.append(f"- {mode}: Tollgate / nginx throughput = {mm['tollgate_vs_nginx_throughput']} "
                          f"(ratio of medians); per round, back to back: {mm['tollgate_vs_nginx_paired']}, "
                          f"median {mm['tollgate_vs_nginx_paired_median']}")
+            lines.append(f"- {mode}: CPU per request, Tollgate / nginx, per round: "
+                         f"{mm['tollgate_vs_nginx_cpu_paired']}, median {mm['tollgate_vs_nginx_cpu_paired_median']}")
             lines.append(f"- {mode}: Tollgate / direct = {mm['tollgate_vs_direct_throughput']}, "
                          f"limits on / off = {mm['limits_on_vs_off_throughput']}")
         st = summary["modes"]["stream"]
         lines.append(f"- translated streams, CPU per request vs the OpenAI pass-through: Anthropic "
                      f"{st['anthropic_vs_passthrough_cpu']}x, Gemini {st['gemini_vs_passthrough_cpu']}x")
-        lines.append(f"- p99 at a fixed 200 req/s: direct {fixed['direct']['p99_ms']:.2f} ms, nginx "
-                     f"{fixed['nginx']['p99_ms']:.2f} ms, Tollgate {fixed['tollgate']['p99_ms']:.2f} ms "
-                     f"(+{fixed['tollgate']['p99_ms'] - fixed['direct']['p99_ms']:.2f} ms over direct)")
+        for rate, f in fixed.items():
+            lines.append(f"- at a fixed {rate} req/s, p50 / p99: direct {f['direct']['p50_ms']:.2f} / "
+                         f"{f['direct']['p99_ms']:.2f} ms, nginx {f['nginx']['p50_ms']:.2f} / "
+                         f"{f['nginx']['p99_ms']:.2f} ms, Tollgate {f['tollgate']['p50_ms']:.2f} / "
+                         f"{f['tollgate']['p99_ms']:.2f} ms (p99 "
+                         f"{f['tollgate']['p99_ms'] - f['direct']['p99_ms']:+.2f} ms over direct)")
         lines.append(f"- peak RSS: Tollgate {rss:.1f} MiB, nginx (master + 2 workers) {nginx_rss:.1f} MiB")
         for name, a in accounting.items():
             exact = a["answered"] <= a["rows"] <= a["answered"] + a["cut_off"] and a["dropped"] == 0

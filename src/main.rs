@@ -101,6 +101,10 @@ enum Command {
         /// Share of requests answered with HTTP 500 (0.0 to 1.0).
         #[arg(long, default_value_t = 0.0)]
         fail_rate: f64,
+        /// Write each stream event, and each of `chunks` slices of a whole OpenAI answer, on
+        /// its own (unpaced), as providers that flush every token do.
+        #[arg(long)]
+        split_writes: bool,
     },
 }
 
@@ -149,12 +153,14 @@ async fn run(config_path: PathBuf, command: Command) -> ExitCode {
             chunk_ms,
             chunks,
             fail_rate,
+            split_writes,
         } => {
             let options = MockOptions {
                 ttft_ms,
                 chunk_ms,
                 chunks,
                 fail_rate,
+                split_writes,
             };
             mock_upstream(options, &host, port).await
         }

@@ -49,6 +49,10 @@ pub struct MockOptions {
     pub chunks: usize,
     /// Share of requests answered with a 500.
     pub fail_rate: f64,
+    /// Unpaced answers written a piece at a time rather than at once: each stream event, or
+    /// each of `chunks` slices of a whole answer, its own write, as a provider that flushes
+    /// every token sends them.
+    pub split_writes: bool,
 }
 
 impl Default for MockOptions {
@@ -58,6 +62,7 @@ impl Default for MockOptions {
             chunk_ms: 0,
             chunks: 16,
             fail_rate: 0.0,
+            split_writes: false,
         }
     }
 }
@@ -228,6 +233,19 @@ fn full(
         .expect("static response parts are valid")
 }
 
+/// A whole JSON answer: one write, or `chunks` of them with `split_writes`.
+fn json_answer(body: String, opts: &MockOptions) -> Response<MockBody> {
+    if !opts.split_writes {
+        return full(StatusCode::OK, "application/json", body);
+    }
+    let pieces = slices(Bytes::from(body), opts.chunks);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(written(pieces, Duration::ZERO, true, Duration::ZERO))
+        .expect("static response parts are valid")
+}
+
 /// Answers one request to `path` (`/v1/chat/completions`, `/v1/messages`,
 /// `/v1beta/models/m:generateContent`, ...).
 pub async fn respond(path: &str, body: Bytes, opts: &MockOptions) -> Response<MockBody> {
@@ -265,31 +283,49 @@ fn sse_response_lingering(
     linger: Duration,
 ) -> Response<MockBody> {
     let delay = Duration::from_millis(opts.chunk_ms);
-    let body: MockBody = if delay.is_zero() && linger.is_zero() {
-        // Unpaced: one write, as a fast local server would flush it.
-        let all: Vec<u8> = events.concat();
-        Full::new(Bytes::from(all))
-            .map_err(|e: Infallible| match e {})
-            .boxed_unsync()
-    } else {
-        let frames = futures_util::stream::unfold(
-            (events.into_iter(), true),
-            move |(mut it, first)| async move {
-                let next = it.next()?;
-                if !first && !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                Some((Ok::<_, BoxError>(http_body::Frame::data(next)), (it, false)))
-            },
-        );
-        let end = futures_util::stream::once(tokio::time::sleep(linger))
-            .filter_map(|()| std::future::ready(None));
-        StreamBody::new(frames.chain(end)).boxed_unsync()
-    };
+    let body = written(events, delay, opts.split_writes, linger);
     Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "text/event-stream")
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(body)
         .expect("static response parts are valid")
+}
+
+/// A body of `pieces`: one write when unpaced and not split; else each piece written on its
+/// own, `delay` apart (or as soon as the previous one is flushed), then `linger` more.
+fn written(pieces: Vec<Bytes>, delay: Duration, split: bool, linger: Duration) -> MockBody {
+    if delay.is_zero() && linger.is_zero() && !split {
+        // Unpaced: one write, as a fast local server would flush it.
+        return Full::new(Bytes::from(pieces.concat()))
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync();
+    }
+    let frames = futures_util::stream::unfold(
+        (pieces.into_iter(), true),
+        move |(mut it, first)| async move {
+            let next = it.next()?;
+            if !first {
+                if delay.is_zero() {
+                    // Pending once, so hyper flushes what it holds before the next piece.
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Some((Ok::<_, BoxError>(http_body::Frame::data(next)), (it, false)))
+        },
+    );
+    let end = futures_util::stream::once(tokio::time::sleep(linger))
+        .filter_map(|()| std::future::ready(None));
+    StreamBody::new(frames.chain(end)).boxed_unsync()
+}
+
+/// A whole answer's body in `n` slices of about equal size, for `split_writes`.
+fn slices(body: Bytes, n: usize) -> Vec<Bytes> {
+    let size = body.len().div_ceil(n.max(1)).max(1);
+    (0..body.len())
+        .step_by(size)
+        .map(|at| body.slice(at..(at + size).min(body.len())))
+        .collect()
 }

@@ -8,7 +8,8 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::{
-    count_words, embedding, full, misbehave, sse_response, sse_response_lingering, Answer,
+    count_words, embedding, full, json_answer, misbehave, sse_response, sse_response_lingering,
+    Answer,
     MockBody, MockOptions,
 };
 use crate::providers::JsonObject;
@@ -121,7 +122,7 @@ fn completion(chat: bool, model: &str, req: &JsonObject, opts: &MockOptions) -> 
         "total_tokens": prompt_tokens + answer.completion_tokens(),
     });
     if req.bool("stream") != Some(true) {
-        return whole(chat, model, &answer, finish, usage);
+        return whole(chat, model, &answer, finish, usage, opts);
     }
     let include_usage = req
         .get::<Value>("stream_options")
@@ -145,6 +146,7 @@ fn whole(
     answer: &Answer,
     finish: &str,
     usage: Value,
+    opts: &MockOptions,
 ) -> Response<MockBody> {
     let text = answer.text();
     let body = if chat {
@@ -168,7 +170,7 @@ fn whole(
             "usage": usage,
         })
     };
-    full(StatusCode::OK, "application/json", body.to_string())
+    json_answer(body.to_string(), opts)
 }
 
 fn embeddings(model: &str, req: &JsonObject) -> Response<MockBody> {

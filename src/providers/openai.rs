@@ -288,9 +288,11 @@ pub struct PassThrough {
 }
 
 /// How much of a passed-through stream is kept to count its tokens by, should the provider
-/// report none. Raw SSE, a few times the text it carries: enough events for a close count
-/// (scaled to the whole by bytes), little enough that thousands of open streams hold little.
-const SAMPLE_BYTES: usize = 16 * 1024;
+/// report none (it is asked to, so rarely). Raw SSE, a few times the text it carries: a score
+/// of events for a close count (scaled to the whole by bytes), little enough that thousands of
+/// open streams hold little. Taken at the sample's first use, once, so it never grows by
+/// doubling past what it may hold.
+const SAMPLE_BYTES: usize = 4 * 1024;
 
 // An SSE event ends at a blank line: "\n\n" or "\n\r\n". Found from each '\n' with memchr,
 // because a substring searcher is built per call and that cost more than the scan itself.
@@ -425,13 +427,19 @@ impl PassThrough {
             }
             return;
         }
-        let room = SAMPLE_BYTES - self.sample.len();
+        let room = SAMPLE_BYTES.saturating_sub(self.sample.len());
         let kept = if out.len() <= room {
             out.len()
+        } else if self.sample.is_empty() {
+            // At least one whole event, however large, so there is something to count by.
+            last_event_end(&out[..room]).max(next_event_end(out, 0))
         } else {
             last_event_end(&out[..room])
         };
         if kept > 0 {
+            if self.sample.capacity() == 0 {
+                self.sample.reserve(kept.max(SAMPLE_BYTES));
+            }
             self.sample.extend_from_slice(&out[..kept]);
         }
         self.more_bytes += (out.len() - kept) as u64;
