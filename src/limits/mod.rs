@@ -12,6 +12,7 @@ pub mod shared;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -351,25 +352,42 @@ pub fn rate_limit_headers(sets: &[&Arc<LimitSet>]) -> Vec<(HeaderName, HeaderVal
                 fa.total_cmp(&fb).then(ra.cmp(rb))
             })
     };
-    let mut out = Vec::with_capacity(6);
-    for (bucket, [limit, remaining, reset]) in [
+    let buckets = [
         (tightest(|s| s.requests.as_ref()), REQUEST_HEADERS),
         (tightest(|s| s.tokens.as_ref()), TOKEN_HEADERS),
-    ] {
-        let Some((b, left)) = bucket else { continue };
-        let ms = b.time_to_full(left).as_millis();
+    ];
+    // The numbers are written into one buffer their values share: one allocation instead of
+    // one or two a value, on every answer.
+    let mut text = BytesMut::with_capacity(64);
+    let ranges = buckets.each_ref().map(|(bucket, _)| {
+        bucket.map(|(b, left)| {
+            let remaining = push_number(&mut text, u128::from(left), b"");
+            let reset = push_number(&mut text, b.time_to_full(left).as_millis(), b"ms");
+            (remaining, reset)
+        })
+    });
+    let text = text.freeze();
+    let value = |range| {
+        HeaderValue::from_maybe_shared(text.slice(range)).expect("digits are a valid header value")
+    };
+    let mut out = Vec::with_capacity(6);
+    for ((bucket, [limit, remaining, reset]), ranges) in buckets.into_iter().zip(ranges) {
+        let (Some((b, _)), Some((left, full_in))) = (bucket, ranges) else {
+            continue;
+        };
         out.push((limit, b.limit_header()));
-        out.push((remaining, HeaderValue::from(left)));
-        out.push((reset, millis(ms)));
+        out.push((remaining, value(left)));
+        out.push((reset, value(full_in)));
     }
     out
 }
 
-/// `{ms}ms`, written without the formatting machinery (two of these go with every answer).
-fn millis(ms: u128) -> HeaderValue {
-    let mut text = bytes::BytesMut::from(itoa::Buffer::new().format(ms).as_bytes());
-    text.extend_from_slice(b"ms");
-    HeaderValue::from_maybe_shared(text.freeze()).expect("digits are a valid header value")
+/// Appends `n` and `suffix` to `text`; returns where they are.
+fn push_number(text: &mut BytesMut, n: u128, suffix: &[u8]) -> std::ops::Range<usize> {
+    let at = text.len();
+    text.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    text.extend_from_slice(suffix);
+    at..text.len()
 }
 
 /// `retry-after` (whole seconds, rounded up) and `retry-after-ms` for a refusal.
@@ -478,7 +496,9 @@ mod tests {
             Some("0ms"),
             "full"
         );
-        assert_eq!(millis(61_250), "61250ms");
+        let mut text = BytesMut::from(&b"12"[..]);
+        assert_eq!(push_number(&mut text, 61_250, b"ms"), 2..9);
+        assert_eq!(&text[..], b"1261250ms");
         assert!(get("x-ratelimit-limit-tokens").is_none());
         let r = retry_headers(Duration::from_millis(1500));
         assert_eq!(r[0].1, "2");
