@@ -39,9 +39,9 @@ pub struct Caller {
     /// Who it is, for the audit log: a key's name and prefix, `master key`, or a JWT's
     /// `sub`. Empty for an anonymous caller.
     pub principal: String,
-    pub key_id: Option<String>,
-    pub project_id: Option<String>,
-    pub project_name: String,
+    pub key_id: Option<Arc<str>>,
+    pub project_id: Option<Arc<str>>,
+    pub project_name: Arc<str>,
     pub role: Role,
     /// The key's own `rpm` / `tpm` (0 = none).
     pub limits: crate::limits::LimitSpec,
@@ -66,7 +66,7 @@ impl Caller {
             principal: String::new(),
             key_id: None,
             project_id: None,
-            project_name: String::new(),
+            project_name: Arc::from(""),
             role: Role::User,
             limits: Default::default(),
             allowed_models: None,
@@ -116,8 +116,8 @@ pub fn hash_key(key: &str) -> String {
 /// How much of the key cache's byte budget an entry takes.
 fn entry_weight(_: &KeyDigest, caller: &Option<Arc<Caller>>) -> u32 {
     let strings = caller.as_deref().map_or(0, |c| {
-        c.key_id.as_ref().map_or(0, String::len)
-            + c.project_id.as_ref().map_or(0, String::len)
+        c.key_id.as_deref().map_or(0, str::len)
+            + c.project_id.as_deref().map_or(0, str::len)
             + c.project_name.len()
             + c.allowed_models
                 .iter()
@@ -164,9 +164,9 @@ fn caller_from_row(row: &ApiKeyRow) -> Option<Caller> {
     }
     Some(Caller {
         principal: format!("key {} ({}...)", row.name, row.key_prefix),
-        key_id: Some(row.id.clone()),
-        project_id: row.project_id.clone(),
-        project_name: row.project_name.clone().unwrap_or_default(),
+        key_id: Some(row.id.as_str().into()),
+        project_id: row.project_id.as_deref().map(Arc::from),
+        project_name: row.project_name.as_deref().unwrap_or_default().into(),
         role: if row.role == "admin" {
             Role::Admin
         } else {
@@ -338,8 +338,8 @@ impl Authenticator {
                 found.budget_usd,
                 found.budget_period,
             );
-            caller.project_id = Some(found.id.clone());
-            caller.project_name = project;
+            caller.project_id = Some(found.id.as_str().into());
+            caller.project_name = project.into();
         }
         Ok(Identified::Caller(Arc::new(caller)))
     }
@@ -359,8 +359,8 @@ impl Caller {
     pub fn stored(&self) -> StoredCaller {
         StoredCaller {
             principal: self.principal.clone(),
-            key_id: self.key_id.clone(),
-            project_id: self.project_id.clone(),
+            key_id: self.key_id.as_deref().map(str::to_owned),
+            project_id: self.project_id.as_deref().map(str::to_owned),
             role: self.role,
         }
     }
@@ -391,8 +391,8 @@ impl Caller {
                 project.budget_usd,
                 project.budget_period,
             );
-            caller.project_id = Some(project.id);
-            caller.project_name = project.name;
+            caller.project_id = Some(project.id.into());
+            caller.project_name = project.name.into();
         }
         Ok(Ok(caller))
     }

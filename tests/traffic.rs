@@ -168,7 +168,7 @@ async fn slots_come_back_when_clients_hang_up_mid_stream() {
         let in_use = snapshot
             .providers
             .iter()
-            .find(|p| p.name == "up")
+            .find(|p| &*p.name == "up")
             .unwrap()
             .limits
             .parallel_in_use();

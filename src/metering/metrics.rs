@@ -480,9 +480,9 @@ impl Metrics {
         };
         let labels = Labels {
             op: operation(&rec.endpoint),
-            provider: rec.provider_name.as_str(),
+            provider: &rec.provider_name,
             model: rec.metric_model(),
-            project: rec.project_name.as_str(),
+            project: &rec.project_name,
             status,
             error: rec.error_type.as_deref().unwrap_or(""),
         };

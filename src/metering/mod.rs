@@ -11,6 +11,9 @@ mod refusals;
 pub use cost::{cost_e10, Prices};
 pub use metrics::Metrics;
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -124,19 +127,22 @@ pub struct UsageRecord {
     pub id: String,
     pub request_id: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
-    pub llm_model_id: Option<String>,
-    pub provider_id: Option<String>,
-    pub project_id: Option<String>,
-    pub api_key_id: Option<String>,
+    // Shared with the registry and the caller (a request copies none of them): the record is
+    // dropped on the usage writer's thread, and each copy would be one more allocation made on
+    // one thread and freed on another.
+    pub llm_model_id: Option<Arc<str>>,
+    pub provider_id: Option<Arc<str>>,
+    pub project_id: Option<Arc<str>>,
+    pub api_key_id: Option<Arc<str>>,
     /// The public name the client asked for.
     pub model_name: String,
     /// The `model` metric label. Not stored: the row has `model_name` and the model's id.
     #[serde(skip)]
     pub model_label: ModelLabel,
     /// Names for metric labels; the row itself refers to providers and projects by id.
-    pub provider_name: String,
-    pub project_name: String,
-    pub endpoint: String,
+    pub provider_name: Arc<str>,
+    pub project_name: Arc<str>,
+    pub endpoint: Cow<'static, str>,
     pub stream: bool,
     pub status_code: u16,
     pub error_type: Option<String>,
@@ -188,8 +194,8 @@ pub(crate) fn sample_record() -> UsageRecord {
         api_key_id: None,
         model_name: "m".into(),
         model_label: ModelLabel::AsRequested,
-        provider_name: String::new(),
-        project_name: String::new(),
+        provider_name: "".into(),
+        project_name: "".into(),
         endpoint: "chat.completions".into(),
         stream: false,
         status_code: 200,

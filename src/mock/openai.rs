@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 
 use super::{
     count_words, embedding, full, json_answer, misbehave, sse_response, sse_response_lingering,
-    Answer,
-    MockBody, MockOptions,
+    Answer, MockBody, MockOptions,
 };
 use crate::providers::JsonObject;
 

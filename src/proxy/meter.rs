@@ -175,7 +175,7 @@ impl RequestMeter {
             model_label,
             provider_name: dep.map(|d| d.provider.name.clone()).unwrap_or_default(),
             project_name: caller.project_name.clone(),
-            endpoint: self.surface.unwrap_or(self.endpoint.as_str()).to_owned(),
+            endpoint: self.surface.unwrap_or(self.endpoint.as_str()).into(),
             stream: self.stream,
             status_code: status,
             error_type: error_type.map(str::to_owned),

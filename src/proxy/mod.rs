@@ -49,7 +49,7 @@ pub struct Gateway {
     pub usage: UsageSink,
     pub metrics: Arc<Metrics>,
     /// Per-key limit state, by key id (kept while the key is in use).
-    key_limits: moka::sync::Cache<String, Arc<LimitSet>>,
+    key_limits: moka::sync::Cache<Arc<str>, Arc<LimitSet>>,
     /// Limits shared through Redis, when `[redis] url` is set.
     shared: Option<Shared>,
     /// Keys' and projects' budgets: what is spent and reserved.

@@ -30,8 +30,8 @@ use crate::upstream::Target;
 
 #[derive(Debug)]
 pub struct Provider {
-    pub id: String,
-    pub name: String,
+    pub id: Arc<str>,
+    pub name: Arc<str>,
     pub api: Api,
     /// Without a trailing slash.
     pub base_url: String,
@@ -50,7 +50,7 @@ pub struct Provider {
 /// One model at one provider: what a public name resolves to.
 #[derive(Debug)]
 pub struct Deployment {
-    pub id: String,
+    pub id: Arc<str>,
     /// The public name clients send.
     pub name: String,
     pub display_name: String,
@@ -135,7 +135,9 @@ impl Snapshot {
         &'a self,
         provider: &'a str,
     ) -> impl Iterator<Item = &'a Arc<Deployment>> {
-        self.all.iter().filter(move |d| d.provider.name == provider)
+        self.all
+            .iter()
+            .filter(move |d| *d.provider.name == *provider)
     }
 
     pub fn listed(&self) -> &[ListedModel] {
@@ -208,7 +210,7 @@ impl Snapshot {
             let first = &deps[0];
             self.listed.push(ListedModel {
                 id: name.clone(),
-                owned_by: first.provider.name.clone(),
+                owned_by: first.provider.name.to_string(),
                 created: first.created_unix,
             });
         }
@@ -486,8 +488,8 @@ fn provider_from_row(
     };
     let timeouts: ProviderTimeouts = serde_json::from_str(&p.timeouts).unwrap_or_default();
     Ok(Provider {
-        id: p.id.clone(),
-        name: p.name.clone(),
+        id: p.id.as_str().into(),
+        name: p.name.as_str().into(),
         api,
         base_url: p.base_url.trim_end_matches('/').to_owned(),
         api_version: p.api_version.clone(),
@@ -521,7 +523,7 @@ fn deployment_from_row(
         _ => ModelType::Chat,
     };
     Deployment {
-        id: m.id.clone(),
+        id: m.id.as_str().into(),
         name: m.name.clone(),
         display_name: m.display_name.clone(),
         model_id: m.model_id.clone(),

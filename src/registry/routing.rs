@@ -184,7 +184,7 @@ mod tests {
     }
 
     fn ids(plan: &[Arc<Deployment>]) -> Vec<&str> {
-        plan.iter().map(|d| d.id.as_str()).collect()
+        plan.iter().map(|d| &*d.id).collect()
     }
 
     fn needs(prompt: u64) -> Needs {

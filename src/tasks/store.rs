@@ -27,8 +27,8 @@ impl Scope {
     /// The caller's own tasks, whatever its role: what the queued bound counts.
     pub fn own(caller: &Caller) -> Scope {
         match (&caller.project_id, &caller.key_id) {
-            (Some(p), _) => Scope::Project(p.clone()),
-            (None, Some(k)) => Scope::Key(k.clone()),
+            (Some(p), _) => Scope::Project(p.to_string()),
+            (None, Some(k)) => Scope::Key(k.to_string()),
             (None, None) => Scope::Principal(caller.principal.clone()),
         }
     }
@@ -83,8 +83,8 @@ pub async fn insert(
         id.clone().into(),
         new.name.into(),
         new.description.into(),
-        caller.project_id.clone().into(),
-        caller.key_id.clone().into(),
+        caller.project_id.as_deref().map(str::to_owned).into(),
+        caller.key_id.as_deref().map(str::to_owned).into(),
         caller.principal.clone().into(),
         role.into(),
         new.prompt.into(),
