@@ -222,14 +222,17 @@ fn full(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<MockBody> {
+    let body = Full::new(body.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync();
+    response(status, content_type, body)
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: MockBody) -> Response<MockBody> {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
-        .body(
-            Full::new(body.into())
-                .map_err(|e: Infallible| match e {})
-                .boxed_unsync(),
-        )
+        .body(body)
         .expect("static response parts are valid")
 }
 
@@ -239,11 +242,8 @@ fn json_answer(body: String, opts: &MockOptions) -> Response<MockBody> {
         return full(StatusCode::OK, "application/json", body);
     }
     let pieces = slices(Bytes::from(body), opts.chunks);
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(written(pieces, Duration::ZERO, true, Duration::ZERO))
-        .expect("static response parts are valid")
+    let body = written(pieces, Duration::ZERO, true, Duration::ZERO);
+    response(StatusCode::OK, "application/json", body)
 }
 
 /// Answers one request to `path` (`/v1/chat/completions`, `/v1/messages`,
@@ -328,4 +328,33 @@ fn slices(body: Bytes, n: usize) -> Vec<Bytes> {
         .step_by(size)
         .map(|at| body.slice(at..(at + size).min(body.len())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A split whole answer arrives as up to `chunks` frames that add up to the same body.
+    #[tokio::test]
+    async fn a_split_answer_is_the_same_bytes_in_pieces() {
+        let body = r#"{"id":"chatcmpl-mock","choices":[{"message":{"content":"hi"}}]}"#;
+        let opts = MockOptions {
+            split_writes: true,
+            ..MockOptions::default()
+        };
+        let mut answer = json_answer(body.to_owned(), &opts).into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = answer.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert!(
+            (2..=opts.chunks).contains(&frames.len()),
+            "{} frames",
+            frames.len()
+        );
+        assert_eq!(frames.concat(), body.as_bytes());
+        let whole = json_answer(body.to_owned(), &MockOptions::default());
+        let bytes = whole.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, body.as_bytes());
+    }
 }
